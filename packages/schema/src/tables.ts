@@ -1,0 +1,145 @@
+/**
+ * The event store's tables, declared in Drizzle.
+ *
+ * Names and columns are fstore-sql's, in schema `public`, so that every SQL example of fstore-sql's README and any
+ * existing fstore-sql client keep working. What Drizzle cannot declare (functions, triggers, rules) lives in the
+ * custom migrations next to the generated one, under `migrations/`.
+ */
+import { sql } from 'drizzle-orm';
+import {
+  bigint,
+  bigserial,
+  boolean,
+  check,
+  customType,
+  foreignKey,
+  index,
+  jsonb,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  unique,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core';
+
+/** PostgreSQL's 64-bit transaction id. Read as text: it does not fit a JavaScript number in general. */
+const xid8 = customType<{ data: string; driverData: string }>({
+  dataType: () => 'xid8',
+});
+
+/**
+ * Which event types (and versions) a decider may publish. An event cannot be appended before its
+ * `(decider, event, event_version)` is registered here: the foreign key on `events` enforces it.
+ * Rows are immutable: rules turn UPDATE and DELETE into no-ops, and a trigger refuses TRUNCATE.
+ */
+export const deciders = pgTable(
+  'deciders',
+  {
+    decider: text('decider').notNull(),
+    event: text('event').notNull(),
+    eventVersion: bigint('event_version', { mode: 'number' }).notNull().default(1),
+    description: text('description'),
+  },
+  (t) => [primaryKey({ name: 'deciders_pkey', columns: [t.decider, t.event, t.eventVersion] })],
+);
+
+/**
+ * The append-only log. One stream per `decider_id`; within it, each event names the one before it in
+ * `previous_id` (null only for the first), which is the optimistic lock: two writers that saw the same last event
+ * collide on `events_previous_id_key`, two writers of a first event on `events_first_event_key`.
+ */
+export const events = pgTable(
+  'events',
+  {
+    event: text('event').notNull(),
+    eventId: uuid('event_id').notNull(),
+    eventVersion: bigint('event_version', { mode: 'number' }).notNull().default(1),
+    decider: text('decider').notNull(),
+    deciderId: text('decider_id').notNull(),
+    data: jsonb('data').notNull(),
+    commandId: uuid('command_id').notNull(),
+    previousId: uuid('previous_id'),
+    final: boolean('final').notNull().default(false),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    /** Global order of appends. Numbers stay exact up to 2^53, far beyond any log this table will hold. */
+    offset: bigserial('offset', { mode: 'number' }).primaryKey(),
+    transactionId: xid8('transaction_id').notNull().default(sql`pg_current_xact_id()`),
+  },
+  (t) => [
+    unique('events_event_id_key').on(t.eventId),
+    unique('events_previous_id_key').on(t.previousId),
+    // UNIQUE ignores NULLs, so `previous_id` alone lets two "first" events into one stream. This closes that hole.
+    uniqueIndex('events_first_event_key').on(t.deciderId, t.decider).where(sql`${t.previousId} IS NULL`),
+    // Loading a stream and finding its last event: an index range in offset order.
+    index('events_decider_id_offset_idx').on(t.deciderId, t.offset),
+    foreignKey({
+      name: 'events_decider_event_fkey',
+      columns: [t.decider, t.event, t.eventVersion],
+      foreignColumns: [deciders.decider, deciders.event, deciders.eventVersion],
+    }),
+  ],
+);
+
+/**
+ * Registered views (subscribers). `pooling_delay_ms` keeps the README's millisecond polling delay without loss;
+ * `pooling_delay_s` is fstore-sql's seconds column, kept for its clients.
+ */
+export const views = pgTable(
+  'views',
+  {
+    view: text('view').primaryKey(),
+    startAt: timestamp('start_at').notNull().defaultNow(),
+    lockTimeoutS: bigint('lock_timeout_s', { mode: 'number' }).notNull().default(300),
+    poolingDelayS: bigint('pooling_delay_s', { mode: 'number' }),
+    poolingDelayMs: bigint('pooling_delay_ms', { mode: 'number' }),
+    edgeFunctionUrl: text('edge_function_url'),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [
+    check('views_lock_timeout_s_check', sql`${t.lockTimeoutS} > 0`),
+    check('views_pooling_delay_s_check', sql`${t.poolingDelayS} >= 0`),
+    check('views_pooling_delay_ms_check', sql`${t.poolingDelayMs} >= 0`),
+  ],
+);
+
+/**
+ * One row per (view, stream): how far the view has read the stream (`last_offset`), the stream's head (`offset`),
+ * and the lease (`locked_until`). Consumers lease rows with `FOR UPDATE SKIP LOCKED`.
+ */
+export const locks = pgTable(
+  'locks',
+  {
+    view: text('view').notNull(),
+    deciderId: text('decider_id').notNull(),
+    offset: bigint('offset', { mode: 'number' }).notNull(),
+    lastOffset: bigint('last_offset', { mode: 'number' }).notNull(),
+    lockedUntil: timestamp('locked_until', { withTimezone: true })
+      .notNull()
+      .default(sql`now() - interval '1ms'`),
+    offsetFinal: boolean('offset_final').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [
+    primaryKey({ name: 'locks_pkey', columns: [t.view, t.deciderId] }),
+    foreignKey({ name: 'locks_view_fkey', columns: [t.view], foreignColumns: [views.view] }).onDelete(
+      'cascade',
+    ),
+    // Only streams with unread events are indexed, in the order consumers take them (least recently served
+    // first). Leasing therefore reads a handful of index entries whether a view has a thousand streams or a
+    // million, and rows leased by others (locked_until in the future) lie past the end of the range it scans.
+    index('locks_pending_idx').on(t.view, t.lockedUntil, t.offset).where(sql`${t.lastOffset} < ${t.offset}`),
+  ],
+);
+
+export type Decider = typeof deciders.$inferSelect;
+export type NewDecider = typeof deciders.$inferInsert;
+export type Event = typeof events.$inferSelect;
+export type NewEvent = typeof events.$inferInsert;
+export type View = typeof views.$inferSelect;
+export type NewView = typeof views.$inferInsert;
+export type Lock = typeof locks.$inferSelect;
+export type NewLock = typeof locks.$inferInsert;

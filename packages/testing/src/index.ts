@@ -1,0 +1,8 @@
+export { type CreateTestDatabaseOptions, createTestDatabase, type TestDatabase } from './database.js';
+export {
+  createGlobalSetup,
+  type GlobalSetupOptions,
+  type TestServerContext,
+  withDatabase,
+} from './global-setup.js';
+export { freePort, startTestServer, supportedEmbeddedVersions, type TestServer } from './server.js';
