@@ -129,6 +129,8 @@ $register_view_ms$;
 -- API: lease up to v_limit streams of a view that have unread events, for v_seconds, and return the next unread
 -- event of each, in offset order. Streams leased by another consumer are skipped (FOR UPDATE SKIP LOCKED), so any
 -- number of consumers can call this concurrently; an expired lease makes its event deliverable again.
+-- A lease ends at locked_until itself (<=): ack_event sets it to now(), the transaction's start time, and the next
+-- call may well run in the same clock tick.
 -- Streams are taken least recently served first (locked_until, then offset): a busy stream cannot starve the
 -- others. The candidates come from locks_pending_idx, which holds only streams with unread events, so a call
 -- costs the same with a thousand streams or a million; PL/pgSQL keeps the plan.
@@ -151,7 +153,7 @@ BEGIN
                             FROM locks l
                             WHERE l.view = v_view_name
                               AND l.last_offset < l."offset"
-                              AND l.locked_until < now()
+                              AND l.locked_until <= now()
                             ORDER BY l.locked_until, l."offset"
                             LIMIT v_limit FOR UPDATE SKIP LOCKED),
              leased AS (UPDATE locks l

@@ -1,0 +1,9 @@
+import { createTestDatabase } from '@fstore/testing';
+import { afterAll } from 'vitest';
+import { describeSqlApi } from './test-support/sql-api.spec.js';
+import { postgresJsClient } from './test-support/sql-client.js';
+
+const db = await createTestDatabase();
+afterAll(() => db.drop());
+
+describeSqlApi('PostgreSQL via postgres.js', async () => postgresJsClient(db.sql));

@@ -1,0 +1,653 @@
+/**
+ * The specification of fstore's SQL API, as one connection sees it. It runs on a real PostgreSQL through
+ * postgres.js (sql-api.test.ts) and in process on PGlite (sql-api.pglite.test.ts). Races, which need two
+ * connections, are specified in concurrency.test.ts.
+ */
+import { randomUUID } from 'node:crypto';
+import { beforeAll, describe, expect, test } from 'vitest';
+import { failureOf, type Row, type SqlClient } from './sql-client.js';
+
+const messages = {
+  final:
+    'last event for this decider stream is already final. the stream is closed, you can not append events to it.',
+  firstOnly: 'previous_id can only be null for the first decider event',
+  sameDecider: 'previous_id must be in the same decider',
+};
+
+interface EventRow extends Row {
+  event: string;
+  event_id: string;
+  event_version: number;
+  decider: string;
+  decider_id: string;
+  data: unknown;
+  command_id: string;
+  previous_id: string | null;
+  final: boolean;
+  created_at: Date;
+  offset: number;
+  transaction_id: string;
+}
+
+interface LockRow extends Row {
+  view: string;
+  decider_id: string;
+  offset: number;
+  last_offset: number;
+  locked_until: Date;
+  offset_final: boolean;
+}
+
+interface AppendInput {
+  event?: string;
+  eventId?: string;
+  decider: string;
+  deciderId: string;
+  data?: unknown;
+  previousId: string | null;
+  version?: number;
+  final?: boolean;
+}
+
+export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>) {
+  describe(`fstore SQL API (${driver})`, () => {
+    let db: SqlClient;
+    beforeAll(async () => {
+      db = await connect();
+    });
+
+    /** A decider name of this test's own, with event types e1, e2 (version 1) and e1 version 2 registered. */
+    async function newDecider(): Promise<string> {
+      const decider = `decider-${randomUUID()}`;
+      await db.query(`SELECT * FROM register_decider_event($1, 'e1')`, [decider]);
+      await db.query(`SELECT * FROM register_decider_event($1, 'e2')`, [decider]);
+      await db.query(`SELECT * FROM register_decider_event($1, 'e1', 'e1, second shape', 2)`, [decider]);
+      return decider;
+    }
+
+    async function append(input: AppendInput): Promise<EventRow> {
+      const parameters = [
+        input.event ?? 'e1',
+        input.eventId ?? randomUUID(),
+        input.decider,
+        input.deciderId,
+        JSON.stringify(input.data ?? {}),
+        randomUUID(),
+        input.previousId,
+      ];
+      const rows =
+        input.final === undefined
+          ? await db.query<EventRow>(
+              `SELECT * FROM append_event($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8)`,
+              [...parameters, input.version ?? 1],
+            )
+          : await db.query<EventRow>(
+              `SELECT * FROM append_event($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9)`,
+              [...parameters, input.version ?? 1, input.final],
+            );
+      expect(rows).toHaveLength(1);
+      return rows[0] as EventRow;
+    }
+
+    /** Appends `count` chained events to a new stream and returns them. */
+    async function stream(decider: string, count: number, deciderId = `stream-${randomUUID()}`) {
+      const appended: EventRow[] = [];
+      for (let i = 0; i < count; i++) {
+        appended.push(
+          await append({ decider, deciderId, previousId: appended.at(-1)?.event_id ?? null, data: { i } }),
+        );
+      }
+      return { deciderId, events: appended };
+    }
+
+    async function countEvents(deciderId: string): Promise<number> {
+      const [row] = await db.query<{ count: number }>(
+        `SELECT count(*)::int AS count FROM events WHERE decider_id = $1`,
+        [deciderId],
+      );
+      return row?.count ?? -1;
+    }
+
+    describe('register_decider_event', () => {
+      test('the short form registers version 1 without a description', async () => {
+        const decider = `decider-${randomUUID()}`;
+        const rows = await db.query(`SELECT * FROM register_decider_event($1, 'created')`, [decider]);
+        expect(rows).toEqual([{ decider, event: 'created', event_version: 1, description: null }]);
+      });
+
+      test('the long form registers a version with a description', async () => {
+        const decider = `decider-${randomUUID()}`;
+        const rows = await db.query(
+          `SELECT * FROM register_decider_event($1, 'created', 'it was created', 3)`,
+          [decider],
+        );
+        expect(rows).toEqual([
+          { decider, event: 'created', event_version: 3, description: 'it was created' },
+        ]);
+      });
+
+      test('registering again returns the registered row and changes nothing', async () => {
+        const decider = `decider-${randomUUID()}`;
+        await db.query(`SELECT * FROM register_decider_event($1, 'created', 'first words', 1)`, [decider]);
+        const again = await db.query(
+          `SELECT * FROM register_decider_event($1, 'created', 'other words', 1)`,
+          [decider],
+        );
+        expect(again).toEqual([{ decider, event: 'created', event_version: 1, description: 'first words' }]);
+        const all = await db.query(`SELECT * FROM deciders WHERE decider = $1`, [decider]);
+        expect(all).toHaveLength(1);
+      });
+
+      test('a null name is refused', async () => {
+        const failure = await failureOf(() =>
+          db.query(`SELECT * FROM register_decider_event(NULL, 'created')`),
+        );
+        expect(failure.code).toBe('23502');
+      });
+    });
+
+    describe('append_event', () => {
+      test('stores the first event of a stream and returns it as stored', async () => {
+        const decider = await newDecider();
+        const deciderId = `stream-${randomUUID()}`;
+        const eventId = randomUUID();
+        const stored = await append({ decider, deciderId, eventId, previousId: null, data: { name: 'Ada' } });
+        expect(stored).toMatchObject({
+          event: 'e1',
+          event_id: eventId,
+          event_version: 1,
+          decider,
+          decider_id: deciderId,
+          data: { name: 'Ada' },
+          previous_id: null,
+          final: false,
+        });
+        expect(stored.offset).toBeGreaterThan(0);
+        expect(stored.created_at).toBeInstanceOf(Date);
+        expect(stored.transaction_id).toMatch(/^\d+$/);
+      });
+
+      test('chains each event to the one before it, in increasing offsets', async () => {
+        const decider = await newDecider();
+        const { events } = await stream(decider, 4);
+        for (let i = 1; i < events.length; i++) {
+          expect(events[i]?.previous_id).toBe(events[i - 1]?.event_id);
+          expect(events[i]?.offset).toBeGreaterThan(events[i - 1]?.offset ?? Number.POSITIVE_INFINITY);
+        }
+      });
+
+      test('accepts a registered version of an event type', async () => {
+        const decider = await newDecider();
+        const stored = await append({
+          decider,
+          deciderId: `stream-${randomUUID()}`,
+          previousId: null,
+          version: 2,
+        });
+        expect(stored.event_version).toBe(2);
+      });
+
+      test('refuses an event type the decider has not registered, through the foreign key', async () => {
+        const decider = await newDecider();
+        const deciderId = `stream-${randomUUID()}`;
+        const failure = await failureOf(() =>
+          append({ decider, deciderId, previousId: null, event: 'unknown' }),
+        );
+        expect(failure).toMatchObject({ code: '23503', constraint: 'events_decider_event_fkey' });
+        expect(await countEvents(deciderId)).toBe(0);
+      });
+
+      test('refuses a version of an event type that is not registered', async () => {
+        const decider = await newDecider();
+        const deciderId = `stream-${randomUUID()}`;
+        const failure = await failureOf(() =>
+          append({ decider, deciderId, previousId: null, event: 'e2', version: 2 }),
+        );
+        expect(failure).toMatchObject({ code: '23503', constraint: 'events_decider_event_fkey' });
+      });
+
+      test('refuses a second "first" event (previous_id null) in a stream that has events', async () => {
+        const decider = await newDecider();
+        const { deciderId } = await stream(decider, 1);
+        const failure = await failureOf(() => append({ decider, deciderId, previousId: null }));
+        expect(failure).toEqual({
+          code: '23514',
+          constraint: 'events_previous_id_required',
+          message: messages.firstOnly,
+        });
+        expect(await countEvents(deciderId)).toBe(1);
+      });
+
+      test('refuses a previous_id that belongs to another stream', async () => {
+        const decider = await newDecider();
+        const other = await stream(decider, 1);
+        const { deciderId } = await stream(decider, 1);
+        const failure = await failureOf(() =>
+          append({ decider, deciderId, previousId: other.events[0]?.event_id ?? null }),
+        );
+        expect(failure).toEqual({
+          code: '23514',
+          constraint: 'events_previous_id_same_stream',
+          message: messages.sameDecider,
+        });
+      });
+
+      test('refuses a previous_id for a new stream, which has no event to point at', async () => {
+        const decider = await newDecider();
+        const other = await stream(decider, 1);
+        const deciderId = `stream-${randomUUID()}`;
+        const failure = await failureOf(() =>
+          append({ decider, deciderId, previousId: other.events[0]?.event_id ?? null }),
+        );
+        expect(failure).toMatchObject({ code: '23514', message: messages.sameDecider });
+        expect(await countEvents(deciderId)).toBe(0);
+      });
+
+      test('refuses a previous_id that is no longer the last event: the optimistic lock', async () => {
+        const decider = await newDecider();
+        const { deciderId, events } = await stream(decider, 2);
+        const failure = await failureOf(() =>
+          append({ decider, deciderId, previousId: events[0]?.event_id ?? null }),
+        );
+        expect(failure).toMatchObject({ code: '23505', constraint: 'events_previous_id_key' });
+        expect(await countEvents(deciderId)).toBe(2);
+      });
+
+      test('refuses an event id that is already stored', async () => {
+        const decider = await newDecider();
+        const { deciderId, events } = await stream(decider, 1);
+        const failure = await failureOf(() =>
+          append({
+            decider,
+            deciderId,
+            previousId: events[0]?.event_id ?? null,
+            eventId: events[0]?.event_id,
+          }),
+        );
+        expect(failure).toMatchObject({ code: '23505', constraint: 'events_event_id_key' });
+      });
+
+      test('refuses data that is not JSON, and a malformed uuid', async () => {
+        const decider = await newDecider();
+        const deciderId = `stream-${randomUUID()}`;
+        const badJson = await failureOf(() =>
+          db.query(`SELECT * FROM append_event('e1', $1, $2, $3, '{not json', $4, NULL)`, [
+            randomUUID(),
+            decider,
+            deciderId,
+            randomUUID(),
+          ]),
+        );
+        expect(badJson.code).toBe('22P02');
+        const badUuid = await failureOf(() =>
+          db.query(`SELECT * FROM append_event('e1', 'not-a-uuid', $1, $2, '{}', $3, NULL)`, [
+            decider,
+            deciderId,
+            randomUUID(),
+          ]),
+        );
+        expect(badUuid.code).toBe('22P02');
+        expect(await countEvents(deciderId)).toBe(0);
+      });
+
+      test('a final event closes the stream: nothing can be appended after it', async () => {
+        const decider = await newDecider();
+        const { deciderId, events } = await stream(decider, 1);
+        const closing = await append({
+          decider,
+          deciderId,
+          previousId: events[0]?.event_id ?? null,
+          event: 'e2',
+          final: true,
+        });
+        expect(closing.final).toBe(true);
+        const failure = await failureOf(() => append({ decider, deciderId, previousId: closing.event_id }));
+        expect(failure).toEqual({
+          code: '23514',
+          constraint: 'events_stream_not_final',
+          message: messages.final,
+        });
+        // Closed is closed, whatever the writer believes the last event is.
+        const stale = await failureOf(() => append({ decider, deciderId, previousId: null }));
+        expect(stale.message).toBe(messages.final);
+        expect(await countEvents(deciderId)).toBe(2);
+      });
+
+      test('a plain INSERT passes the same checks as append_event', async () => {
+        const decider = await newDecider();
+        const { deciderId } = await stream(decider, 1);
+        const failure = await failureOf(() =>
+          db.query(
+            `INSERT INTO events (event, event_id, decider, decider_id, data, command_id, previous_id)
+             VALUES ('e1', $1, $2, $3, '{}', $4, NULL)`,
+            [randomUUID(), decider, deciderId, randomUUID()],
+          ),
+        );
+        expect(failure.message).toBe(messages.firstOnly);
+      });
+    });
+
+    describe('immutability', () => {
+      test('UPDATE and DELETE on events change nothing', async () => {
+        const decider = await newDecider();
+        const { deciderId, events } = await stream(decider, 2);
+        await db.query(`UPDATE events SET data = '{"tampered": true}' WHERE decider_id = $1`, [deciderId]);
+        await db.query(`DELETE FROM events WHERE decider_id = $1`, [deciderId]);
+        const after = await db.query<EventRow>(`SELECT * FROM get_events($1)`, [deciderId]);
+        expect(after).toEqual(events);
+      });
+
+      test('UPDATE and DELETE on deciders change nothing', async () => {
+        const decider = await newDecider();
+        await db.query(`UPDATE deciders SET description = 'tampered' WHERE decider = $1`, [decider]);
+        await db.query(`DELETE FROM deciders WHERE decider = $1`, [decider]);
+        const rows = await db.query(
+          `SELECT * FROM deciders WHERE decider = $1 ORDER BY event, event_version`,
+          [decider],
+        );
+        expect(rows.map((r) => [r.event, r.event_version, r.description])).toEqual([
+          ['e1', 1, null],
+          ['e1', 2, 'e1, second shape'],
+          ['e2', 1, null],
+        ]);
+      });
+
+      test('TRUNCATE of events or deciders fails', async () => {
+        const decider = await newDecider();
+        const { deciderId } = await stream(decider, 1);
+        for (const table of ['events', 'deciders']) {
+          const failure = await failureOf(() => db.query(`TRUNCATE ${table} CASCADE`));
+          expect(failure).toMatchObject({
+            code: '55000',
+            message: `${table} is append-only: TRUNCATE is not allowed`,
+          });
+        }
+        expect(await countEvents(deciderId)).toBe(1);
+      });
+    });
+
+    describe('get_events and get_last_event', () => {
+      test('get_events(decider_id) returns the stream in offset order', async () => {
+        const decider = await newDecider();
+        const { deciderId, events } = await stream(decider, 3);
+        expect(await db.query(`SELECT * FROM get_events($1)`, [deciderId])).toEqual(events);
+      });
+
+      test('the decider argument filters by decider type, in both functions', async () => {
+        const a = await newDecider();
+        const b = await newDecider();
+        const deciderId = `shared-${randomUUID()}`;
+        const a1 = await append({ decider: a, deciderId, previousId: null });
+        const a2 = await append({ decider: a, deciderId, previousId: a1.event_id });
+        const b1 = await append({ decider: b, deciderId, previousId: null });
+        expect(await db.query(`SELECT * FROM get_events($1, $2)`, [deciderId, a])).toEqual([a1, a2]);
+        expect(await db.query(`SELECT * FROM get_events($1, $2)`, [deciderId, b])).toEqual([b1]);
+        expect(await db.query(`SELECT * FROM get_events($1)`, [deciderId])).toEqual([a1, a2, b1]);
+        // b1 is the newest event of that id, but not of decider a.
+        expect(await db.query(`SELECT * FROM get_last_event($1, $2)`, [deciderId, a])).toEqual([a2]);
+        expect(await db.query(`SELECT * FROM get_last_event($1, $2)`, [deciderId, b])).toEqual([b1]);
+      });
+
+      test('an unknown stream has no events and no last event', async () => {
+        expect(await db.query(`SELECT * FROM get_events('nobody')`)).toEqual([]);
+        expect(await db.query(`SELECT * FROM get_last_event('nobody', 'nothing')`)).toEqual([]);
+      });
+    });
+
+    describe('register_view', () => {
+      test("the README's form keeps the polling delay in milliseconds, and in whole seconds rounded up", async () => {
+        const view = `view-${randomUUID()}`;
+        const [row] = await db.query(`SELECT * FROM register_view($1, 500, '2023-01-28 12:17:17.078384')`, [
+          view,
+        ]);
+        expect(row).toMatchObject({
+          view,
+          pooling_delay_ms: 500,
+          pooling_delay_s: 1,
+          lock_timeout_s: 300,
+          edge_function_url: null,
+        });
+        expect((row?.start_at as Date).toISOString()).toMatch(/^2023-01-28T/);
+      });
+
+      test('the later form takes seconds, a lock timeout and an edge function url, with defaults', async () => {
+        const view = `view-${randomUUID()}`;
+        const [defaults] = await db.query(`SELECT * FROM register_view($1)`, [view]);
+        expect(defaults).toMatchObject({
+          view,
+          lock_timeout_s: 300,
+          pooling_delay_s: null,
+          pooling_delay_ms: null,
+        });
+        const [updated] = await db.query(
+          `SELECT * FROM register_view($1, '2024-05-01 00:00:00', 60, 2, 'https://example.test/fn')`,
+          [view],
+        );
+        expect(updated).toMatchObject({
+          view,
+          lock_timeout_s: 60,
+          pooling_delay_s: 2,
+          pooling_delay_ms: 2000,
+          edge_function_url: 'https://example.test/fn',
+        });
+        expect((updated?.updated_at as Date).getTime()).toBeGreaterThanOrEqual(
+          (defaults?.updated_at as Date).getTime(),
+        );
+        expect(await db.query(`SELECT * FROM views WHERE view = $1`, [view])).toHaveLength(1);
+      });
+
+      test('refuses a negative delay and a lock timeout below one second', async () => {
+        const view = `view-${randomUUID()}`;
+        expect(
+          await failureOf(() => db.query(`SELECT * FROM register_view($1, -1, now()::timestamp)`, [view])),
+        ).toMatchObject({
+          code: '23514',
+          constraint: 'views_pooling_delay_ms_check',
+        });
+        expect(
+          await failureOf(() => db.query(`SELECT * FROM register_view($1, now()::timestamp, 0)`, [view])),
+        ).toMatchObject({
+          code: '23514',
+          constraint: 'views_lock_timeout_s_check',
+        });
+      });
+
+      test('creates a lock per existing stream; start_at decides where reading starts', async () => {
+        const decider = await newDecider();
+        const { deciderId, events } = await stream(decider, 3);
+        const fromStart = `view-${randomUUID()}`;
+        const fromNow = `view-${randomUUID()}`;
+        await db.query(`SELECT * FROM register_view($1, 500, '2000-01-01')`, [fromStart]);
+        await db.query(`SELECT * FROM register_view($1, 500, '2999-01-01')`, [fromNow]);
+        const locks = await db.query<LockRow>(`SELECT * FROM locks WHERE decider_id = $1 ORDER BY view`, [
+          deciderId,
+        ]);
+        const head = events[2]?.offset;
+        const byView = Object.fromEntries(locks.map((l) => [l.view, l]));
+        expect(byView[fromStart]).toMatchObject({ offset: head, last_offset: (events[0]?.offset ?? 0) - 1 });
+        expect(byView[fromNow]).toMatchObject({ offset: head, last_offset: head });
+      });
+
+      test('re-registering with the same start_at keeps the progress; another start_at resets it', async () => {
+        const decider = await newDecider();
+        const { deciderId, events } = await stream(decider, 2);
+        const view = `view-${randomUUID()}`;
+        await db.query(`SELECT * FROM register_view($1, 500, '2000-01-01')`, [view]);
+        await db.query(`SELECT * FROM ack_event($1, $2, $3)`, [view, deciderId, events[1]?.offset]);
+        await db.query(`SELECT * FROM register_view($1, 250, '2000-01-01')`, [view]);
+        const [kept] = await db.query<LockRow>(`SELECT * FROM locks WHERE view = $1 AND decider_id = $2`, [
+          view,
+          deciderId,
+        ]);
+        expect(kept?.last_offset).toBe(events[1]?.offset);
+        await db.query(`SELECT * FROM register_view($1, 250, '2000-01-02')`, [view]);
+        const [reset] = await db.query<LockRow>(`SELECT * FROM locks WHERE view = $1 AND decider_id = $2`, [
+          view,
+          deciderId,
+        ]);
+        expect(reset?.last_offset).toBe((events[0]?.offset ?? 0) - 1);
+      });
+
+      test('appending creates the lock of a new stream, and advances it, for every view', async () => {
+        const decider = await newDecider();
+        const views = [`view-${randomUUID()}`, `view-${randomUUID()}`];
+        for (const view of views)
+          await db.query(`SELECT * FROM register_view($1, 500, '2000-01-01')`, [view]);
+        const { deciderId, events } = await stream(decider, 2);
+        const locks = await db.query<LockRow>(
+          `SELECT * FROM locks WHERE decider_id = $1 AND view = ANY($2)`,
+          [deciderId, views],
+        );
+        expect(locks).toHaveLength(2);
+        for (const lock of locks) {
+          expect(lock).toMatchObject({ offset: events[1]?.offset, last_offset: 0, offset_final: false });
+        }
+      });
+    });
+
+    describe('stream_events, ack_event, nack_event, schedule_nack_event', () => {
+      /** A fresh view over fresh streams: registered from now on, it reads only the streams made after it. */
+      async function viewWithStreams(streams: number, eventsEach: number) {
+        const decider = await newDecider();
+        const view = `view-${randomUUID()}`;
+        await db.query(`SELECT * FROM register_view($1)`, [view]);
+        const all = [];
+        for (let s = 0; s < streams; s++) all.push(await stream(decider, eventsEach));
+        return { view, decider, streams: all };
+      }
+      const lease = (view: string, limit = 1, seconds = 300) =>
+        db.query<EventRow>(`SELECT * FROM stream_events($1, $2, $3)`, [view, limit, seconds]);
+      const ack = (view: string, deciderId: string, offset: number | undefined) =>
+        db.query<LockRow>(`SELECT * FROM ack_event($1, $2, $3)`, [view, deciderId, offset]);
+
+      test('delivers the next unread event of up to `limit` streams, in offset order', async () => {
+        const { view, streams } = await viewWithStreams(3, 2);
+        const delivered = await lease(view, 10);
+        expect(delivered.map((e) => e.event_id)).toEqual(streams.map((s) => s.events[0]?.event_id));
+        expect(await lease(view, 10)).toEqual([]);
+      });
+
+      test('the default limit is one stream', async () => {
+        const { view } = await viewWithStreams(2, 1);
+        expect(await db.query(`SELECT * FROM stream_events($1)`, [view])).toHaveLength(1);
+      });
+
+      test('ack moves the stream on to its next event and releases it', async () => {
+        const { view, streams } = await viewWithStreams(1, 3);
+        const { deciderId, events } = streams[0] as { deciderId: string; events: EventRow[] };
+        const [first] = await lease(view);
+        expect(first?.event_id).toBe(events[0]?.event_id);
+        const [lock] = await ack(view, deciderId, first?.offset);
+        expect(lock).toMatchObject({ view, decider_id: deciderId, last_offset: first?.offset });
+        const [second] = await lease(view);
+        expect(second?.event_id).toBe(events[1]?.event_id);
+      });
+
+      test('an ack may cover several events of the stream at once', async () => {
+        const { view, streams } = await viewWithStreams(1, 3);
+        const { deciderId, events } = streams[0] as { deciderId: string; events: EventRow[] };
+        await lease(view);
+        await ack(view, deciderId, events[1]?.offset);
+        const [next] = await lease(view);
+        expect(next?.event_id).toBe(events[2]?.event_id);
+      });
+
+      test('an ack never moves the position backwards', async () => {
+        const { view, streams } = await viewWithStreams(1, 3);
+        const { deciderId, events } = streams[0] as { deciderId: string; events: EventRow[] };
+        await ack(view, deciderId, events[1]?.offset);
+        const [lock] = await ack(view, deciderId, events[0]?.offset);
+        expect(lock?.last_offset).toBe(events[1]?.offset);
+      });
+
+      test('an ack for an offset that is not an event of the stream is refused and changes nothing', async () => {
+        const { view, streams } = await viewWithStreams(2, 1);
+        const [a, b] = streams as { deciderId: string; events: EventRow[] }[];
+        const failure = await failureOf(() => ack(view, a?.deciderId ?? '', b?.events[0]?.offset));
+        expect(failure.code).toBe('22023');
+        expect(failure.message).toContain('is not an event of stream');
+        const [lock] = await db.query<LockRow>(`SELECT * FROM locks WHERE view = $1 AND decider_id = $2`, [
+          view,
+          a?.deciderId,
+        ]);
+        expect(lock?.last_offset).toBe(0);
+      });
+
+      test('a leased stream is not delivered again until its lease ends', async () => {
+        const { view, streams } = await viewWithStreams(1, 2);
+        const [first] = await lease(view, 1, 1);
+        expect(first?.event_id).toBe(streams[0]?.events[0]?.event_id);
+        expect(await lease(view)).toEqual([]);
+        await new Promise((resolve) => setTimeout(resolve, 1100));
+        const [again] = await lease(view);
+        expect(again?.event_id).toBe(first?.event_id);
+      });
+
+      test('nack releases the stream at once, to deliver the same event again', async () => {
+        const { view, streams } = await viewWithStreams(1, 2);
+        const deciderId = streams[0]?.deciderId ?? '';
+        const [first] = await lease(view);
+        const [lock] = await db.query<LockRow>(`SELECT * FROM nack_event($1, $2)`, [view, deciderId]);
+        expect(lock?.last_offset).toBe(0);
+        const [again] = await lease(view);
+        expect(again?.event_id).toBe(first?.event_id);
+      });
+
+      test('schedule_nack releases the stream after the given delay', async () => {
+        const { view, streams } = await viewWithStreams(1, 1);
+        const deciderId = streams[0]?.deciderId ?? '';
+        const [first] = await lease(view);
+        await db.query(`SELECT * FROM schedule_nack_event($1, $2, 800)`, [view, deciderId]);
+        expect(await lease(view)).toEqual([]);
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        const [again] = await lease(view);
+        expect(again?.event_id).toBe(first?.event_id);
+      });
+
+      test('a caught-up stream is pending again as soon as it gets a new event', async () => {
+        const { view, decider, streams } = await viewWithStreams(1, 1);
+        const { deciderId, events } = streams[0] as { deciderId: string; events: EventRow[] };
+        await lease(view);
+        await ack(view, deciderId, events[0]?.offset);
+        expect(await lease(view)).toEqual([]);
+        const next = await append({ decider, deciderId, previousId: events[0]?.event_id ?? null });
+        const [delivered] = await lease(view);
+        expect(delivered?.event_id).toBe(next.event_id);
+      });
+
+      test("a closed stream's events are delivered too, and its lock says it is final", async () => {
+        const { view, decider, streams } = await viewWithStreams(1, 1);
+        const { deciderId, events } = streams[0] as { deciderId: string; events: EventRow[] };
+        const closing = await append({
+          decider,
+          deciderId,
+          previousId: events[0]?.event_id ?? null,
+          final: true,
+        });
+        await ack(view, deciderId, events[0]?.offset);
+        const [delivered] = await lease(view);
+        expect(delivered?.event_id).toBe(closing.event_id);
+        const [lock] = await ack(view, deciderId, closing.offset);
+        expect(lock?.offset_final).toBe(true);
+      });
+
+      test('an unknown view streams nothing', async () => {
+        expect(await lease(`view-${randomUUID()}`, 10)).toEqual([]);
+      });
+
+      test('refuses a negative limit and a lease shorter than a second', async () => {
+        const { view } = await viewWithStreams(1, 1);
+        expect((await failureOf(() => lease(view, -1))).code).toBe('22023');
+        expect((await failureOf(() => lease(view, 1, 0))).code).toBe('22023');
+        const deciderId = `stream-${randomUUID()}`;
+        expect(
+          (
+            await failureOf(() =>
+              db.query(`SELECT * FROM schedule_nack_event($1, $2, -5)`, [view, deciderId]),
+            )
+          ).code,
+        ).toBe('22023');
+      });
+    });
+  });
+}
