@@ -407,7 +407,7 @@ export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>
           lock_timeout_s: 300,
           edge_function_url: null,
         });
-        expect((row?.start_at as Date).toISOString()).toMatch(/^2023-01-28T/);
+        expect(((row as Row).start_at as Date).toISOString()).toMatch(/^2023-01-28T/);
       });
 
       test('the later form takes seconds, a lock timeout and an edge function url, with defaults', async () => {
@@ -430,8 +430,8 @@ export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>
           pooling_delay_ms: 2000,
           edge_function_url: 'https://example.test/fn',
         });
-        expect((updated?.updated_at as Date).getTime()).toBeGreaterThanOrEqual(
-          (defaults?.updated_at as Date).getTime(),
+        expect(((updated as Row).updated_at as Date).getTime()).toBeGreaterThanOrEqual(
+          ((defaults as Row).updated_at as Date).getTime(),
         );
         expect(await db.query(`SELECT * FROM views WHERE view = $1`, [view])).toHaveLength(1);
       });
