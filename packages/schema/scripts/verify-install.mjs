@@ -1,0 +1,39 @@
+// Checks that the database at DATABASE_URL holds fstore's whole SQL API and that every migration of the journal
+// is recorded in fstore's own migrations table. CI runs it after the README's `drizzle-kit migrate` line.
+import { readFileSync } from 'node:fs';
+import postgres from 'postgres';
+
+const journal = JSON.parse(
+  readFileSync(new URL('../migrations/meta/_journal.json', import.meta.url), 'utf8'),
+);
+const expected = [
+  'register_decider_event',
+  'append_event',
+  'get_events',
+  'get_last_event',
+  'register_view',
+  'stream_events',
+  'ack_event',
+  'nack_event',
+  'schedule_nack_event',
+];
+const sql = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} });
+try {
+  const functions = (
+    await sql`SELECT DISTINCT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace`
+  ).map((row) => row.proname);
+  const missing = expected.filter((name) => !functions.includes(name));
+  const [{ n }] = await sql`SELECT count(*)::int AS n FROM fstore.__fstore_migrations`;
+  if (missing.length > 0 || n !== journal.entries.length) {
+    console.error(
+      `verify-install: missing functions [${missing.join(', ')}], ${n} of ${journal.entries.length} migrations recorded`,
+    );
+    process.exitCode = 1;
+  } else {
+    console.log(
+      `verify-install: all ${expected.length} API functions present, ${n} migrations recorded in fstore.__fstore_migrations`,
+    );
+  }
+} finally {
+  await sql.end();
+}

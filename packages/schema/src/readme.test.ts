@@ -1,0 +1,70 @@
+/**
+ * The README's SQL examples (fstore-sql's own), run verbatim and in order on a fresh database, with the results the
+ * README describes. They are read from README.md itself, so the README cannot drift from what the SQL does.
+ */
+import { readFileSync } from 'node:fs';
+import { createTestDatabase } from '@fstore/testing';
+import { afterAll, expect, test } from 'vitest';
+
+const db = await createTestDatabase();
+afterAll(() => db.drop());
+
+const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
+const section = readme.split('<!-- readme-sql:start -->')[1]?.split('<!-- readme-sql:end -->')[0] ?? '';
+const blocks = [...section.matchAll(/```sql\n([\s\S]*?)```/g)].map((match) => match[1] ?? '');
+const statements = (block: string) =>
+  block
+    .split(/;\s*$/m)
+    .map((statement) => statement.trim())
+    .filter((statement) => statement !== '');
+type Row = Record<string, unknown>;
+const run = async (index: number): Promise<Row[][]> => {
+  const results: Row[][] = [];
+  for (const statement of statements(blocks[index] ?? ''))
+    results.push([...(await db.sql.unsafe(statement))]);
+  return results;
+};
+
+const first = 'f156a3c4-9bd8-11ed-a8fc-0242ac120002';
+const second = '2ac37f68-9d66-11ed-a8fc-0242ac120002';
+const locksOf = (deciderId: string) =>
+  db.sql<
+    { offset: string; last_offset: string }[]
+  >`SELECT * FROM locks WHERE view = 'view1' AND decider_id = ${deciderId}`;
+
+test('the README has the six SQL examples of fstore-sql', () => {
+  expect(blocks).toHaveLength(6);
+});
+
+test('the examples run in order, with the results the README describes', async () => {
+  // 1. two event types registered
+  const registered = await run(0);
+  expect(registered.map(([row]) => [row?.decider, row?.event])).toEqual([
+    ['decider1', 'event1'],
+    ['decider1', 'event2'],
+  ]);
+
+  // 2. two events, the second chained to the first
+  const [[e1], [e2]] = (await run(1)) as [[Row], [Row]];
+  expect(e1).toMatchObject({ event: 'event1', decider_id: first, previous_id: null, offset: '1' });
+  expect(e2).toMatchObject({ event: 'event2', decider_id: first, previous_id: e1.event_id, offset: '2' });
+
+  // 3. the stream, in order
+  const [loaded] = await run(2);
+  expect(loaded?.map((row) => row.event_id)).toEqual([e1.event_id, e2.event_id]);
+
+  // 4. the view, with a lock for the first stream before its first event
+  const [[view]] = (await run(3)) as [[Row]];
+  expect(view).toMatchObject({ view: 'view1', pooling_delay_ms: '500' });
+  expect(await locksOf(first)).toMatchObject([{ offset: '2', last_offset: '0' }]);
+
+  // 5. another stream, and its lock
+  const [[f1], [f2]] = (await run(4)) as [[Row], [Row]];
+  expect(f2).toMatchObject({ decider_id: second, previous_id: f1.event_id });
+  expect(await locksOf(second)).toMatchObject([{ offset: String(f2.offset), last_offset: '0' }]);
+
+  // 6. the first stream's first event is leased, then acknowledged
+  const [streamed, acked] = await run(5);
+  expect(streamed?.map((row) => [row.decider_id, row.offset])).toEqual([[first, '1']]);
+  expect(acked).toMatchObject([{ view: 'view1', decider_id: first, last_offset: '1' }]);
+});
