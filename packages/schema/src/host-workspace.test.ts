@@ -9,9 +9,10 @@
 import { execFile } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createTestDatabase, type TestDatabase } from '@fstore/testing';
+import { readMigrationFiles } from 'drizzle-orm/migrator';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 
 const packageDir = fileURLToPath(new URL('..', import.meta.url));
@@ -131,8 +132,9 @@ beforeAll(async () => {
   expect(manifest.files).toContain('migrations');
   for (const file of manifest.files) {
     // dist exists only after a build; the migrations are what this test needs.
-    if (existsSync(join(packageDir, file)))
+    if (existsSync(join(packageDir, file))) {
       cpSync(join(packageDir, file), join(fstoreDir, file), { recursive: true });
+    }
   }
 
   mkdirSync(join(appDir, 'src'), { recursive: true });
@@ -153,9 +155,12 @@ beforeAll(async () => {
   writeFileSync(join(appDir, 'drizzle.fstore.config.ts'), fstoreConfig);
 
   // No lockfile yet, and CI=true would make pnpm insist on one.
-  const install = await run('pnpm', ['install', '--offline', '--no-frozen-lockfile'], hostDir);
-  if (install.code !== 0) {
-    succeeded(await run('pnpm', ['install', '--prefer-offline', '--no-frozen-lockfile'], hostDir));
+  const offline = await run('pnpm', ['install', '--offline', '--no-frozen-lockfile'], hostDir);
+  if (offline.code !== 0) {
+    const online = await run('pnpm', ['install', '--prefer-offline', '--no-frozen-lockfile'], hostDir);
+    if (online.code !== 0) {
+      throw new Error(`pnpm install failed offline:\n${offline.output}\n\nand online:\n${online.output}`);
+    }
   }
   // The host generates its own migrations, as it would in its repository.
   const generate = succeeded(
@@ -173,13 +178,66 @@ afterAll(() => {
   if (hostDir) rmSync(hostDir, { recursive: true, force: true });
 });
 
-async function migrateWith(config: 'drizzle.config.ts' | 'drizzle.fstore.config.ts', db: TestDatabase) {
-  const result = await run('pnpm', ['exec', 'drizzle-kit', 'migrate', '--config', config], appDir, {
+interface MigrationSet {
+  name: string;
+  config: string;
+  folder(): string;
+  table: string;
+}
+
+const hostSet: MigrationSet = {
+  name: 'host',
+  config: 'drizzle.config.ts',
+  folder: () => join(appDir, 'drizzle'),
+  table: 'drizzle.__drizzle_migrations',
+};
+
+const fstoreSet: MigrationSet = {
+  name: 'fstore',
+  config: 'drizzle.fstore.config.ts',
+  folder: () => join(appDir, 'node_modules', '@fstore', 'schema', 'migrations'),
+  table: 'fstore.__fstore_migrations',
+};
+
+async function migrateWith(set: MigrationSet, db: TestDatabase): Promise<Run> {
+  const result = await run('pnpm', ['exec', 'drizzle-kit', 'migrate', '--config', set.config], appDir, {
     DATABASE_URL: db.url,
   });
-  // drizzle-kit may hide the SQL error behind a generic message: keep all it printed for the failure message.
-  expect(result.code, `${result.command}\n${result.output}`).toBe(0);
+  // drizzle-kit migrate exits 1 without printing the database's error (its progress view swallows it), so replay
+  // the pending statements to show what failed.
+  const explanation =
+    result.code === 0 ? '' : `\n\nReplayed with postgres.js: ${await replayPending(set, db)}`;
+  expect(result.code, `${result.command}\n${result.output}${explanation}`).toBe(0);
   return result;
+}
+
+/** Runs the statements drizzle-kit would have run, in a transaction rolled back, and returns the first error. */
+async function replayPending(set: MigrationSet, db: TestDatabase): Promise<string> {
+  const newest = Math.max(Number.NEGATIVE_INFINITY, ...(await recorded(db, set.table)));
+  const pending = readMigrationFiles({ migrationsFolder: set.folder() }).filter(
+    (migration) => migration.folderMillis > newest,
+  );
+  const rolledBack = new Error('rolled back');
+  try {
+    await db.sql.begin(async (tx) => {
+      for (const migration of pending) {
+        for (const statement of migration.sql) {
+          if (statement.trim() === '') continue;
+          try {
+            await tx.unsafe(statement);
+          } catch (error) {
+            throw new Error(
+              `${(error as Error).message}\nin the statement:\n${statement.trim().slice(0, 500)}`,
+            );
+          }
+        }
+      }
+      throw rolledBack;
+    });
+  } catch (error) {
+    if (error !== rolledBack) return (error as Error).message;
+  }
+  return 'no error (so drizzle-kit failed before running SQL: see its output above)';
 }
 
 /** The `created_at` of each row of a drizzle migrations table: the journal `when` of each applied migration. */
@@ -197,14 +255,14 @@ async function functionsNamed(db: TestDatabase, names: string[]): Promise<string
 }
 
 const orders = {
-  'host then fstore': ['drizzle.config.ts', 'drizzle.fstore.config.ts'],
-  'fstore then host': ['drizzle.fstore.config.ts', 'drizzle.config.ts'],
-} as const;
+  'host then fstore': [hostSet, fstoreSet],
+  'fstore then host': [fstoreSet, hostSet],
+};
 
 describe("a host monorepo runs fstore's migrations with its own drizzle-kit, next to its own", () => {
   it.each(Object.entries(orders))(
     '%s: both sets apply, each recorded in its own table, and running both again applies nothing',
-    async (_order, configs) => {
+    async (_order, sets) => {
       const db = await createTestDatabase({ from: 'empty' });
       onTestFinished(() => db.drop());
       const fstoreWhens = readJournal(
@@ -215,7 +273,7 @@ describe("a host monorepo runs fstore's migrations with its own drizzle-kit, nex
       expect(hostWhens).toHaveLength(1);
 
       const first = [];
-      for (const config of configs) first.push(await migrateWith(config, db));
+      for (const set of sets) first.push(await migrateWith(set, db));
       const output = first.map((result) => `${result.command}\n${result.output}`).join('\n\n');
 
       // Both sets applied: the host's table, fstore's tables and SQL API.
@@ -227,15 +285,15 @@ describe("a host monorepo runs fstore's migrations with its own drizzle-kit, nex
         'stream_events',
       ]);
       // Each set recorded in its own table, one row per journal entry, and nothing of the other's.
-      expect(await recorded(db, 'fstore.__fstore_migrations'), output).toEqual(fstoreWhens);
-      expect(await recorded(db, 'drizzle.__drizzle_migrations'), output).toEqual(hostWhens);
+      expect(await recorded(db, fstoreSet.table), output).toEqual(fstoreWhens);
+      expect(await recorded(db, hostSet.table), output).toEqual(hostWhens);
 
       // Again, in the same order: nothing is pending.
       const again = [];
-      for (const config of configs) again.push(await migrateWith(config, db));
+      for (const set of sets) again.push(await migrateWith(set, db));
       const againOutput = again.map((result) => `${result.command}\n${result.output}`).join('\n\n');
-      expect(await recorded(db, 'fstore.__fstore_migrations'), againOutput).toEqual(fstoreWhens);
-      expect(await recorded(db, 'drizzle.__drizzle_migrations'), againOutput).toEqual(hostWhens);
+      expect(await recorded(db, fstoreSet.table), againOutput).toEqual(fstoreWhens);
+      expect(await recorded(db, hostSet.table), againOutput).toEqual(hostWhens);
     },
   );
 });
