@@ -210,7 +210,7 @@ export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>
         const decider = await newDecider();
         const { deciderId } = await stream(decider, 1);
         const failure = await failureOf(() => append({ decider, deciderId, previousId: null }));
-        expect(failure).toEqual({
+        expect(failure).toMatchObject({
           code: '23514',
           constraint: 'events_previous_id_required',
           message: messages.firstOnly,
@@ -225,7 +225,7 @@ export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>
         const failure = await failureOf(() =>
           append({ decider, deciderId, previousId: other.events[0]?.event_id ?? null }),
         );
-        expect(failure).toEqual({
+        expect(failure).toMatchObject({
           code: '23514',
           constraint: 'events_previous_id_same_stream',
           message: messages.sameDecider,
@@ -302,7 +302,7 @@ export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>
         });
         expect(closing.final).toBe(true);
         const failure = await failureOf(() => append({ decider, deciderId, previousId: closing.event_id }));
-        expect(failure).toEqual({
+        expect(failure).toMatchObject({
           code: '23514',
           constraint: 'events_stream_not_final',
           message: messages.final,
@@ -324,6 +324,153 @@ export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>
           ),
         );
         expect(failure.message).toBe(messages.firstOnly);
+      });
+    });
+
+    describe('append_events', () => {
+      interface BatchEvent {
+        event: string;
+        event_id: string;
+        data: unknown;
+        event_version?: number;
+        final?: boolean;
+      }
+      const batch = (count: number, overrides: Partial<BatchEvent>[] = []): BatchEvent[] =>
+        Array.from({ length: count }, (_, i) => ({
+          event: i % 2 === 0 ? 'e1' : 'e2',
+          event_id: randomUUID(),
+          data: { i },
+          ...overrides[i],
+        }));
+      const appendBatch = (
+        decider: string,
+        deciderId: string,
+        previousId: string | null,
+        events: BatchEvent[],
+        commandId = randomUUID(),
+      ) =>
+        db.query<EventRow>(`SELECT * FROM append_events($1, $2, $3, $4, $5::text::jsonb)`, [
+          decider,
+          deciderId,
+          previousId,
+          commandId,
+          JSON.stringify(events),
+        ]);
+
+      test('appends the events of one command in order, chained after the expected last event', async () => {
+        const decider = await newDecider();
+        const { deciderId, events: before } = await stream(decider, 1);
+        const commandId = randomUUID();
+        const input = batch(3, [{}, {}, { event_version: 1 }]);
+        const stored = await appendBatch(decider, deciderId, before[0]?.event_id ?? null, input, commandId);
+        expect(stored.map((e) => [e.event, e.event_id, e.data, e.command_id])).toEqual(
+          input.map((e) => [e.event, e.event_id, e.data, commandId]),
+        );
+        expect(stored.map((e) => e.previous_id)).toEqual([
+          before[0]?.event_id,
+          input[0]?.event_id,
+          input[1]?.event_id,
+        ]);
+        expect(await db.query(`SELECT * FROM get_events($1)`, [deciderId])).toEqual([...before, ...stored]);
+      });
+
+      test('null as the expected last event starts a new stream', async () => {
+        const decider = await newDecider();
+        const deciderId = `stream-${randomUUID()}`;
+        const stored = await appendBatch(decider, deciderId, null, batch(2));
+        expect(stored[0]?.previous_id).toBeNull();
+        expect(await countEvents(deciderId)).toBe(2);
+      });
+
+      test('a retry of a stored batch returns the stored events and writes nothing', async () => {
+        const decider = await newDecider();
+        const deciderId = `stream-${randomUUID()}`;
+        const input = batch(3);
+        const commandId = randomUUID();
+        const stored = await appendBatch(decider, deciderId, null, input, commandId);
+        const retried = await appendBatch(decider, deciderId, null, input, commandId);
+        expect(retried).toEqual(stored);
+        expect(await countEvents(deciderId)).toBe(3);
+      });
+
+      test('the same event id with other content is refused as a duplicate', async () => {
+        const decider = await newDecider();
+        const deciderId = `stream-${randomUUID()}`;
+        const input = batch(2);
+        const commandId = randomUUID();
+        await appendBatch(decider, deciderId, null, input, commandId);
+        const changed = input.map((e, i) => (i === 1 ? { ...e, data: { other: true } } : e));
+        const failure = await failureOf(() => appendBatch(decider, deciderId, null, changed, commandId));
+        expect(failure).toMatchObject({ code: '23505', constraint: 'events_event_id_key' });
+        expect(JSON.parse(failure.detail ?? '{}')).toEqual({ event_id: input[0]?.event_id });
+        expect(await countEvents(deciderId)).toBe(2);
+      });
+
+      test('a stale expectation is refused with what was expected and what was found', async () => {
+        const decider = await newDecider();
+        const { deciderId, events } = await stream(decider, 2);
+        const stale = await failureOf(() =>
+          appendBatch(decider, deciderId, events[0]?.event_id ?? null, batch(1)),
+        );
+        expect(stale).toMatchObject({ code: '23514', constraint: 'events_expected_last_event' });
+        expect(JSON.parse(stale.detail ?? '{}')).toEqual({
+          expected: events[0]?.event_id,
+          found: events[1]?.event_id,
+        });
+        const notNew = await failureOf(() => appendBatch(decider, deciderId, null, batch(1)));
+        expect(JSON.parse(notNew.detail ?? '{}')).toEqual({ expected: null, found: events[1]?.event_id });
+        expect(await countEvents(deciderId)).toBe(2);
+      });
+
+      test('is atomic: when the third of five events is invalid, none is stored', async () => {
+        const decider = await newDecider();
+        const deciderId = `stream-${randomUUID()}`;
+        const failure = await failureOf(() =>
+          appendBatch(decider, deciderId, null, batch(5, [{}, {}, { event: 'unregistered' }])),
+        );
+        expect(failure).toMatchObject({ code: '23503', constraint: 'events_decider_event_fkey' });
+        expect(await countEvents(deciderId)).toBe(0);
+      });
+
+      test('a final event in the batch closes the stream', async () => {
+        const decider = await newDecider();
+        const deciderId = `stream-${randomUUID()}`;
+        const stored = await appendBatch(decider, deciderId, null, batch(2, [{}, { final: true }]));
+        expect(stored.map((e) => e.final)).toEqual([false, true]);
+        const failure = await failureOf(() =>
+          appendBatch(decider, deciderId, stored[1]?.event_id ?? null, batch(1)),
+        );
+        expect(failure).toMatchObject({
+          code: '23514',
+          constraint: 'events_stream_not_final',
+          message: messages.final,
+        });
+        // An event after a final one in the same batch fails the whole batch.
+        const other = `stream-${randomUUID()}`;
+        const inside = await failureOf(() => appendBatch(decider, other, null, batch(3, [{ final: true }])));
+        expect(inside.message).toBe(messages.final);
+        expect(await countEvents(other)).toBe(0);
+      });
+
+      test('refuses an empty batch, a batch that is not an array, and a malformed event id', async () => {
+        const decider = await newDecider();
+        const deciderId = `stream-${randomUUID()}`;
+        for (const events of ['[]', '{}', 'null']) {
+          const failure = await failureOf(() =>
+            db.query(`SELECT * FROM append_events($1, $2, NULL, $3, $4::text::jsonb)`, [
+              decider,
+              deciderId,
+              randomUUID(),
+              events,
+            ]),
+          );
+          expect(failure.code).toBe('22023');
+        }
+        const badId = await failureOf(() =>
+          appendBatch(decider, deciderId, null, batch(1, [{ event_id: 'nope' }])),
+        );
+        expect(badId.code).toBe('22P02');
+        expect(await countEvents(deciderId)).toBe(0);
       });
     });
 

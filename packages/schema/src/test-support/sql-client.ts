@@ -12,6 +12,7 @@ export interface SqlFailure {
   code: string;
   constraint: string | undefined;
   message: string;
+  detail?: string | undefined;
 }
 
 export interface SqlClient {
@@ -58,12 +59,20 @@ export async function failureOf(fn: () => Promise<unknown>): Promise<SqlFailure>
   try {
     await fn();
   } catch (error) {
-    const e = error as { code?: string; constraint_name?: string; constraint?: string; message: string };
-    return {
+    const e = error as {
+      code?: string;
+      constraint_name?: string;
+      constraint?: string;
+      message: string;
+      detail?: string;
+    };
+    const failure: SqlFailure = {
       code: e.code ?? '',
       constraint: e.constraint_name ?? e.constraint ?? undefined,
       message: e.message,
     };
+    if (e.detail) failure.detail = e.detail;
+    return failure;
   }
   throw new Error('expected the statement to fail, and it succeeded');
 }
