@@ -1,5 +1,56 @@
-/**
- * @fstore/store: the typed event-sourcing API over @fstore/schema's SQL functions.
- * Filled by the store issue; for now it re-exports the row types it will build on.
- */
-export type { Decider, Event, NewEvent } from '@fstore/schema';
+export {
+  type CommandHandler,
+  type CommandHandlerOptions,
+  createCommandHandler,
+  type Decider,
+  type HandledCommand,
+} from './command-handler.js';
+export type { Database } from './database.js';
+export {
+  DuplicateEventError,
+  FstoreError,
+  OptimisticConcurrencyError,
+  PayloadTooLargeError,
+  StreamClosedError,
+  UnknownEventTypeError,
+  UnreadableEventError,
+  ValidationError,
+  type ValidationIssue,
+} from './errors.js';
+export {
+  type AppendInput,
+  type AppendOptions,
+  createEventStore,
+  EventStore,
+  type EventStoreOptions,
+  type ReadFrom,
+} from './event-store.js';
+export {
+  type DeciderEvents,
+  defineEvents,
+  type EventDefinition,
+  type EventMetadata,
+  type EventOf,
+  type EventOptions,
+  event,
+  type StoredEvent,
+  type Upcaster,
+} from './events.js';
+export {
+  type AppendEventInput,
+  type AppendEventsInput,
+  appendEvent,
+  appendEvents,
+  getEvents,
+  getLastEvent,
+  registerDeciderEvent,
+} from './functions.js';
+export {
+  eventsBetween,
+  eventsInOffsetRange,
+  eventsOfStream,
+  eventsOfType,
+  streamsOfDecider,
+  viewProgress,
+} from './queries.js';
+export { limits } from './validation.js';

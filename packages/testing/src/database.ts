@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import { inject } from 'vitest';
-import { withDatabase } from './global-setup.js';
+import { type TestServerContext, testServerKey, withDatabase } from './global-setup.js';
 
 export interface TestDatabase {
   /** Connection string of this test file's own database. */
@@ -23,7 +23,8 @@ export interface CreateTestDatabaseOptions {
 
 /** Creates a database of its own for the calling test file, on the run's PostgreSQL. */
 export async function createTestDatabase(options: CreateTestDatabaseOptions = {}): Promise<TestDatabase> {
-  const { adminUrl, template } = inject('fstoreTestServer');
+  // Typed by hand: a `declare module 'vitest'` augmentation does not survive every consumer's type-check.
+  const { adminUrl, template } = inject(testServerKey as never) as TestServerContext;
   const name = `fstore_test_${randomBytes(6).toString('hex')}`;
   const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
   try {

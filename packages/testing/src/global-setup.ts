@@ -15,11 +15,8 @@ export interface TestServerContext {
   description: string;
 }
 
-declare module 'vitest' {
-  export interface ProvidedContext {
-    fstoreTestServer: TestServerContext;
-  }
-}
+/** The key under which the global setup provides the TestServerContext to test files (vitest's provide/inject). */
+export const testServerKey = 'fstoreTestServer';
 
 export interface GlobalSetupOptions {
   /** Prepares the template database, given its connection string: for example, runs fstore's migrations. */
@@ -40,11 +37,8 @@ export function createGlobalSetup(options: GlobalSetupOptions = {}) {
       await server.stop();
       throw error;
     }
-    project.provide('fstoreTestServer', {
-      adminUrl: server.adminUrl,
-      template,
-      description: server.description,
-    });
+    const context: TestServerContext = { adminUrl: server.adminUrl, template, description: server.description };
+    project.provide(testServerKey as never, context as never);
     return async () => {
       await admin.unsafe(`DROP DATABASE IF EXISTS "${template}" WITH (FORCE)`).catch(() => {});
       await admin.end();

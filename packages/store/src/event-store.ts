@@ -1,0 +1,237 @@
+/**
+ * The typed event store of one decider type: register its event types, append what a command decided, load and
+ * iterate streams. It wraps @fstore/schema's SQL functions; every rule they enforce stays in SQL.
+ */
+import { randomUUID } from 'node:crypto';
+import { type Decider, type Event, events as eventsTable } from '@fstore/schema';
+import { and, asc, desc, eq, gt } from 'drizzle-orm';
+import type { Database } from './database.js';
+import { PayloadTooLargeError, ValidationError } from './errors.js';
+import {
+  checkEventForWrite,
+  type DeciderEvents,
+  decodeStoredData,
+  type EventDefinitions,
+  type EventOf,
+  type StoredEvent,
+} from './events.js';
+import { appendEvents, registerDeciderEvent } from './functions.js';
+import { Issues, limits, toJson } from './validation.js';
+
+export interface EventStoreOptions {
+  /** The largest payload (serialised JSON, in bytes) an event may have. Default 1 MiB. */
+  maxPayloadBytes?: number;
+  /** Validate loaded payloads against their schema (when declared). Upcast payloads are always validated. Default true. */
+  validateOnLoad?: boolean;
+  /** How many events `iterate` reads per query. Default 500. */
+  pageSize?: number;
+}
+
+export interface AppendOptions {
+  /**
+   * The stream's last event id as the caller saw it, or null for "the stream must not exist yet". If the stream
+   * ends elsewhere, the append fails with OptimisticConcurrencyError and nothing is written.
+   */
+  expectedLastEventId: string | null;
+  /** The command that caused these events. Default: a new UUID. Pass the same one when retrying. */
+  commandId?: string;
+}
+
+/** An event to append; give `eventId` to make a retry idempotent (the same ids and content are stored once). */
+export type AppendInput<TEvent> = TEvent & { eventId?: string };
+
+/** Where to start reading a stream: after an offset, or after an event of the stream. */
+export type ReadFrom = { afterOffset: number } | { afterEventId: string };
+
+export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
+  readonly decider: string;
+  private readonly maxPayloadBytes: number;
+  private readonly validateOnLoad: boolean;
+  private readonly pageSize: number;
+
+  constructor(
+    private readonly db: Database,
+    readonly events: TEvents,
+    private readonly options: EventStoreOptions = {},
+  ) {
+    this.decider = events.decider;
+    this.maxPayloadBytes = options.maxPayloadBytes ?? 1024 * 1024;
+    this.validateOnLoad = options.validateOnLoad ?? true;
+    this.pageSize = options.pageSize ?? 500;
+    const issues = new Issues();
+    issues.text('decider', events.decider, limits.maxNameLength);
+    for (const type of Object.keys(events.definitions))
+      issues.text(`events.${type}`, type, limits.maxNameLength);
+    issues.throwIfAny();
+  }
+
+  /** The same store, working inside a Drizzle transaction (to write other tables atomically with the events). */
+  with(tx: Database): EventStore<TEvents> {
+    return new EventStore(tx, this.events, this.options);
+  }
+
+  /** Registers every declared event type at its current version, with its description. Idempotent: run it at start-up. */
+  async register(): Promise<Decider[]> {
+    const registered: Decider[] = [];
+    for (const [type, definition] of Object.entries(this.events.definitions)) {
+      registered.push(
+        ...(await registerDeciderEvent(this.db, {
+          decider: this.decider,
+          event: type,
+          description: definition.description ?? null,
+          version: definition.version,
+        })),
+      );
+    }
+    return registered;
+  }
+
+  /**
+   * Appends the events of one command to a stream, atomically and in one round trip, after the event the caller
+   * saw last. Input is checked before any SQL runs. Throws OptimisticConcurrencyError, DuplicateEventError,
+   * StreamClosedError, UnknownEventTypeError, ValidationError or PayloadTooLargeError; connection errors pass
+   * through as they are.
+   */
+  async append(
+    deciderId: string,
+    events: readonly AppendInput<EventOf<TEvents>>[],
+    options: AppendOptions,
+  ): Promise<StoredEvent<EventOf<TEvents>>[]> {
+    const issues = new Issues();
+    issues.text('deciderId', deciderId, limits.maxDeciderIdLength);
+    if (options.expectedLastEventId !== null) issues.uuid('expectedLastEventId', options.expectedLastEventId);
+    if (options.commandId !== undefined) issues.uuid('commandId', options.commandId);
+    if (!Array.isArray(events) || events.length === 0) issues.add('events', 'must be a non-empty array');
+    issues.throwIfAny();
+
+    const batch = [];
+    for (const [index, input] of events.entries()) {
+      const path = `events.${index}`;
+      const { definition, data } = await checkEventForWrite(this.events, input, path);
+      if (input.eventId !== undefined) issues.uuid(`${path}.eventId`, input.eventId);
+      const json = toJson(data, `${path}.data`, issues);
+      issues.throwIfAny();
+      const bytes = Buffer.byteLength(json ?? '', 'utf8');
+      if (bytes > this.maxPayloadBytes)
+        throw new PayloadTooLargeError(input.type, bytes, this.maxPayloadBytes);
+      batch.push({
+        event: input.type,
+        eventId: input.eventId ?? randomUUID(),
+        data: json ?? 'null',
+        version: definition.version,
+        final: definition.final,
+      });
+    }
+    const ids = new Set(batch.map((e) => e.eventId));
+    if (ids.size !== batch.length)
+      throw new ValidationError([{ path: 'events', message: 'event ids must be distinct' }]);
+
+    const rows = await appendEvents(this.db, {
+      decider: this.decider,
+      deciderId,
+      previousId: options.expectedLastEventId,
+      commandId: options.commandId ?? randomUUID(),
+      events: batch,
+    });
+    return Promise.all(rows.map((row) => this.decode(row)));
+  }
+
+  /** The whole stream, in order (or from a point on). For very long streams, prefer `iterate`. */
+  async load(deciderId: string, from?: ReadFrom): Promise<StoredEvent<EventOf<TEvents>>[]> {
+    const loaded = [];
+    for await (const event of this.iterate(deciderId, from)) loaded.push(event);
+    return loaded;
+  }
+
+  /** The stream's last event, or undefined for a stream that does not exist. */
+  async loadLast(deciderId: string): Promise<StoredEvent<EventOf<TEvents>> | undefined> {
+    const [row] = await this.db
+      .select()
+      .from(eventsTable)
+      .where(and(eq(eventsTable.deciderId, deciderId), eq(eventsTable.decider, this.decider)))
+      .orderBy(desc(eventsTable.offset))
+      .limit(1);
+    return row ? this.decode(row) : undefined;
+  }
+
+  /** Reads a stream page by page (`pageSize` events per query), so memory stays flat however long it is. */
+  async *iterate(deciderId: string, from?: ReadFrom): AsyncGenerator<StoredEvent<EventOf<TEvents>>> {
+    let after = from ? await this.resolveStart(deciderId, from) : 0;
+    for (;;) {
+      const page = await this.db
+        .select()
+        .from(eventsTable)
+        .where(
+          and(
+            eq(eventsTable.deciderId, deciderId),
+            eq(eventsTable.decider, this.decider),
+            gt(eventsTable.offset, after),
+          ),
+        )
+        .orderBy(asc(eventsTable.offset))
+        .limit(this.pageSize);
+      for (const row of page) yield await this.decode(row);
+      if (page.length < this.pageSize) return;
+      after = page[page.length - 1]?.offset ?? after;
+    }
+  }
+
+  private async resolveStart(deciderId: string, from: ReadFrom): Promise<number> {
+    if ('afterOffset' in from) {
+      if (!Number.isSafeInteger(from.afterOffset) || from.afterOffset < 0) {
+        throw new ValidationError([{ path: 'afterOffset', message: 'must be a whole number of 0 or more' }]);
+      }
+      return from.afterOffset;
+    }
+    const issues = new Issues();
+    issues.uuid('afterEventId', from.afterEventId);
+    issues.throwIfAny();
+    const [row] = await this.db
+      .select({ offset: eventsTable.offset })
+      .from(eventsTable)
+      .where(
+        and(
+          eq(eventsTable.eventId, from.afterEventId),
+          eq(eventsTable.deciderId, deciderId),
+          eq(eventsTable.decider, this.decider),
+        ),
+      );
+    if (!row) {
+      throw new ValidationError([
+        { path: 'afterEventId', message: `${from.afterEventId} is not an event of stream ${deciderId}` },
+      ]);
+    }
+    return row.offset;
+  }
+
+  private async decode(row: Event): Promise<StoredEvent<EventOf<TEvents>>> {
+    const data = await decodeStoredData(
+      this.events,
+      { eventId: row.eventId, type: row.event, version: row.eventVersion, data: row.data },
+      this.validateOnLoad,
+    );
+    return {
+      type: row.event,
+      data,
+      eventId: row.eventId,
+      version: row.eventVersion,
+      decider: row.decider,
+      deciderId: row.deciderId,
+      commandId: row.commandId,
+      previousId: row.previousId,
+      final: row.final,
+      createdAt: row.createdAt,
+      offset: row.offset,
+      transactionId: row.transactionId,
+    } as StoredEvent<EventOf<TEvents>>;
+  }
+}
+
+/** Creates the typed event store of one decider type over a Drizzle database. */
+export function createEventStore<TEvents extends DeciderEvents<EventDefinitions>>(
+  db: Database,
+  events: TEvents,
+  options?: EventStoreOptions,
+): EventStore<TEvents> {
+  return new EventStore(db, events, options);
+}

@@ -1,0 +1,109 @@
+/**
+ * The event-sourcing SQL functions, one small typed wrapper each, named after the function in camelCase. They run
+ * in whatever Drizzle database or transaction they are given, and return rows as Drizzle would select them.
+ * Failures of the append functions are mapped to typed errors (errors.ts); the rest pass through.
+ */
+import type { Decider, Event } from '@fstore/schema';
+import { sql } from 'drizzle-orm';
+import { type Database, decodeDeciderRow, decodeEventRow, queryRows } from './database.js';
+import { toAppendError } from './errors.js';
+
+/** `register_decider_event`: registers an event type (and version) a decider may publish. Idempotent. */
+export async function registerDeciderEvent(
+  db: Database,
+  input: { decider: string; event: string; description?: string | null; version?: number },
+): Promise<Decider[]> {
+  const rows = await queryRows(
+    db,
+    sql`SELECT * FROM register_decider_event(${input.decider}, ${input.event}, ${input.description ?? null}::text, ${input.version ?? 1}::bigint)`,
+  );
+  return rows.map(decodeDeciderRow);
+}
+
+export interface AppendEventInput {
+  event: string;
+  eventId: string;
+  decider: string;
+  deciderId: string;
+  /** The payload as JSON text. */
+  data: string;
+  commandId: string;
+  previousId: string | null;
+  version?: number;
+  final?: boolean;
+}
+
+/** `append_event`: appends one event after `previousId` (null for a new stream). */
+export async function appendEvent(db: Database, input: AppendEventInput): Promise<Event[]> {
+  try {
+    const rows = await queryRows(
+      db,
+      sql`SELECT * FROM append_event(${input.event}, ${input.eventId}::uuid, ${input.decider}, ${input.deciderId},
+        ${input.data}::text::jsonb, ${input.commandId}::uuid, ${input.previousId}::uuid, ${input.version ?? 1}::bigint,
+        ${input.final ?? false}::boolean)`,
+    );
+    return rows.map(decodeEventRow);
+  } catch (error) {
+    throw toAppendError(error, {
+      decider: input.decider,
+      deciderId: input.deciderId,
+      expected: input.previousId,
+      types: [{ type: input.event, version: input.version ?? 1 }],
+    });
+  }
+}
+
+export interface AppendEventsInput {
+  decider: string;
+  deciderId: string;
+  /** The stream's last event as the writer saw it; null: the stream must not exist yet. */
+  previousId: string | null;
+  commandId: string;
+  events: readonly { event: string; eventId: string; data: string; version: number; final: boolean }[];
+}
+
+/** `append_events`: appends one command's events atomically, chained after `previousId`; idempotent on retry. */
+export async function appendEvents(db: Database, input: AppendEventsInput): Promise<Event[]> {
+  // The payloads are JSON text already: splice them in unparsed, so they are serialised exactly once.
+  const batch = `[${input.events
+    .map(
+      (e) =>
+        `{"event":${JSON.stringify(e.event)},"event_id":${JSON.stringify(e.eventId)},"event_version":${e.version},"final":${e.final},"data":${e.data}}`,
+    )
+    .join(',')}]`;
+  try {
+    const rows = await queryRows(
+      db,
+      sql`SELECT * FROM append_events(${input.decider}, ${input.deciderId}, ${input.previousId}::uuid, ${input.commandId}::uuid, ${batch}::text::jsonb)`,
+    );
+    return rows.map(decodeEventRow);
+  } catch (error) {
+    throw toAppendError(error, {
+      decider: input.decider,
+      deciderId: input.deciderId,
+      expected: input.previousId,
+      types: input.events.map((e) => ({ type: e.event, version: e.version })),
+    });
+  }
+}
+
+/** `get_events`: a stream's events in offset order, of one decider type when `decider` is given. */
+export async function getEvents(db: Database, deciderId: string, decider?: string): Promise<Event[]> {
+  const rows = await queryRows(
+    db,
+    decider === undefined
+      ? sql`SELECT * FROM get_events(${deciderId}::text)`
+      : sql`SELECT * FROM get_events(${deciderId}::text, ${decider}::text)`,
+  );
+  return rows.map(decodeEventRow);
+}
+
+/** `get_last_event`: the last event of a stream of one decider type, if any. */
+export async function getLastEvent(
+  db: Database,
+  deciderId: string,
+  decider: string,
+): Promise<Event | undefined> {
+  const rows = await queryRows(db, sql`SELECT * FROM get_last_event(${deciderId}::text, ${decider}::text)`);
+  return rows.map(decodeEventRow)[0];
+}
