@@ -73,7 +73,7 @@ export function toJson(value: unknown, path: string, issues: Issues): string | u
         }
         seen.add(current);
         if (Array.isArray(current)) {
-          current.forEach((item, index) => walk(item, `${at}.${index}`));
+          for (const [index, item] of current.entries()) walk(item, `${at}.${index}`);
         } else {
           const prototype = Object.getPrototypeOf(current);
           if (prototype !== Object.prototype && prototype !== null) {
