@@ -37,7 +37,11 @@ export function createGlobalSetup(options: GlobalSetupOptions = {}) {
       await server.stop();
       throw error;
     }
-    const context: TestServerContext = { adminUrl: server.adminUrl, template, description: server.description };
+    const context: TestServerContext = {
+      adminUrl: server.adminUrl,
+      template,
+      description: server.description,
+    };
     project.provide(testServerKey as never, context as never);
     return async () => {
       await admin.unsafe(`DROP DATABASE IF EXISTS "${template}" WITH (FORCE)`).catch(() => {});
