@@ -1,0 +1,183 @@
+/**
+ * The store under real concurrency: several connections writing one stream, a commit whose answer is lost, and
+ * the command handler under any interleaving of concurrent commands (property-based, with fast-check).
+ */
+import { randomUUID } from 'node:crypto';
+import { createTestDatabase } from '@fstore/testing';
+import { drizzle } from 'drizzle-orm/postgres-js';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createCommandHandler, type Decider } from './command-handler.js';
+import { FstoreError, OptimisticConcurrencyError } from './errors.js';
+import { createEventStore, type EventStore } from './event-store.js';
+import { defineEvents, type EventOf, event } from './events.js';
+import { startCuttingProxy } from './test-support/cutting-proxy.js';
+import { orderEvents } from './test-support/orders.js';
+
+const database = await createTestDatabase();
+afterAll(() => database.drop());
+
+const connect = () => drizzle(database.connect({ max: 1 }));
+const store = createEventStore(connect(), orderEvents);
+beforeAll(() => store.register());
+
+const created = { type: 'OrderCreated' as const, data: { customer: 'Ada', items: [] } };
+const added = { type: 'ItemAdded' as const, data: { sku: 'tea', quantity: 1 } };
+
+describe('several writers on one stream', () => {
+  test('two writers after the same event: one appends, the other gets an OptimisticConcurrencyError', async () => {
+    const id = `order-${randomUUID()}`;
+    const [first] = await store.append(id, [created], { expectedLastEventId: null });
+    const a = createEventStore(connect(), orderEvents);
+    const b = createEventStore(connect(), orderEvents);
+    const results = await Promise.allSettled([
+      a.append(id, [added], { expectedLastEventId: first?.eventId ?? null }),
+      b.append(id, [added], { expectedLastEventId: first?.eventId ?? null }),
+    ]);
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    const [rejected] = results.filter((r) => r.status === 'rejected');
+    expect(rejected?.reason).toBeInstanceOf(OptimisticConcurrencyError);
+    expect(rejected?.reason).toMatchObject({ deciderId: id, expected: first?.eventId });
+    expect(await store.load(id)).toHaveLength(2);
+  });
+
+  test('eight writers, fifteen attempts each: exactly one append per position, and the chain never forks', async () => {
+    const id = `order-${randomUUID()}`;
+    const writers = Array.from({ length: 8 }, () => createEventStore(connect(), orderEvents));
+    let appended = 0;
+    let conflicts = 0;
+    await Promise.all(
+      writers.map(async (writer) => {
+        for (let attempt = 0; attempt < 15; attempt++) {
+          const last = await writer.loadLast(id);
+          try {
+            await writer.append(id, [last ? added : created], { expectedLastEventId: last?.eventId ?? null });
+            appended++;
+          } catch (error) {
+            if (!(error instanceof OptimisticConcurrencyError)) throw error;
+            conflicts++;
+          }
+        }
+      }),
+    );
+    const stream = await store.load(id);
+    expect(stream).toHaveLength(appended);
+    expect(appended + conflicts).toBe(8 * 15);
+    expect(stream[0]?.previousId).toBeNull();
+    for (let i = 1; i < stream.length; i++) expect(stream[i]?.previousId).toBe(stream[i - 1]?.eventId);
+  });
+});
+
+describe('a commit whose answer is lost', () => {
+  test('the connection error passes through untouched, and the retry with the same ids writes nothing new', async () => {
+    const proxy = await startCuttingProxy(database.url);
+    const { hostname, port } = new URL(proxy.url);
+    const through = database.connect({ max: 1, host: hostname, port: Number(port) });
+    try {
+      const cut = createEventStore(drizzle(through), orderEvents);
+      const id = `order-${randomUUID()}`;
+      const commandId = randomUUID();
+      const batch = [
+        { ...created, eventId: randomUUID() },
+        { ...added, eventId: randomUUID() },
+      ];
+      // Append once on another stream first, so the connection is up and the statement prepared: the cut then
+      // falls on the append itself, after its commit.
+      await cut.append(`order-${randomUUID()}`, [created, added], { expectedLastEventId: null });
+      proxy.cutAfterNextCommit();
+      const lost = await cut.append(id, batch, { expectedLastEventId: null, commandId }).catch((e) => e);
+      expect(lost).toBeInstanceOf(Error);
+      expect(lost).not.toBeInstanceOf(FstoreError);
+      // The client cannot know, but the server committed:
+      const committed = await store.load(id);
+      expect(committed.map((e) => e.eventId)).toEqual(batch.map((e) => e.eventId));
+      // The retry (here on a healthy connection) returns what is stored and writes nothing.
+      const retried = await store.append(id, batch, { expectedLastEventId: null, commandId });
+      expect(retried).toEqual(committed);
+      expect(await store.load(id)).toHaveLength(2);
+    } finally {
+      await through.end({ timeout: 1 }).catch(() => {});
+      await proxy.close();
+    }
+  });
+});
+
+describe('the command handler under concurrent commands (property-based)', () => {
+  // A bank account: every command yields exactly one event, so the stream is the serial order the commands took.
+  const accountEvents = defineEvents(`Account-${randomUUID()}`, {
+    Deposited: event<{ amount: number; command: number }>(),
+    Withdrawn: event<{ amount: number; command: number }>(),
+    WithdrawalRefused: event<{ amount: number; command: number; balance: number }>(),
+  });
+  type Command = { kind: 'deposit' | 'withdraw'; amount: number; command: number };
+  const account: Decider<Command, number, EventOf<typeof accountEvents>> = {
+    initialState: 0,
+    decide: (c, balance) => {
+      if (c.kind === 'deposit')
+        return [{ type: 'Deposited', data: { amount: c.amount, command: c.command } }];
+      return balance >= c.amount
+        ? [{ type: 'Withdrawn', data: { amount: c.amount, command: c.command } }]
+        : [{ type: 'WithdrawalRefused', data: { amount: c.amount, command: c.command, balance } }];
+    },
+    evolve: (balance, e) =>
+      e.type === 'Deposited'
+        ? balance + e.data.amount
+        : e.type === 'Withdrawn'
+          ? balance - e.data.amount
+          : balance,
+  };
+  let clients: EventStore<typeof accountEvents>[] = [];
+  beforeAll(async () => {
+    clients = Array.from({ length: 4 }, () => createEventStore(connect(), accountEvents));
+    await clients[0]?.register();
+  });
+
+  test('any interleaving yields a stream whose fold equals a serial run of the same commands', async () => {
+    const command = fc.record({
+      kind: fc.constantFrom('deposit' as const, 'withdraw' as const),
+      amount: fc.integer({ min: 1, max: 50 }),
+    });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.array(command, { maxLength: 6 }), { minLength: 2, maxLength: 4 }),
+        async (perClient) => {
+          const id = `account-${randomUUID()}`;
+          let numbered = 0;
+          const commands = perClient.map((list) => list.map((c) => ({ ...c, command: numbered++ })));
+          const results = await Promise.all(
+            commands.map(async (list, i) => {
+              const handle = createCommandHandler(clients[i] as EventStore<typeof accountEvents>, account, {
+                maxAttempts: 100,
+                backoffMs: 1,
+                maxBackoffMs: 20,
+              });
+              const states = [];
+              for (const c of list) states.push((await handle(id, c)).state);
+              return states;
+            }),
+          );
+          const stream = await clients[0]?.load(id);
+          // Every command is in the stream exactly once.
+          expect(stream?.map((e) => e.data.command).sort((x, y) => x - y)).toEqual([
+            ...Array(numbered).keys(),
+          ]);
+          // Deciding the commands one after the other, in the order the stream holds them, gives the same events.
+          const byNumber = new Map(commands.flat().map((c) => [c.command, c]));
+          let state = account.initialState;
+          for (const stored of stream ?? []) {
+            const [expected] = await account.decide(byNumber.get(stored.data.command) as Command, state);
+            expect({ type: stored.type, data: stored.data }).toEqual(expected);
+            state = account.evolve(state, stored);
+          }
+          expect(state).toBeGreaterThanOrEqual(0);
+          // Each client's last answer was a state the account really passed through.
+          const passed = new Set<number>();
+          let running = account.initialState;
+          for (const stored of stream ?? []) passed.add((running = account.evolve(running, stored)));
+          for (const states of results) for (const s of states) expect(passed).toContain(s);
+        },
+      ),
+      { numRuns: 12 },
+    );
+  });
+});
