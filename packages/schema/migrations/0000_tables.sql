@@ -52,5 +52,6 @@ CREATE TABLE "views" (
 ALTER TABLE "events" ADD CONSTRAINT "events_decider_event_fkey" FOREIGN KEY ("decider","event","event_version") REFERENCES "public"."deciders"("decider","event","event_version") ON DELETE no action ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "locks" ADD CONSTRAINT "locks_view_fkey" FOREIGN KEY ("view") REFERENCES "public"."views"("view") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
 CREATE UNIQUE INDEX "events_first_event_key" ON "events" USING btree ("decider_id","decider") WHERE "events"."previous_id" IS NULL;--> statement-breakpoint
+CREATE UNIQUE INDEX "events_final_key" ON "events" USING btree ("decider_id","decider") WHERE "events"."final";--> statement-breakpoint
 CREATE INDEX "events_decider_id_offset_idx" ON "events" USING btree ("decider_id","offset");--> statement-breakpoint
 CREATE INDEX "locks_pending_idx" ON "locks" USING btree ("view","locked_until","offset") WHERE "locks"."last_offset" < "locks"."offset";

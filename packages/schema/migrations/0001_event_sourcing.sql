@@ -39,11 +39,13 @@ EXECUTE FUNCTION forbid_truncate();
 -- fstore-sql's order and with its exact messages (clients match on them). Each error also carries a SQLSTATE and a
 -- constraint name, so typed clients can map it without reading the text.
 --
--- fstore-sql ran three triggers with an EXISTS scan each. One look at the stream's last event answers all three:
--- the chain is linear (previous_id is unique), so a final event can only be the last one, and a previous_id equal
--- to the last event id is certainly in the stream. Only a previous_id that is not the last event costs one more
--- probe, to tell "another stream" (error) from "an older event of this stream" (left to events_previous_id_key,
--- the optimistic lock).
+-- fstore-sql ran three triggers with an EXISTS scan of the stream each. Here every question is one probe of a
+-- unique index, so an append costs the same on the thousandth event of a stream as on the first:
+--   is the stream closed?            events_final_key      (only final events are indexed)
+--   does the stream have events?     events_first_event_key (one first event per stream)
+--   is previous_id in this stream?   events_event_id_key
+-- (Asking for "the stream's last event" instead, with ORDER BY offset DESC LIMIT 1, lets the planner choose a
+-- bitmap scan and a sort when it believes a stream is short, and then every append reads the whole stream.)
 --
 -- The races are settled by unique indexes, not by these reads: two writers after the same event collide on
 -- events_previous_id_key, two writers of a first event on events_first_event_key.
@@ -51,47 +53,45 @@ CREATE OR REPLACE FUNCTION check_event_append() RETURNS trigger
     LANGUAGE plpgsql AS
 $check_event_append$
 DECLARE
-    v_last_id     uuid;
-    v_last_final  boolean;
-    v_last_offset bigint;
+    v_previous_offset bigint;
 BEGIN
-    SELECT e.event_id, e.final, e."offset"
-    INTO v_last_id, v_last_final, v_last_offset
-    FROM events e
-    WHERE e.decider_id = NEW.decider_id
-      AND e.decider = NEW.decider
-    ORDER BY e."offset" DESC
-    LIMIT 1;
-
-    IF v_last_id IS NOT NULL THEN
-        IF v_last_final THEN
-            RAISE EXCEPTION 'last event for this decider stream is already final. the stream is closed, you can not append events to it.'
-                USING ERRCODE = 'check_violation', CONSTRAINT = 'events_stream_not_final',
-                      DETAIL = format('decider %s, decider_id %s, final event %s', NEW.decider, NEW.decider_id, v_last_id);
-        END IF;
-        IF NEW.previous_id IS NULL THEN
+    IF EXISTS (SELECT 1
+               FROM events e
+               WHERE e.decider_id = NEW.decider_id
+                 AND e.decider = NEW.decider
+                 AND e.final) THEN
+        RAISE EXCEPTION 'last event for this decider stream is already final. the stream is closed, you can not append events to it.'
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'events_stream_not_final',
+                  DETAIL = format('decider %s, decider_id %s', NEW.decider, NEW.decider_id);
+    END IF;
+    IF NEW.previous_id IS NULL THEN
+        IF EXISTS (SELECT 1
+                   FROM events e
+                   WHERE e.decider_id = NEW.decider_id
+                     AND e.decider = NEW.decider
+                     AND e.previous_id IS NULL) THEN
             RAISE EXCEPTION 'previous_id can only be null for the first decider event'
                 USING ERRCODE = 'check_violation', CONSTRAINT = 'events_previous_id_required',
-                      DETAIL = format('decider %s, decider_id %s, last event %s', NEW.decider, NEW.decider_id, v_last_id);
+                      DETAIL = format('decider %s, decider_id %s', NEW.decider, NEW.decider_id);
         END IF;
-        IF NEW.previous_id <> v_last_id AND NOT EXISTS (SELECT 1
-                                                        FROM events e
-                                                        WHERE e.event_id = NEW.previous_id
-                                                          AND e.decider_id = NEW.decider_id
-                                                          AND e.decider = NEW.decider) THEN
+    ELSE
+        SELECT e."offset"
+        INTO v_previous_offset
+        FROM events e
+        WHERE e.event_id = NEW.previous_id
+          AND e.decider_id = NEW.decider_id
+          AND e.decider = NEW.decider;
+        IF NOT FOUND THEN
             RAISE EXCEPTION 'previous_id must be in the same decider'
                 USING ERRCODE = 'check_violation', CONSTRAINT = 'events_previous_id_same_stream',
-                      DETAIL = format('decider %s, decider_id %s, previous_id %s', NEW.decider, NEW.decider_id, NEW.previous_id);
+                      DETAIL = format('decider %s, decider_id %s, previous_id %s', NEW.decider, NEW.decider_id,
+                                      NEW.previous_id);
         END IF;
-        -- A sequence that hands out cached blocks per connection (YugabyteDB's default) can give this event a smaller
-        -- offset than the one before it. Within a stream the order must hold, so draw again until it does.
-        WHILE NEW."offset" <= v_last_offset LOOP
+        -- A sequence that hands out cached blocks per connection (YugabyteDB's default) can give this event a
+        -- smaller offset than the one before it. Within a stream the order must hold, so draw again until it does.
+        WHILE NEW."offset" <= v_previous_offset LOOP
             NEW."offset" := nextval(pg_get_serial_sequence('events', 'offset'));
         END LOOP;
-    ELSIF NEW.previous_id IS NOT NULL THEN
-        RAISE EXCEPTION 'previous_id must be in the same decider'
-            USING ERRCODE = 'check_violation', CONSTRAINT = 'events_previous_id_same_stream',
-                  DETAIL = format('decider %s, decider_id %s, previous_id %s', NEW.decider, NEW.decider_id, NEW.previous_id);
     END IF;
     RETURN NEW;
 END;

@@ -26,7 +26,7 @@ DECLARE
     v_count      int;
     v_first_id   uuid;
     v_last_id    uuid;
-    v_last_final boolean;
+    v_stale      boolean;
     v_previous   uuid := v_previous_id;
     v_element    jsonb;
     v_row        events;
@@ -64,19 +64,36 @@ BEGIN
                   DETAIL = json_build_object('event_id', v_first_id)::text;
     END IF;
 
-    SELECT e.event_id, e.final
-    INTO v_last_id, v_last_final
-    FROM events e
-    WHERE e.decider_id = v_decider_id
-      AND e.decider = v_decider
-    ORDER BY e."offset" DESC
-    LIMIT 1;
-    IF v_last_final THEN
+    -- The same one-probe questions as the append trigger (see check_event_append), asked once for the batch.
+    IF EXISTS (SELECT 1 FROM events e WHERE e.decider_id = v_decider_id AND e.decider = v_decider AND e.final) THEN
         RAISE EXCEPTION 'last event for this decider stream is already final. the stream is closed, you can not append events to it.'
             USING ERRCODE = 'check_violation', CONSTRAINT = 'events_stream_not_final',
-                  DETAIL = format('decider %s, decider_id %s, final event %s', v_decider, v_decider_id, v_last_id);
+                  DETAIL = format('decider %s, decider_id %s', v_decider, v_decider_id);
     END IF;
-    IF v_last_id IS DISTINCT FROM v_previous_id THEN
+    IF v_previous_id IS NULL THEN
+        v_stale := EXISTS (SELECT 1
+                           FROM events e
+                           WHERE e.decider_id = v_decider_id
+                             AND e.decider = v_decider
+                             AND e.previous_id IS NULL);
+    ELSE
+        -- v_previous_id is the stream's last event if it is in the stream and nothing follows it.
+        v_stale := NOT EXISTS (SELECT 1
+                               FROM events e
+                               WHERE e.event_id = v_previous_id
+                                 AND e.decider_id = v_decider_id
+                                 AND e.decider = v_decider)
+            OR EXISTS (SELECT 1 FROM events e WHERE e.previous_id = v_previous_id);
+    END IF;
+    IF v_stale THEN
+        -- Only on this error path: where does the stream really end?
+        SELECT e.event_id
+        INTO v_last_id
+        FROM events e
+        WHERE e.decider_id = v_decider_id
+          AND e.decider = v_decider
+        ORDER BY e."offset" DESC
+        LIMIT 1;
         RAISE EXCEPTION 'append_events: stream % of % was expected to end at %, but it ends at %',
             v_decider_id, v_decider, coalesce(v_previous_id::text, '(nothing: a new stream)'),
             coalesce(v_last_id::text, '(nothing: no event yet)')
