@@ -74,9 +74,7 @@ export const events = pgTable(
     uniqueIndex('events_first_event_key').on(t.deciderId, t.decider).where(sql`${t.previousId} IS NULL`),
     // A stream has at most one final event. The append trigger also asks "is this stream closed?" here: an index
     // that holds only final events answers in one probe, however long the stream.
-    uniqueIndex('events_final_key')
-      .on(t.deciderId, t.decider)
-      .where(sql`${t.final}`),
+    uniqueIndex('events_final_key').on(t.deciderId, t.decider).where(sql`${t.final}`),
     // Loading a stream and finding its last event: an index range in offset order.
     index('events_decider_id_offset_idx').on(t.deciderId, t.offset),
     foreignKey({
