@@ -323,7 +323,9 @@ export function describeEventStore(driver: string, connect: () => Promise<Connec
 
       test('decider and event type names that are too long are refused when the store is made', () => {
         const long = 'n'.repeat(257);
-        expect(() => createEventStore(db, defineEvents(long, { Happened: event<object>() }))).toThrow(ValidationError);
+        expect(() => createEventStore(db, defineEvents(long, { Happened: event<object>() }))).toThrow(
+          ValidationError,
+        );
         expect(() => createEventStore(db, defineEvents('Fine', { [long]: event<object>() }))).toThrow(
           /events\.n+: must be at most 256 characters/,
         );
