@@ -32,7 +32,23 @@ CREATE TABLE "locks" (
 	"offset_final" boolean NOT NULL,
 	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
 	"updated_at" timestamp with time zone DEFAULT now() NOT NULL,
+	"lease_id" uuid,
+	"attempts" integer DEFAULT 0 NOT NULL,
+	"last_error" text,
 	CONSTRAINT "locks_pkey" PRIMARY KEY("view","decider_id")
+);
+--> statement-breakpoint
+CREATE TABLE "parked_events" (
+	"view" text NOT NULL,
+	"decider_id" text NOT NULL,
+	"offset" bigint NOT NULL,
+	"event_id" uuid NOT NULL,
+	"error" text NOT NULL,
+	"attempts" integer NOT NULL,
+	"stream_stopped" boolean NOT NULL,
+	"parked_at" timestamp with time zone DEFAULT now() NOT NULL,
+	"retry_requested_at" timestamp with time zone,
+	CONSTRAINT "parked_events_pkey" PRIMARY KEY("view","offset")
 );
 --> statement-breakpoint
 CREATE TABLE "views" (
@@ -51,7 +67,9 @@ CREATE TABLE "views" (
 --> statement-breakpoint
 ALTER TABLE "events" ADD CONSTRAINT "events_decider_event_fkey" FOREIGN KEY ("decider","event","event_version") REFERENCES "public"."deciders"("decider","event","event_version") ON DELETE no action ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "locks" ADD CONSTRAINT "locks_view_fkey" FOREIGN KEY ("view") REFERENCES "public"."views"("view") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
+ALTER TABLE "parked_events" ADD CONSTRAINT "parked_events_view_fkey" FOREIGN KEY ("view") REFERENCES "public"."views"("view") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
 CREATE UNIQUE INDEX "events_first_event_key" ON "events" USING btree ("decider_id","decider") WHERE "events"."previous_id" IS NULL;--> statement-breakpoint
 CREATE UNIQUE INDEX "events_final_key" ON "events" USING btree ("decider_id","decider") WHERE "events"."final";--> statement-breakpoint
 CREATE INDEX "events_decider_id_offset_idx" ON "events" USING btree ("decider_id","offset");--> statement-breakpoint
-CREATE INDEX "locks_pending_idx" ON "locks" USING btree ("view","locked_until","offset") WHERE "locks"."last_offset" < "locks"."offset";
+CREATE INDEX "locks_pending_idx" ON "locks" USING btree ("view","locked_until","offset") WHERE "locks"."last_offset" < "locks"."offset";--> statement-breakpoint
+CREATE INDEX "parked_events_retry_idx" ON "parked_events" USING btree ("view","retry_requested_at") WHERE "parked_events"."retry_requested_at" IS NOT NULL;

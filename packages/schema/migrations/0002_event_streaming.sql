@@ -41,31 +41,45 @@ CREATE TRIGGER t_on_insert_on_events
     FOR EACH ROW
 EXECUTE FUNCTION on_insert_on_events();
 --> statement-breakpoint
--- When a view is registered, or re-registered with another start_at, it gets a lock row per existing stream.
--- start_at decides where it reads from: just before the stream's first event created at or after start_at, or,
--- when the stream has none, at its head (nothing to read yet). This scans the log once, on registration only.
-CREATE OR REPLACE FUNCTION on_insert_or_update_on_views() RETURNS trigger
+-- Where a view reads each stream from: a lock row per existing stream, positioned just before the stream's first
+-- event created at or after start_at, or, when the stream has none, at its head (nothing to read yet). Leases,
+-- failure counts and parked events of the view are cleared: this is a rebuild from start_at. It scans the log
+-- once; it runs when a view is registered or its start_at changes, and from reset_view.
+CREATE OR REPLACE FUNCTION reset_view_positions(v_view text, v_start_at timestamp) RETURNS void
     LANGUAGE plpgsql AS
-$on_insert_or_update_on_views$
+$reset_view_positions$
 BEGIN
     INSERT INTO locks (view, decider_id, "offset", last_offset, locked_until, offset_final)
-    SELECT NEW.view,
+    SELECT v_view,
            s.decider_id,
            s.head,
            coalesce(s.first_to_read - 1, s.head),
            now(),
            s.final
     FROM (SELECT e.decider_id,
-                 max(e."offset")                                        AS head,
-                 min(e."offset") FILTER (WHERE e.created_at >= NEW.start_at) AS first_to_read,
-                 bool_or(e.final)                                       AS final
+                 max(e."offset")                                         AS head,
+                 min(e."offset") FILTER (WHERE e.created_at >= v_start_at) AS first_to_read,
+                 bool_or(e.final)                                        AS final
           FROM events e
           GROUP BY e.decider_id) s
     ON CONFLICT ON CONSTRAINT locks_pkey DO UPDATE
         SET "offset"     = EXCLUDED."offset",
             last_offset  = EXCLUDED.last_offset,
             offset_final = EXCLUDED.offset_final,
+            locked_until = now(),
+            lease_id     = NULL,
+            attempts     = 0,
+            last_error   = NULL,
             updated_at   = now();
+    DELETE FROM parked_events p WHERE p.view = v_view;
+END;
+$reset_view_positions$;
+--> statement-breakpoint
+CREATE OR REPLACE FUNCTION on_insert_or_update_on_views() RETURNS trigger
+    LANGUAGE plpgsql AS
+$on_insert_or_update_on_views$
+BEGIN
+    PERFORM reset_view_positions(NEW.view, NEW.start_at);
     RETURN NULL;
 END;
 $on_insert_or_update_on_views$;

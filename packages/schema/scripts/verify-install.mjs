@@ -16,6 +16,18 @@ const expected = [
   'ack_event',
   'nack_event',
   'schedule_nack_event',
+  'append_events',
+  'lease_events',
+  'ack_events',
+  'renew_lease',
+  'release_lease',
+  'fail_event',
+  'list_parked_events',
+  'retry_parked_event',
+  'discard_parked_event',
+  'reset_view',
+  'view_status',
+  'set_wakeups',
 ];
 const sql = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} });
 try {

@@ -22,6 +22,18 @@ const apiFunctions = [
   'ack_event',
   'nack_event',
   'schedule_nack_event',
+  'append_events',
+  'lease_events',
+  'ack_events',
+  'renew_lease',
+  'release_lease',
+  'fail_event',
+  'list_parked_events',
+  'retry_parked_event',
+  'discard_parked_event',
+  'reset_view',
+  'view_status',
+  'set_wakeups',
 ];
 
 const databases: TestDatabase[] = [];

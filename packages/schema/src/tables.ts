@@ -14,6 +14,7 @@ import {
   customType,
   foreignKey,
   index,
+  integer,
   jsonb,
   pgTable,
   primaryKey,
@@ -125,6 +126,15 @@ export const locks = pgTable(
     offsetFinal: boolean('offset_final').notNull(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+    /**
+     * The lease's token, set by lease_events: only its holder can acknowledge, renew or fail the lease, so a worker
+     * whose lease expired and was taken over cannot commit its work (fstore-sql's stream_events leaves it null).
+     */
+    leaseId: uuid('lease_id'),
+    /** Failed deliveries of the stream's next event; back to 0 when the stream moves on. */
+    attempts: integer('attempts').notNull().default(0),
+    /** The last failure's error, for operators. */
+    lastError: text('last_error'),
   },
   (t) => [
     primaryKey({ name: 'locks_pkey', columns: [t.view, t.deciderId] }),
@@ -138,6 +148,36 @@ export const locks = pgTable(
   ],
 );
 
+/**
+ * Events a view gave up on after its configured number of attempts (a dead letter), with the last error. The
+ * stream either moved on past the event, or stopped at it (`stream_stopped`) until an operator retries or discards
+ * it (retry_parked_event, discard_parked_event).
+ */
+export const parkedEvents = pgTable(
+  'parked_events',
+  {
+    view: text('view').notNull(),
+    deciderId: text('decider_id').notNull(),
+    offset: bigint('offset', { mode: 'number' }).notNull(),
+    eventId: uuid('event_id').notNull(),
+    error: text('error').notNull(),
+    attempts: integer('attempts').notNull(),
+    streamStopped: boolean('stream_stopped').notNull(),
+    parkedAt: timestamp('parked_at', { withTimezone: true }).notNull().defaultNow(),
+    /** Set by retry_parked_event on an event the stream moved past: a worker delivers it once more. */
+    retryRequestedAt: timestamp('retry_requested_at', { withTimezone: true }),
+  },
+  (t) => [
+    primaryKey({ name: 'parked_events_pkey', columns: [t.view, t.offset] }),
+    foreignKey({ name: 'parked_events_view_fkey', columns: [t.view], foreignColumns: [views.view] }).onDelete(
+      'cascade',
+    ),
+    index('parked_events_retry_idx')
+      .on(t.view, t.retryRequestedAt)
+      .where(sql`${t.retryRequestedAt} IS NOT NULL`),
+  ],
+);
+
 export type Decider = typeof deciders.$inferSelect;
 export type NewDecider = typeof deciders.$inferInsert;
 export type Event = typeof events.$inferSelect;
@@ -146,3 +186,4 @@ export type View = typeof views.$inferSelect;
 export type NewView = typeof views.$inferInsert;
 export type Lock = typeof locks.$inferSelect;
 export type NewLock = typeof locks.$inferInsert;
+export type ParkedEvent = typeof parkedEvents.$inferSelect;
