@@ -82,10 +82,12 @@ END;
 $raise_lease_lost$;
 --> statement-breakpoint
 -- API: the holder of a lease acknowledges the stream's events up to v_offset (an event of that stream), and
--- releases it. Run it in the transaction that wrote the read model: if the lease was lost meanwhile, it raises and
--- the read model's writes roll back with it, so each event changes the read model exactly once.
+-- releases it (or, with v_release false, keeps holding it: a worker that handled part of a batch and will report
+-- the next event as failed). Run it in the transaction that wrote the read model: if the lease was lost meanwhile,
+-- it raises and the read model's writes roll back with it, so each event changes the read model exactly once.
 -- Example: SELECT * FROM ack_events('view1', 'f156a3c4-…', '8f0c…', 42);
-CREATE OR REPLACE FUNCTION ack_events(v_view text, v_decider_id text, v_lease_id uuid, v_offset bigint)
+CREATE OR REPLACE FUNCTION ack_events(v_view text, v_decider_id text, v_lease_id uuid, v_offset bigint,
+                                      v_release boolean DEFAULT true)
     RETURNS SETOF locks
     LANGUAGE plpgsql AS
 $ack_events$
@@ -98,8 +100,8 @@ BEGIN
     END IF;
     UPDATE locks l
     SET last_offset  = greatest(l.last_offset, v_offset),
-        locked_until = now(),
-        lease_id     = NULL,
+        locked_until = CASE WHEN v_release THEN now() ELSE l.locked_until END,
+        lease_id     = CASE WHEN v_release THEN NULL ELSE l.lease_id END,
         attempts     = 0,
         last_error   = NULL,
         updated_at   = now()

@@ -204,27 +204,39 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
     return row.offset;
   }
 
-  private async decode(row: Event): Promise<StoredEvent<EventOf<TEvents>>> {
-    const data = await decodeStoredData(
-      this.events,
-      { eventId: row.eventId, type: row.event, version: row.eventVersion, data: row.data },
-      this.validateOnLoad,
-    );
-    return {
-      type: row.event,
-      data,
-      eventId: row.eventId,
-      version: row.eventVersion,
-      decider: row.decider,
-      deciderId: row.deciderId,
-      commandId: row.commandId,
-      previousId: row.previousId,
-      final: row.final,
-      createdAt: row.createdAt,
-      offset: row.offset,
-      transactionId: row.transactionId,
-    } as StoredEvent<EventOf<TEvents>>;
+  private decode(row: Event): Promise<StoredEvent<EventOf<TEvents>>> {
+    return toStoredEvent(this.events, row, this.validateOnLoad);
   }
+}
+
+/**
+ * Turns a stored row of `events` into the typed event its declaration describes: upcast from older versions,
+ * validated against its schema (always when upcast, otherwise when `validate`). Throws UnreadableEventError.
+ */
+export async function toStoredEvent<TEvents extends DeciderEvents<EventDefinitions>>(
+  events: TEvents,
+  row: Event,
+  validate = true,
+): Promise<StoredEvent<EventOf<TEvents>>> {
+  const data = await decodeStoredData(
+    events,
+    { eventId: row.eventId, type: row.event, version: row.eventVersion, data: row.data },
+    validate,
+  );
+  return {
+    type: row.event,
+    data,
+    eventId: row.eventId,
+    version: row.eventVersion,
+    decider: row.decider,
+    deciderId: row.deciderId,
+    commandId: row.commandId,
+    previousId: row.previousId,
+    final: row.final,
+    createdAt: row.createdAt,
+    offset: row.offset,
+    transactionId: row.transactionId,
+  } as StoredEvent<EventOf<TEvents>>;
 }
 
 /** Creates the typed event store of one decider type over a Drizzle database. */

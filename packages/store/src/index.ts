@@ -5,9 +5,10 @@ export {
   type Decider,
   type HandledCommand,
 } from './command-handler.js';
-export type { Database } from './database.js';
+export { type Database, decodeEventRow, queryRows } from './database.js';
 export {
   DuplicateEventError,
+  databaseError,
   FstoreError,
   OptimisticConcurrencyError,
   PayloadTooLargeError,
@@ -24,11 +25,13 @@ export {
   EventStore,
   type EventStoreOptions,
   type ReadFrom,
+  toStoredEvent,
 } from './event-store.js';
 export {
   type DeciderEvents,
   defineEvents,
   type EventDefinition,
+  type EventDefinitions,
   type EventMetadata,
   type EventOf,
   type EventOptions,

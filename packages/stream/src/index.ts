@@ -1,5 +1,42 @@
-/**
- * @fstore/stream: views and projection workers over @fstore/schema's streaming functions.
- * Filled by the stream issue; for now it re-exports the row types it will build on.
- */
-export type { Lock, View } from '@fstore/schema';
+export { LeaseLostError } from './errors.js';
+export {
+  ack,
+  ackEvents,
+  discardParkedEvent,
+  type FailureOutcome,
+  failEvent,
+  type LeasedEvent,
+  leaseEvents,
+  listParkedEvents,
+  nack,
+  type RegisterViewOptions,
+  registerView,
+  releaseLease,
+  renewLease,
+  resetView,
+  retryParkedEvent,
+  scheduleNack,
+  setWakeups,
+  streamEvents,
+  type ViewStatus,
+  viewStatus,
+} from './functions.js';
+export {
+  jsonLogger,
+  type LogFields,
+  type Logger,
+  type ProjectionMetrics,
+  silentLogger,
+} from './observability.js';
+export {
+  createProjection,
+  type HandlerContext,
+  type ProjectedEvent,
+  type Projection,
+  type ProjectionOptions,
+  type ProjectionStats,
+  type Transaction,
+} from './projection.js';
+export { type RebuildOptions, rebuildProjection } from './rebuild.js';
+export { formatStatusTable } from './status.js';
+export { wakeupChannel } from './wakeups.js';

@@ -1,0 +1,26 @@
+import { databaseError, FstoreError } from '@fstore/store';
+
+/**
+ * The lease on a stream is no longer held: it expired and another consumer took the stream, or the view was
+ * reset. The work done under it did not commit (the acknowledgement refused it, and its transaction rolled back).
+ */
+export class LeaseLostError extends FstoreError {
+  override name = 'LeaseLostError';
+  constructor(
+    readonly view: string,
+    readonly deciderId: string,
+    readonly leaseId: string,
+    options?: ErrorOptions,
+  ) {
+    super(`the lease ${leaseId} on stream ${deciderId} of view ${view} is no longer held`, options);
+  }
+}
+
+/** Maps a failure of the lease functions to LeaseLostError by SQLSTATE and constraint; anything else as given. */
+export function toLeaseError(error: unknown, view: string, deciderId: string, leaseId: string): unknown {
+  const db = databaseError(error);
+  if (db?.code === '55P03' && db.constraint === 'locks_lease_held') {
+    return new LeaseLostError(view, deciderId, leaseId, { cause: error });
+  }
+  return error;
+}

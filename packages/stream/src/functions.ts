@@ -1,0 +1,262 @@
+/**
+ * The streaming SQL functions, one small typed wrapper each. fstore-sql's own (`register_view`, `stream_events`,
+ * `ack_event`, `nack_event`, `schedule_nack_event`) are `registerView`, `streamEvents`, `ack`, `nack` and
+ * `scheduleNack`; the rest are named after their function in camelCase.
+ */
+import {
+  type Event,
+  type Lock,
+  locks,
+  type ParkedEvent,
+  parkedEvents,
+  type View,
+  views,
+} from '@fstore/schema';
+import { type Database, decodeEventRow, queryRows } from '@fstore/store';
+import { getTableColumns, sql } from 'drizzle-orm';
+import type { PgTable } from 'drizzle-orm/pg-core';
+import { toLeaseError } from './errors.js';
+
+function decoder<TRow>(table: PgTable) {
+  const columns = Object.entries(getTableColumns(table));
+  return (raw: Record<string, unknown>): TRow => {
+    const row: Record<string, unknown> = {};
+    for (const [field, column] of columns) {
+      const value = raw[column.name];
+      row[field] =
+        value === null || value === undefined || value instanceof Date
+          ? (value ?? null)
+          : column.mapFromDriverValue(value);
+    }
+    return row as TRow;
+  };
+}
+const decodeView = decoder<View>(views);
+const decodeLock = decoder<Lock>(locks);
+const decodeParked = decoder<ParkedEvent>(parkedEvents);
+
+/** Dates go in as timestamptz and become the session's local `timestamp`, which is what views.start_at holds. */
+const asTimestamp = (date: Date) => sql`${date.toISOString()}::timestamptz::timestamp`;
+
+export interface RegisterViewOptions {
+  /** Where reading starts: events created at or after it. Default: now. */
+  startAt?: Date;
+  /** How long a lease lasts, in seconds. Default 300. */
+  lockTimeoutS?: number;
+  /** The polling delay workers use when idle, in milliseconds (kept exactly). */
+  pollingDelayMs?: number;
+}
+
+/**
+ * `register_view`: registers a view, or updates it. Registering again with another `startAt` resets the view's
+ * positions (a rebuild); with the same one, it keeps them.
+ */
+export async function registerView(
+  db: Database,
+  view: string,
+  options: RegisterViewOptions = {},
+): Promise<View> {
+  const startAt = options.startAt ? asTimestamp(options.startAt) : sql`now()::timestamp`;
+  const [row] = await queryRows(
+    db,
+    options.pollingDelayMs === undefined
+      ? sql`SELECT * FROM register_view(${view}::text, ${startAt}, ${options.lockTimeoutS ?? 300}::bigint)`
+      : sql`SELECT * FROM register_view(${view}::text, ${options.pollingDelayMs}::bigint, ${startAt})`,
+  );
+  if (options.pollingDelayMs !== undefined && options.lockTimeoutS !== undefined) {
+    await db.execute(sql`UPDATE views SET lock_timeout_s = ${options.lockTimeoutS} WHERE view = ${view}`);
+    return { ...decodeView(row ?? {}), lockTimeoutS: options.lockTimeoutS };
+  }
+  return decodeView(row ?? {});
+}
+
+/** `stream_events`: leases up to `limit` streams and returns the next unread event of each. */
+export async function streamEvents(
+  db: Database,
+  view: string,
+  limit = 1,
+  lockSeconds = 300,
+): Promise<Event[]> {
+  const rows = await queryRows(
+    db,
+    sql`SELECT * FROM stream_events(${view}::text, ${limit}::int, ${lockSeconds}::int)`,
+  );
+  return rows.map(decodeEventRow);
+}
+
+/** `ack_event`: the view handled the stream up to `offset`: move on and release it. */
+export async function ack(db: Database, view: string, deciderId: string, offset: number): Promise<Lock[]> {
+  const rows = await queryRows(
+    db,
+    sql`SELECT * FROM ack_event(${view}::text, ${deciderId}::text, ${offset}::bigint)`,
+  );
+  return rows.map(decodeLock);
+}
+
+/** `nack_event`: release the stream; its next event is delivered again. */
+export async function nack(db: Database, view: string, deciderId: string): Promise<Lock[]> {
+  const rows = await queryRows(db, sql`SELECT * FROM nack_event(${view}::text, ${deciderId}::text)`);
+  return rows.map(decodeLock);
+}
+
+/** `schedule_nack_event`: release the stream after `milliseconds`. */
+export async function scheduleNack(
+  db: Database,
+  view: string,
+  deciderId: string,
+  milliseconds: number,
+): Promise<Lock[]> {
+  const rows = await queryRows(
+    db,
+    sql`SELECT * FROM schedule_nack_event(${view}::text, ${deciderId}::text, ${milliseconds}::bigint)`,
+  );
+  return rows.map(decodeLock);
+}
+
+/** An event leased by `leaseEvents`, with its stream's lease token and failed deliveries so far. */
+export type LeasedEvent = Event & { leaseId: string; attempts: number };
+
+/** `lease_events`: leases up to `streams` streams and returns up to `eventsPerStream` unread events of each. */
+export async function leaseEvents(
+  db: Database,
+  view: string,
+  options: { streams: number; eventsPerStream: number; lockSeconds: number },
+): Promise<LeasedEvent[]> {
+  const rows = await queryRows(
+    db,
+    sql`SELECT * FROM lease_events(${view}::text, ${options.streams}::int, ${options.eventsPerStream}::int, ${options.lockSeconds}::int)`,
+  );
+  return rows.map((row) => ({
+    ...decodeEventRow(row),
+    leaseId: String(row.lease_id),
+    attempts: Number(row.attempts),
+  }));
+}
+
+/**
+ * `ack_events`: the lease's holder acknowledges the stream up to `offset`, in the caller's transaction. Throws
+ * LeaseLostError if the lease is no longer held (the transaction must then roll back).
+ */
+export async function ackEvents(
+  db: Database,
+  lease: { view: string; deciderId: string; leaseId: string },
+  offset: number,
+  options: { release?: boolean } = {},
+): Promise<Lock> {
+  try {
+    const [row] = await queryRows(
+      db,
+      sql`SELECT * FROM ack_events(${lease.view}::text, ${lease.deciderId}::text, ${lease.leaseId}::uuid, ${offset}::bigint, ${options.release ?? true}::boolean)`,
+    );
+    return decodeLock(row ?? {});
+  } catch (error) {
+    throw toLeaseError(error, lease.view, lease.deciderId, lease.leaseId);
+  }
+}
+
+/** `renew_lease`: extends the lease; false when it is no longer held. */
+export async function renewLease(
+  db: Database,
+  lease: { view: string; deciderId: string; leaseId: string },
+  lockSeconds: number,
+): Promise<boolean> {
+  const [row] = await queryRows(
+    db,
+    sql`SELECT renew_lease(${lease.view}::text, ${lease.deciderId}::text, ${lease.leaseId}::uuid, ${lockSeconds}::int) AS held`,
+  );
+  return row?.held === true;
+}
+
+/** `release_lease`: gives the lease back without acknowledging; the stream is deliverable after `delayMs`. */
+export async function releaseLease(
+  db: Database,
+  lease: { view: string; deciderId: string; leaseId: string },
+  delayMs = 0,
+): Promise<boolean> {
+  const [row] = await queryRows(
+    db,
+    sql`SELECT release_lease(${lease.view}::text, ${lease.deciderId}::text, ${lease.leaseId}::uuid, ${delayMs}::bigint) AS held`,
+  );
+  return row?.held === true;
+}
+
+export type FailureOutcome = 'retry' | 'parked' | 'stopped';
+
+/** `fail_event`: reports that the stream's next event failed: retry later, or park it (and move on, or stop). */
+export async function failEvent(
+  db: Database,
+  lease: { view: string; deciderId: string; leaseId: string },
+  failure: { offset: number; error: string; retryMs: number; maxAttempts: number; stopStream: boolean },
+): Promise<FailureOutcome> {
+  try {
+    const [row] = await queryRows(
+      db,
+      sql`SELECT fail_event(${lease.view}::text, ${lease.deciderId}::text, ${lease.leaseId}::uuid, ${failure.offset}::bigint,
+        ${failure.error}::text, ${Math.round(failure.retryMs)}::bigint, ${failure.maxAttempts}::int, ${failure.stopStream}::boolean) AS outcome`,
+    );
+    return row?.outcome as FailureOutcome;
+  } catch (error) {
+    throw toLeaseError(error, lease.view, lease.deciderId, lease.leaseId);
+  }
+}
+
+/** `list_parked_events`: parked events of a view (of all views without one), oldest first. */
+export async function listParkedEvents(db: Database, view?: string): Promise<ParkedEvent[]> {
+  const rows = await queryRows(db, sql`SELECT * FROM list_parked_events(${view ?? null}::text)`);
+  return rows.map(decodeParked);
+}
+
+/** `retry_parked_event`: deliver a parked event again (its stream resumes, or a worker retries it alone). */
+export async function retryParkedEvent(db: Database, view: string, offset: number): Promise<ParkedEvent> {
+  const [row] = await queryRows(db, sql`SELECT * FROM retry_parked_event(${view}::text, ${offset}::bigint)`);
+  return decodeParked(row ?? {});
+}
+
+/** `discard_parked_event`: give up on a parked event (a stream stopped at it moves on). */
+export async function discardParkedEvent(db: Database, view: string, offset: number): Promise<ParkedEvent> {
+  const [row] = await queryRows(
+    db,
+    sql`SELECT * FROM discard_parked_event(${view}::text, ${offset}::bigint)`,
+  );
+  return decodeParked(row ?? {});
+}
+
+/** `reset_view`: every stream of the view goes back to `startAt` (a rebuild); leases and parked events cleared. */
+export async function resetView(db: Database, view: string, startAt: Date): Promise<View> {
+  const [row] = await queryRows(db, sql`SELECT * FROM reset_view(${view}::text, ${asTimestamp(startAt)})`);
+  return decodeView(row ?? {});
+}
+
+export interface ViewStatus {
+  view: string;
+  streams: number;
+  pendingStreams: number;
+  leasedStreams: number;
+  stoppedStreams: number;
+  /** Unread events, summed over streams. */
+  eventsBehind: number;
+  /** When the oldest unread event was appended; null when the view is caught up. */
+  oldestUnackedAt: Date | null;
+  parkedEvents: number;
+}
+
+/** `view_status`: how far behind each view is. */
+export async function viewStatus(db: Database): Promise<ViewStatus[]> {
+  const rows = await queryRows(db, sql`SELECT * FROM view_status()`);
+  return rows.map((row) => ({
+    view: String(row.view),
+    streams: Number(row.streams),
+    pendingStreams: Number(row.pending_streams),
+    leasedStreams: Number(row.leased_streams),
+    stoppedStreams: Number(row.stopped_streams),
+    eventsBehind: Number(row.events_behind),
+    oldestUnackedAt: row.oldest_unacked_at == null ? null : new Date(String(row.oldest_unacked_at)),
+    parkedEvents: Number(row.parked_events),
+  }));
+}
+
+/** `set_wakeups`: turns NOTIFY wake-ups on appends on or off. */
+export async function setWakeups(db: Database, enabled: boolean): Promise<boolean> {
+  const [row] = await queryRows(db, sql`SELECT set_wakeups(${enabled}::boolean) AS enabled`);
+  return row?.enabled === true;
+}

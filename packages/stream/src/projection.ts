@@ -1,0 +1,474 @@
+/**
+ * A projection worker: leases streams of a view, hands their events in order to a handler together with a
+ * Drizzle transaction, and acknowledges in that same transaction. A read model in the same database therefore
+ * sees each event exactly once, across crashes, retries and expired leases (the acknowledgement checks the
+ * lease's token, and its failure rolls the handler's writes back). Handlers with outside effects get at-least-once
+ * delivery and the event id to deduplicate on.
+ *
+ * Streams run concurrently (up to `concurrency` per worker), events of one stream always in order, and any number
+ * of workers, in any number of processes, share a view.
+ */
+import { events as eventsTable, parkedEvents, views } from '@fstore/schema';
+import {
+  type Database,
+  type DeciderEvents,
+  type EventDefinitions,
+  type EventOf,
+  type StoredEvent,
+  toStoredEvent,
+} from '@fstore/store';
+import { and, asc, eq, isNotNull, sql } from 'drizzle-orm';
+import { LeaseLostError } from './errors.js';
+import {
+  ackEvents,
+  failEvent,
+  type LeasedEvent,
+  leaseEvents,
+  registerView,
+  releaseLease,
+  renewLease,
+} from './functions.js';
+import { type Logger, type ProjectionMetrics, silentLogger } from './observability.js';
+import { listenForWakeups, type Wakeups } from './wakeups.js';
+
+/** The events a projection reads: the union of the events of the deciders it declares. */
+export type ProjectedEvent<TDeciders extends readonly DeciderEvents<EventDefinitions>[]> = StoredEvent<
+  EventOf<TDeciders[number]>
+>;
+
+/** A Drizzle transaction, as handed to a handler. */
+export type Transaction = Parameters<Parameters<Database['transaction']>[0]>[0];
+
+export interface HandlerContext {
+  view: string;
+  /** 1 for a first delivery; more when earlier deliveries of this event failed. */
+  attempt: number;
+  /** Aborted when the worker stops or the lease is lost: a long handler should give up. */
+  signal: AbortSignal;
+}
+
+export interface ProjectionOptions<TDeciders extends readonly DeciderEvents<EventDefinitions>[]> {
+  /** A Drizzle database (postgres.js or PGlite) with a pool large enough for `concurrency` transactions. */
+  db: Database;
+  /** The view's name. It is registered at start if it does not exist yet (see `startAt`). */
+  view: string;
+  /**
+   * The deciders whose events the handler reads. Events of other deciders are acknowledged without a call; an
+   * event of a declared decider that the declaration cannot read fails like a throwing handler (and is parked).
+   */
+  events: TDeciders;
+  /** Handles one event; its writes through `tx` commit together with the acknowledgement. */
+  handle(event: ProjectedEvent<TDeciders>, tx: Transaction, context: HandlerContext): Promise<void> | void;
+  /** Streams handled at once by this worker. Default 4. */
+  concurrency?: number;
+  /** Events leased per stream at once (one transaction, one acknowledgement). Default 100. */
+  batchSize?: number;
+  /** Lease length in seconds; renewed every third of it while a batch runs. Default 30. */
+  leaseSeconds?: number;
+  /** Longest wait between polls when idle. Default: the view's registered polling delay, else 1000 ms. */
+  pollIntervalMs?: number;
+  /** Where a view created by this worker starts reading. Default: the beginning of the log. */
+  startAt?: Date;
+  /** Deliveries of one event before it is parked. Default 5. */
+  maxAttempts?: number;
+  /** Retry delays: `initialMs` doubled per attempt up to `maxMs`, with jitter. Default 200 ms to 60 s. */
+  backoff?: { initialMs?: number; maxMs?: number };
+  /** What parking does to the stream: move on past the event (default), or stop at it until an operator acts. */
+  onParked?: 'continue' | 'stop';
+  /** Listen for NOTIFY wake-ups (when the database sends them; see set_wakeups). Default true. */
+  wakeups?: boolean;
+  logger?: Logger;
+  metrics?: ProjectionMetrics;
+}
+
+export interface ProjectionStats {
+  handled: number;
+  failed: number;
+  parked: number;
+  leaseLost: number;
+  polls: number;
+}
+
+export interface Projection {
+  readonly view: string;
+  readonly stats: Readonly<ProjectionStats>;
+  /** Starts polling (registering the view first if needed). Resolves once running. */
+  start(): Promise<void>;
+  /**
+   * Stops leasing, lets in-flight batches finish (up to `timeoutMs`, default 10 s; then signals them to abort),
+   * and stops listening. Resolves within about `timeoutMs`.
+   */
+  stop(options?: { timeoutMs?: number }): Promise<void>;
+  /** Resolves at the next moment the worker has nothing leased and the last poll found nothing (for tests, tools). */
+  idle(): Promise<void>;
+}
+
+interface Batch {
+  view: string;
+  deciderId: string;
+  leaseId: string;
+  attempts: number;
+  rows: LeasedEvent[];
+}
+
+class HandlerFailure extends Error {
+  constructor(
+    readonly index: number,
+    override readonly cause: unknown,
+  ) {
+    super('handler failed');
+  }
+}
+
+/** Creates a projection worker. Call `start()`; call `stop()` on shutdown. */
+export function createProjection<const TDeciders extends readonly DeciderEvents<EventDefinitions>[]>(
+  options: ProjectionOptions<TDeciders>,
+): Projection {
+  const { db, view, handle } = options;
+  const concurrency = options.concurrency ?? 4;
+  const batchSize = options.batchSize ?? 100;
+  const leaseSeconds = options.leaseSeconds ?? 30;
+  const maxAttempts = options.maxAttempts ?? 5;
+  const initialBackoff = options.backoff?.initialMs ?? 200;
+  const maxBackoff = options.backoff?.maxMs ?? 60_000;
+  const logger = { ...silentLogger, ...options.logger };
+  const metrics = options.metrics;
+  const byDecider = new Map(options.events.map((declared) => [declared.decider, declared]));
+  const stats: ProjectionStats = { handled: 0, failed: 0, parked: 0, leaseLost: 0, polls: 0 };
+  const attributes = { view };
+
+  let running = false;
+  let loop: Promise<void> | undefined;
+  let wakeups: Wakeups | undefined;
+  let wake: (() => void) | undefined;
+  let woken = false;
+  const inFlight = new Set<Promise<void>>();
+  const stopping = new AbortController();
+  let idleWaiters: (() => void)[] = [];
+
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      if (woken || !running) {
+        woken = false;
+        resolve();
+        return;
+      }
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        wake = undefined;
+        woken = false;
+        resolve();
+      }
+      wake = done;
+    });
+  const wakeUp = () => {
+    if (wake) wake();
+    else woken = true;
+  };
+
+  async function pollIntervalCeiling(): Promise<number> {
+    if (options.pollIntervalMs !== undefined) return options.pollIntervalMs;
+    const [row] = await db
+      .select({ ms: views.poolingDelayMs, s: views.poolingDelayS })
+      .from(views)
+      .where(eq(views.view, view));
+    return row?.ms ?? (row?.s != null ? row.s * 1000 : 1000);
+  }
+
+  async function ensureRegistered() {
+    const [existing] = await db.select({ view: views.view }).from(views).where(eq(views.view, view));
+    if (!existing) {
+      await registerView(db, view, { startAt: options.startAt ?? new Date(0), lockTimeoutS: leaseSeconds });
+      logger.info('registered view', { view });
+    }
+  }
+
+  async function run() {
+    const ceiling = await pollIntervalCeiling();
+    let idleDelay = Math.min(25, ceiling);
+    let errorDelay = 100;
+    while (running) {
+      const free = concurrency - inFlight.size;
+      if (free <= 0) {
+        await Promise.race(inFlight);
+        continue;
+      }
+      let leased: LeasedEvent[];
+      try {
+        stats.polls++;
+        leased = await leaseEvents(db, view, {
+          streams: free,
+          eventsPerStream: batchSize,
+          lockSeconds: leaseSeconds,
+        });
+        errorDelay = 100;
+      } catch (error) {
+        // The database went away, or refused: back off, keep our place (the leases and positions are in SQL).
+        logger.warn('leasing failed; retrying', { view, error: describe(error), retryInMs: errorDelay });
+        await sleep(errorDelay);
+        errorDelay = Math.min(errorDelay * 2, 30_000);
+        continue;
+      }
+      for (const batch of groupByStream(leased)) {
+        const work = processBatch(batch).finally(() => inFlight.delete(work));
+        inFlight.add(work);
+      }
+      if (leased.length > 0) {
+        idleDelay = Math.min(25, ceiling);
+        continue; // a backlog: poll again at once (for the slots still free)
+      }
+      try {
+        if (await retryParked()) continue;
+      } catch (error) {
+        logger.warn('retrying a parked event failed', { view, error: describe(error) });
+      }
+      if (inFlight.size === 0) {
+        for (const resolve of idleWaiters) resolve();
+        idleWaiters = [];
+      }
+      await Promise.race([sleep(idleDelay), ...(inFlight.size > 0 ? [Promise.race(inFlight)] : [])]);
+      idleDelay = Math.min(idleDelay * 2, ceiling);
+    }
+  }
+
+  function groupByStream(rows: LeasedEvent[]): Batch[] {
+    const batches = new Map<string, Batch>();
+    for (const row of rows) {
+      let batch = batches.get(row.leaseId);
+      if (!batch) {
+        batch = { view, deciderId: row.deciderId, leaseId: row.leaseId, attempts: row.attempts, rows: [] };
+        batches.set(row.leaseId, batch);
+      }
+      batch.rows.push(row);
+    }
+    for (const batch of batches.values()) batch.rows.sort((a, b) => a.offset - b.offset);
+    return [...batches.values()];
+  }
+
+  /** Handles rows [0, upTo) of a batch in one transaction and acknowledges the last of them. */
+  async function commit(batch: Batch, upTo: number, release: boolean, signal: AbortSignal) {
+    await db.transaction(async (tx) => {
+      for (let index = 0; index < upTo; index++) {
+        const row = batch.rows[index] as LeasedEvent;
+        if (signal.aborted) throw new LeaseLostError(view, batch.deciderId, batch.leaseId);
+        const declared = byDecider.get(row.decider);
+        if (!declared) continue; // not this projection's decider: acknowledged without a call
+        try {
+          const event = (await toStoredEvent(declared, row)) as ProjectedEvent<TDeciders>;
+          await handle(event, tx as Transaction, {
+            view,
+            attempt: index === 0 ? batch.attempts + 1 : 1,
+            signal,
+          });
+        } catch (error) {
+          throw new HandlerFailure(index, error);
+        }
+      }
+      const last = batch.rows[upTo - 1] as LeasedEvent;
+      await ackEvents(tx, batch, last.offset, { release });
+    });
+  }
+
+  async function processBatch(batch: Batch) {
+    const started = Date.now();
+    const lease = new AbortController();
+    const onStop = () => lease.abort();
+    stopping.signal.addEventListener('abort', onStop);
+    const renewal = setInterval(
+      () => {
+        renewLease(db, batch, leaseSeconds)
+          .then((held) => {
+            if (!held) lease.abort();
+          })
+          .catch((error) =>
+            logger.warn('lease renewal failed', { view, deciderId: batch.deciderId, error: describe(error) }),
+          );
+      },
+      Math.max(250, (leaseSeconds * 1000) / 3),
+    );
+    try {
+      let upTo = batch.rows.length;
+      let failure: HandlerFailure | undefined;
+      // Commit what succeeds; when a handler throws at event i, redo [0, i) (rolled back with it) and report i.
+      for (;;) {
+        try {
+          if (upTo > 0) await commit(batch, upTo, failure === undefined, lease.signal);
+          break;
+        } catch (error) {
+          if (!(error instanceof HandlerFailure)) throw error;
+          failure = error;
+          upTo = error.index;
+        }
+      }
+      if (upTo > 0) {
+        stats.handled += upTo;
+        metrics?.count('fstore.projection.handled', upTo, attributes);
+      }
+      if (failure) await reportFailure(batch, failure);
+      metrics?.record('fstore.projection.batch_ms', Date.now() - started, attributes);
+    } catch (error) {
+      if (error instanceof LeaseLostError && stopping.signal.aborted) {
+        // Stopping: the batch was abandoned and rolled back; hand the stream to another worker now.
+        await releaseLease(db, batch).catch(() => {});
+        logger.info('stopping: batch abandoned, lease released', { view, deciderId: batch.deciderId });
+      } else if (error instanceof LeaseLostError) {
+        stats.leaseLost++;
+        metrics?.count('fstore.projection.lease_lost', 1, attributes);
+        logger.warn('lease lost; the batch was rolled back', { view, deciderId: batch.deciderId });
+      } else {
+        // Not the handler: the database or the connection. The lease expires and the batch comes again.
+        logger.error('batch failed outside the handler', {
+          view,
+          deciderId: batch.deciderId,
+          error: describe(error),
+        });
+      }
+    } finally {
+      clearInterval(renewal);
+      stopping.signal.removeEventListener('abort', onStop);
+    }
+  }
+
+  /**
+   * Handles one parked event that an operator asked to retry (retry_parked_event) and whose stream has moved past
+   * it: alone, out of its stream's order, removed from parked_events in the same transaction when it succeeds.
+   * Returns whether there was one.
+   */
+  async function retryParked(): Promise<boolean> {
+    let offset: number | undefined;
+    try {
+      await db.transaction(async (tx) => {
+        const [parked] = await tx
+          .select()
+          .from(parkedEvents)
+          .where(and(eq(parkedEvents.view, view), isNotNull(parkedEvents.retryRequestedAt)))
+          .orderBy(asc(parkedEvents.retryRequestedAt))
+          .limit(1)
+          .for('update', { skipLocked: true });
+        if (!parked) return;
+        offset = parked.offset;
+        const [row] = await tx.select().from(eventsTable).where(eq(eventsTable.offset, parked.offset));
+        const declared = row && byDecider.get(row.decider);
+        try {
+          if (row && declared) {
+            const event = (await toStoredEvent(declared, row)) as ProjectedEvent<TDeciders>;
+            await handle(event, tx as Transaction, {
+              view,
+              attempt: parked.attempts + 1,
+              signal: stopping.signal,
+            });
+          }
+        } catch (error) {
+          throw new HandlerFailure(0, error);
+        }
+        await tx
+          .delete(parkedEvents)
+          .where(and(eq(parkedEvents.view, view), eq(parkedEvents.offset, parked.offset)));
+        stats.handled++;
+        logger.info('parked event retried and handled', { view, offset: parked.offset });
+      });
+    } catch (error) {
+      if (!(error instanceof HandlerFailure) || offset === undefined) throw error;
+      stats.failed++;
+      await db
+        .update(parkedEvents)
+        .set({
+          attempts: sql`${parkedEvents.attempts} + 1`,
+          error: describe(error.cause),
+          retryRequestedAt: null,
+          parkedAt: new Date(),
+        })
+        .where(and(eq(parkedEvents.view, view), eq(parkedEvents.offset, offset)));
+      logger.error('parked event failed again; it stays parked', {
+        view,
+        offset,
+        error: describe(error.cause),
+      });
+    }
+    return offset !== undefined;
+  }
+
+  async function reportFailure(batch: Batch, failure: HandlerFailure) {
+    const row = batch.rows[failure.index] as LeasedEvent;
+    const attempt = (failure.index === 0 ? batch.attempts : 0) + 1;
+    const ceiling = Math.min(maxBackoff, initialBackoff * 2 ** (attempt - 1));
+    const retryMs = ceiling / 2 + (Math.random() * ceiling) / 2;
+    stats.failed++;
+    metrics?.count('fstore.projection.failed', 1, attributes);
+    const outcome = await failEvent(db, batch, {
+      offset: row.offset,
+      error: describe(failure.cause),
+      retryMs,
+      maxAttempts,
+      stopStream: options.onParked === 'stop',
+    });
+    if (outcome === 'retry') {
+      logger.warn('handler failed; will retry', {
+        view,
+        deciderId: batch.deciderId,
+        offset: row.offset,
+        attempt,
+        retryInMs: Math.round(retryMs),
+        error: describe(failure.cause),
+      });
+    } else {
+      stats.parked++;
+      metrics?.count('fstore.projection.parked', 1, attributes);
+      logger.error(
+        `handler failed ${attempt} times; event parked${outcome === 'stopped' ? ', stream stopped' : ''}`,
+        {
+          view,
+          deciderId: batch.deciderId,
+          offset: row.offset,
+          error: describe(failure.cause),
+        },
+      );
+    }
+  }
+
+  return {
+    view,
+    stats,
+    async start() {
+      if (running) return;
+      await ensureRegistered();
+      running = true;
+      if (options.wakeups !== false) {
+        wakeups = await listenForWakeups(db, wakeUp, logger);
+      }
+      loop = run().catch((error) => {
+        logger.error('projection loop stopped', { view, error: describe(error) });
+      });
+    },
+    async stop({ timeoutMs = 10_000 } = {}) {
+      if (!running && !loop) return;
+      running = false;
+      wakeUp();
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), timeoutMs);
+      });
+      const finished = await Promise.race([
+        Promise.allSettled([loop, ...inFlight]).then(() => 'done' as const),
+        timeout,
+      ]);
+      if (finished === 'timeout') {
+        stopping.abort();
+        logger.warn('stopping: in-flight batches did not finish in time; their leases will expire', { view });
+      }
+      clearTimeout(timer);
+      await wakeups?.close();
+      wakeups = undefined;
+      loop = undefined;
+    },
+    idle() {
+      return new Promise<void>((resolve) => idleWaiters.push(resolve));
+    },
+  };
+}
+
+function describe(error: unknown): string {
+  if (error instanceof Error) return (error.stack ?? `${error.name}: ${error.message}`).slice(0, 4000);
+  return String(error).slice(0, 4000);
+}

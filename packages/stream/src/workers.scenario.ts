@@ -1,0 +1,222 @@
+/**
+ * Scenarios with real worker processes (test-support/worker-process.ts) on a real PostgreSQL: two workers sharing a
+ * view while streams are appended, a worker killed (SIGKILL) inside a handler, and workers killed at random moments
+ * while busy. Each ends by checking the read model against the log: every event exactly once, every stream in
+ * offset order. Each runs in a database of its own.
+ */
+import { createEventStore } from '@fstore/store';
+import { createTestDatabase, type TestDatabase } from '@fstore/testing';
+import { drizzle } from 'drizzle-orm/postgres-js';
+import { afterEach, expect, onTestFailed, test } from 'vitest';
+import {
+  caughtUp,
+  counterEvents,
+  createReadModel,
+  describeView,
+  inspectReadModel,
+  produce,
+  type ReadModelReport,
+  sleep,
+  startWorker,
+  stopWorker,
+  type WorkerOptions,
+  type WorkerProcess,
+  waitUntil,
+  workerLogs,
+} from './test-support/scenarios.js';
+
+let workers: WorkerProcess[] = [];
+let databases: TestDatabase[] = [];
+
+afterEach(async () => {
+  for (const worker of workers) if (worker.alive) worker.child.kill('SIGKILL');
+  await Promise.all(workers.map((worker) => worker.exited));
+  await Promise.all(databases.map((database) => database.drop()));
+  workers = [];
+  databases = [];
+});
+
+async function setUp() {
+  const database = await createTestDatabase();
+  databases.push(database);
+  await createReadModel(database.sql);
+  const store = createEventStore(drizzle(database.connect({ max: 10 })), counterEvents);
+  await store.register();
+  onTestFailed(() => {
+    console.error(workerLogs(workers));
+  });
+  return { database, store };
+}
+
+function worker(options: WorkerOptions): WorkerProcess {
+  const started = startWorker(options);
+  workers.push(started);
+  return started;
+}
+
+const streamIds = (prefix: string, count: number) =>
+  Array.from({ length: count }, (_, index) => `${prefix}-${String(index).padStart(2, '0')}`);
+
+/** The invariants every scenario ends with, in one comparison so that a failure shows them all. */
+function expectExactlyOnceInOrder(report: ReadModelReport, total: number) {
+  expect({
+    duplicates: report.duplicates,
+    missing: report.missing,
+    unknown: report.unknown,
+    outOfOrder: report.outOfOrder,
+  }).toEqual({ duplicates: [], missing: [], unknown: [], outOfOrder: [] });
+  expect(report.rows).toHaveLength(total);
+}
+
+async function waitForCatchUp(database: TestDatabase, view: string, timeoutMs = 30_000) {
+  await waitUntil(() => caughtUp(database.sql, view), {
+    timeoutMs,
+    what: `view ${view} to catch up`,
+    explain: async () => `${await describeView(database.sql, view)}\n${workerLogs(workers)}`,
+  });
+}
+
+test('two worker processes share a view while 40 streams are appended at once: every event once, in order, both work', async () => {
+  const { database, store } = await setUp();
+  const view = 'shared';
+  const pair = [
+    worker({ url: database.url, view, name: 'w1', concurrency: 4 }),
+    worker({ url: database.url, view, name: 'w2', concurrency: 4 }),
+  ];
+  await Promise.all(pair.map((started) => started.waitForLine(/^ready$/)));
+
+  const produced = await produce(store, {
+    streams: streamIds('shared', 40),
+    eventsPerStream: 10,
+    maxEventsPerAppend: 3,
+    pauseMs: 20,
+    deadline: Date.now() + 30_000,
+  });
+  const total = [...produced.acknowledged.values()].flat().length;
+  expect(total).toBe(400);
+  await waitForCatchUp(database, view);
+  const exits = await Promise.all(pair.map((started) => stopWorker(started)));
+  expect(exits).toEqual([
+    { code: 0, signal: null },
+    { code: 0, signal: null },
+  ]);
+
+  const report = await inspectReadModel(database.sql, view);
+  expectExactlyOnceInOrder(report, total);
+  expect(new Set(report.rows.map((row) => row.handledBy))).toEqual(new Set(['w1', 'w2']));
+});
+
+test('a worker killed with SIGKILL inside a handler: its lease expires, the other worker redelivers, nothing twice', async () => {
+  const { database, store } = await setUp();
+  const view = 'killed-in-handler';
+  const leaseSeconds = 2;
+  const first = await produce(store, {
+    streams: streamIds('before', 20),
+    eventsPerStream: 10,
+    maxEventsPerAppend: 3,
+    deadline: Date.now() + 30_000,
+  });
+  // The 6th event of one stream: the worker handles the stream's first five in the same transaction, then hangs.
+  const [hang] = await database.sql<{ offset: string }[]>`
+    SELECT "offset" FROM events WHERE decider_id = 'before-07' ORDER BY "offset" OFFSET 5 LIMIT 1`;
+  const hangAt = Number(hang?.offset);
+  const streamOffsets = (
+    await database.sql<{ offset: string }[]>`SELECT "offset" FROM events WHERE decider_id = 'before-07'`
+  ).map((row) => Number(row.offset));
+  const before = streamOffsets.filter((offset) => offset < hangAt);
+
+  const doomed = worker({ url: database.url, view, name: 'doomed', leaseSeconds });
+  await doomed.waitForLine(new RegExp(`^hanging ${hangAt}$`));
+  // It did handle the events before, in the transaction that is now stuck.
+  for (const offset of before)
+    await doomed.waitForLine(new RegExp(`^handled ${offset}$`), { timeoutMs: 1000 });
+
+  const survivor = worker({ url: database.url, view, name: 'survivor', leaseSeconds });
+  await survivor.waitForLine(/^ready$/);
+  // More streams arrive meanwhile; the survivor takes them, and the kill lands in the middle of it.
+  const more = produce(store, {
+    streams: streamIds('after', 10),
+    eventsPerStream: 10,
+    pauseMs: 30,
+    deadline: Date.now() + 30_000,
+  });
+  await sleep(300);
+  const killedAt = Date.now();
+  process.kill(doomed.pid, 'SIGKILL');
+  expect(await doomed.exited).toEqual({ code: null, signal: 'SIGKILL' });
+  await survivor.waitForLine(new RegExp(`^handled ${hangAt}$`), { timeoutMs: 20_000 });
+  const redeliveredAfterMs = Date.now() - killedAt;
+
+  const second = await more;
+  const total = [...first.acknowledged.values(), ...second.acknowledged.values()].flat().length;
+  await waitForCatchUp(database, view);
+  expect(await stopWorker(survivor)).toEqual({ code: 0, signal: null });
+
+  const report = await inspectReadModel(database.sql, view);
+  expectExactlyOnceInOrder(report, total);
+  // The stuck transaction never committed: the survivor wrote the whole stream, the events before too.
+  const stream = report.rows.filter((row) => row.deciderId === 'before-07');
+  expect(stream.map((row) => row.offset)).toEqual([...streamOffsets].sort((a, b) => a - b));
+  expect(new Set(stream.map((row) => row.handledBy))).toEqual(new Set(['survivor']));
+  // Not before the lease could have expired (renewed up to the kill), and not long after.
+  expect(redeliveredAfterMs).toBeGreaterThan(leaseSeconds * 1000 * (2 / 3) - 250);
+  expect(redeliveredAfterMs).toBeLessThan(leaseSeconds * 1000 + 10_000);
+});
+
+test('workers killed with SIGKILL at random moments while busy, three times, replaced each time: every event once, in order', async () => {
+  const { database, store } = await setUp();
+  const view = 'random-kills';
+  const options = { url: database.url, view, leaseSeconds: 2, batchSize: 3, concurrency: 3 };
+  let next = 1;
+  const start = () => worker({ ...options, name: `r${next++}` });
+  const live = [start(), start()];
+  await Promise.all(live.map((started) => started.waitForLine(/^ready$/)));
+
+  // Appends keep coming for longer than the kills take, so that the workers are busy when they die.
+  const producing = produce(store, {
+    streams: streamIds('random', 24),
+    eventsPerStream: 25,
+    maxEventsPerAppend: 2,
+    pauseMs: 250,
+    deadline: Date.now() + 45_000,
+  });
+  const kills: { name: string; afterLine: string; handledButLost?: number }[] = [];
+  for (let kill = 0; kill < 3; kill++) {
+    await sleep(500 + Math.random() * 700);
+    const index = Math.floor(Math.random() * live.length);
+    const victim = live[index] as WorkerProcess;
+    // Busy: it has just handled an event, and is in the next handler, the acknowledgement or the commit.
+    const [line] = await victim.waitForLine(/^handled \d+$/, {
+      from: victim.lines.length,
+      timeoutMs: 15_000,
+    });
+    await sleep(Math.random() * 4);
+    process.kill(victim.pid, 'SIGKILL');
+    await victim.exited;
+    kills.push({ name: victim.name, afterLine: line });
+    const replacement = start();
+    live[index] = replacement;
+    await replacement.waitForLine(/^ready$/);
+  }
+  const produced = await producing;
+  const total = [...produced.acknowledged.values()].flat().length;
+  await waitForCatchUp(database, view);
+  const exits = await Promise.all(live.map((started) => stopWorker(started)));
+  for (const exit of exits) expect(exit).toEqual({ code: 0, signal: null });
+
+  const report = await inspectReadModel(database.sql, view);
+  expectExactlyOnceInOrder(report, total);
+  // For the record: how much each killed worker had handled that did not commit (rolled back, done again).
+  for (const killed of kills) {
+    const victim = workers.find((started) => started.name === killed.name) as WorkerProcess;
+    const handled = victim.lines
+      .filter((line) => line.startsWith('handled '))
+      .map((line) => Number(line.slice(8)));
+    const committed = new Set(
+      report.rows.filter((row) => row.handledBy === killed.name).map((row) => row.offset),
+    );
+    killed.handledButLost = handled.filter((offset) => !committed.has(offset)).length;
+  }
+  console.info(`random kills: ${JSON.stringify(kills)}; ${total} events`);
+  expect(kills).toHaveLength(3);
+});
