@@ -1,0 +1,71 @@
+import { fork } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import type { LoadWorkerInput, LoadWorkerOutput } from './load-worker.js';
+
+export interface LoadResult {
+  eventsPerSecond: number;
+  operationsPerSecond: number;
+  errors: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** Client CPU used (all load processes), as a share of one core. */
+  clientCpu: number;
+}
+
+const tsx = createRequire(import.meta.url).resolve('tsx');
+const workerFile = fileURLToPath(new URL('./load-worker.ts', import.meta.url));
+
+/** Runs `clients` connections spread over a few load processes for `durationMs`, and sums what they did. */
+export async function runLoad(
+  options: Omit<LoadWorkerInput, 'clients' | 'streamPrefix'> & { clients: number; label: string },
+): Promise<LoadResult> {
+  const threads = Math.max(1, Math.min(options.clients, Math.max(2, cpus().length)));
+  const started = performance.now();
+  const outputs = await Promise.all(
+    Array.from({ length: threads }, (_, t) => {
+      const clients = Math.floor(options.clients / threads) + (t < options.clients % threads ? 1 : 0);
+      if (clients === 0)
+        return Promise.resolve<LoadWorkerOutput>({
+          cpuMs: 0,
+          operations: 0,
+          events: 0,
+          errors: 0,
+          latenciesMs: [],
+        });
+      const input: LoadWorkerInput = {
+        ...options,
+        clients,
+        streamPrefix: `${options.label}-${Date.now()}-${t}`,
+      };
+      return new Promise<LoadWorkerOutput>((resolve, reject) => {
+        const child = fork(workerFile, [JSON.stringify(input)], {
+          execArgv: ['--conditions=@fstore/source', '--import', tsx],
+        });
+        let output: LoadWorkerOutput | undefined;
+        child.once('message', (message) => {
+          output = message as LoadWorkerOutput;
+        });
+        child.once('error', reject);
+        child.once('exit', (code) => {
+          if (!output) reject(new Error(`load process exited with ${code} and no result`));
+          else resolve(output);
+        });
+      });
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const latencies = outputs.flatMap((o) => o.latenciesMs).sort((a, b) => a - b);
+  const pick = (q: number) =>
+    latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
+  const sum = (f: (o: LoadWorkerOutput) => number) => outputs.reduce((total, o) => total + f(o), 0);
+  return {
+    eventsPerSecond: sum((o) => o.events) / seconds,
+    operationsPerSecond: sum((o) => o.operations) / seconds,
+    errors: sum((o) => o.errors),
+    p50Ms: pick(0.5),
+    p99Ms: pick(0.99),
+    clientCpu: outputs.reduce((total, o) => total + o.cpuMs, 0) / 1000 / seconds,
+  };
+}

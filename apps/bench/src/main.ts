@@ -1,0 +1,64 @@
+/**
+ * `pnpm bench`: fstore's benchmarks, on an embedded PostgreSQL (or DATABASE_URL). Every figure that matters is a
+ * ratio against a baseline measured in the same run, as the median of several rounds: these machines are shared
+ * and noisy. Writes results/latest.json, results/latest.md and the charts next to them.
+ *
+ *   pnpm bench                      the full run (at most 15 minutes here)
+ *   pnpm bench --quick              a smoke run in under 2 minutes (CI runs it; it fails on errors, never on speed)
+ *   pnpm bench --only=A1,A4         some scenarios
+ *   pnpm bench --duration=3000 --rounds=3
+ */
+import { cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { startTestServer } from '@fstore/testing';
+import postgres from 'postgres';
+import { createContext, type Figure } from './context.js';
+import { type Machine, table, writeResults } from './report.js';
+import { appendScenarios } from './scenarios/appends.js';
+
+const all = ['A1', 'A2', 'A3', 'A4'];
+const args = process.argv.slice(2).filter((arg) => arg !== '--');
+const flag = (name: string) => args.find((arg) => arg.startsWith(`--${name}=`))?.split('=')[1];
+const quick = args.includes('--quick');
+const selected = new Set((flag('only') ?? all.join(',')).split(',').map((s) => s.trim().toUpperCase()));
+const durationMs = Number(flag('duration') ?? (quick ? 1000 : 4000));
+const rounds = Number(flag('rounds') ?? 3);
+const unknown = [...selected].filter((s) => !all.includes(s));
+if (unknown.length > 0) {
+  console.error(`bench: unknown scenario ${unknown.join(', ')}; choose from ${all.join(', ')}`);
+  process.exit(2);
+}
+
+const log = (message: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${message}`);
+const server = await startTestServer();
+try {
+  const admin = postgres(server.adminUrl, { max: 1, onnotice: () => {} });
+  const [{ version }] = (await admin`SHOW server_version`) as unknown as [
+    { server_version: string; version: string },
+  ];
+  const [row] = await admin<{ server_version: string }[]>`SHOW server_version`;
+  await admin.end();
+  const machine: Machine = {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    node: process.version,
+    postgres: `PostgreSQL ${row?.server_version ?? version}`,
+    server: server.description,
+  };
+  console.log(
+    `fstore bench: ${machine.cpus} CPUs (${machine.cpuModel}), Node.js ${machine.node}, ${machine.postgres}, ${machine.server}`,
+  );
+  console.log(
+    `${quick ? 'quick' : 'full'} run: ${[...selected].join(', ')}; ${rounds} rounds of ${durationMs} ms per figure\n`,
+  );
+  const ctx = createContext({ quick, durationMs, rounds, adminUrl: server.adminUrl, log });
+  const figures: Figure[] = [];
+  figures.push(...(await appendScenarios(ctx, selected)));
+  const charts: string[] = [];
+  console.log(table(figures));
+  const command = `pnpm bench ${args.join(' ')}`.trim();
+  writeResults(fileURLToPath(new URL('../results', import.meta.url)), machine, command, figures, charts);
+  console.log('\nwritten: apps/bench/results/latest.json, latest.md');
+} finally {
+  await server.stop();
+}

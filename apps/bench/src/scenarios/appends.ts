@@ -1,0 +1,162 @@
+/**
+ * A1-A4: appending. Single-event appends against plain INSERTs of the same rows (A1), batch appends (A2), the cost
+ * of registered views (A3) and of NOTIFY wake-ups (A4).
+ */
+import postgres from 'postgres';
+import type { BenchContext, Figure } from '../context.js';
+import { median } from '../context.js';
+import { runLoad } from '../load.js';
+
+async function registerViews(url: string, count: number) {
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    await sql`DELETE FROM views`;
+    for (let v = 0; v < count; v++) await sql`SELECT * FROM register_view(${`view-${v}`})`;
+  } finally {
+    await sql.end();
+  }
+}
+
+async function setWakeups(url: string, enabled: boolean) {
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    await sql`SELECT set_wakeups(${enabled})`;
+  } finally {
+    await sql.end();
+  }
+}
+
+/** Median events/s of `kind` over the context's rounds, alternating with `other` when given (same conditions). */
+async function measure(
+  ctx: BenchContext,
+  url: string,
+  kind: 'insert' | 'append' | 'batch',
+  clients: number,
+  batchSize = 1,
+) {
+  const rates: number[] = [];
+  for (let round = 0; round < ctx.rounds; round++) {
+    const result = await runLoad({
+      url,
+      clients,
+      durationMs: ctx.durationMs,
+      kind,
+      batchSize,
+      ratePerClient: 0,
+      label: `${kind}${clients}`,
+    });
+    if (result.errors > 0) ctx.log(`  ${kind} at ${clients} clients: ${result.errors} errors`);
+    rates.push(result.eventsPerSecond);
+  }
+  return median(rates);
+}
+
+export async function appendScenarios(ctx: BenchContext, selected: Set<string>): Promise<Figure[]> {
+  const figures: Figure[] = [];
+  const url = await ctx.freshDatabase('appends');
+  await registerViews(url, 1);
+  const a1: Record<number, number> = {};
+  if (selected.has('A1') || selected.has('A2') || selected.has('A3') || selected.has('A4')) {
+    for (const clients of selected.has('A1') ? [1, 8, 32] : [8]) {
+      ctx.log(`A1: ${clients} clients`);
+      const baseline = await measure(ctx, url, 'insert', clients);
+      const append = await measure(ctx, url, 'append', clients);
+      a1[clients] = append;
+      if (selected.has('A1')) {
+        figures.push({
+          scenario: 'A1',
+          case: `append_event, ${clients} client${clients > 1 ? 's' : ''}, 1 view`,
+          unit: 'events/s',
+          value: append,
+          baseline: { label: 'plain INSERT, same table and indexes, no triggers', value: baseline },
+          ratio: append / baseline,
+          ...(clients === 8
+            ? { target: { description: '>= 0.90 of baseline', met: append / baseline >= 0.9 } }
+            : {}),
+        });
+      }
+    }
+  }
+  const a1at8 = a1[8] ?? 0;
+  if (selected.has('A2')) {
+    for (const size of [10, 100]) {
+      ctx.log(`A2: batches of ${size}`);
+      const rate = await measure(ctx, url, 'batch', 8, size);
+      figures.push({
+        scenario: 'A2',
+        case: `append_events, ${size} events per command, 8 clients`,
+        unit: 'events/s',
+        value: rate,
+        baseline: { label: 'A1 at 8 clients', value: a1at8 },
+        ratio: rate / a1at8,
+        ...(size === 10 ? { target: { description: '>= 5x A1', met: rate / a1at8 >= 5 } } : {}),
+      });
+    }
+  }
+  if (selected.has('A3')) {
+    const oneView = a1at8;
+    for (const views of [5, 20]) {
+      ctx.log(`A3: ${views} views`);
+      await registerViews(url, views);
+      const rate = await measure(ctx, url, 'append', 8);
+      figures.push({
+        scenario: 'A3',
+        case: `append_event, 8 clients, ${views} views`,
+        unit: 'events/s',
+        value: rate,
+        baseline: { label: 'A1 at 8 clients, 1 view', value: oneView },
+        ratio: rate / oneView,
+        ...(views === 20 ? { target: { description: '>= 0.6 of 1 view', met: rate / oneView >= 0.6 } } : {}),
+      });
+    }
+    await registerViews(url, 1);
+  }
+  if (selected.has('A4')) {
+    for (const clients of [8, 32]) {
+      ctx.log(`A4: NOTIFY wake-ups, ${clients} clients`);
+      const off: number[] = [];
+      const on: number[] = [];
+      for (let round = 0; round < ctx.rounds; round++) {
+        await setWakeups(url, false);
+        off.push(
+          (
+            await runLoad({
+              url,
+              clients,
+              durationMs: ctx.durationMs,
+              kind: 'append',
+              batchSize: 1,
+              ratePerClient: 0,
+              label: 'off',
+            })
+          ).eventsPerSecond,
+        );
+        await setWakeups(url, true);
+        on.push(
+          (
+            await runLoad({
+              url,
+              clients,
+              durationMs: ctx.durationMs,
+              kind: 'append',
+              batchSize: 1,
+              ratePerClient: 0,
+              label: 'on',
+            })
+          ).eventsPerSecond,
+        );
+      }
+      await setWakeups(url, false);
+      figures.push({
+        scenario: 'A4',
+        case: `append_event with NOTIFY wake-ups, ${clients} clients`,
+        unit: 'events/s',
+        value: median(on),
+        baseline: { label: 'wake-ups off', value: median(off) },
+        ratio: median(on) / median(off),
+        note: 'report only: the default is the better trade',
+      });
+    }
+  }
+  return figures;
+}
