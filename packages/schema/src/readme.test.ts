@@ -2,16 +2,14 @@
  * The README's SQL examples (fstore-sql's own), run verbatim and in order on a fresh database, with the results the
  * README describes. They are read from README.md itself, so the README cannot drift from what the SQL does.
  */
-import { readFileSync } from 'node:fs';
 import { createTestDatabase } from '@fstore/testing';
+import { readmeBlocks } from '@fstore/testing/readme';
 import { afterAll, expect, test } from 'vitest';
 
 const db = await createTestDatabase();
 afterAll(() => db.drop());
 
-const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
-const section = readme.split('<!-- readme-sql:start -->')[1]?.split('<!-- readme-sql:end -->')[0] ?? '';
-const blocks = [...section.matchAll(/```sql\n([\s\S]*?)```/g)].map((match) => match[1] ?? '');
+const blocks = readmeBlocks('sql', 'sql');
 const statements = (block: string) =>
   block
     .split(/;\s*$/m)
