@@ -123,6 +123,10 @@ CREATE OR REPLACE FUNCTION renew_lease(v_view text, v_decider_id text, v_lease_i
     LANGUAGE plpgsql AS
 $renew_lease$
 BEGIN
+    IF v_lock_seconds IS NULL OR v_lock_seconds < 1 THEN
+        RAISE EXCEPTION 'renew_lease: lock seconds must be one or more, got %', v_lock_seconds
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     UPDATE locks l
     SET locked_until = now() + make_interval(secs => v_lock_seconds),
         updated_at   = now()
@@ -379,11 +383,16 @@ $set_wakeups$
 BEGIN
     IF v_enabled THEN
         IF NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = 'events'::regclass AND t.tgname = 't_notify_events_appended') THEN
-            CREATE TRIGGER t_notify_events_appended
-                AFTER INSERT
-                ON events
-                FOR EACH STATEMENT
-            EXECUTE FUNCTION notify_events_appended();
+            BEGIN
+                CREATE TRIGGER t_notify_events_appended
+                    AFTER INSERT
+                    ON events
+                    FOR EACH STATEMENT
+                EXECUTE FUNCTION notify_events_appended();
+            EXCEPTION
+                -- Another session created it meanwhile (it committed while this one waited for the table's lock).
+                WHEN duplicate_object THEN NULL;
+            END;
         END IF;
     ELSE
         DROP TRIGGER IF EXISTS t_notify_events_appended ON events;
