@@ -7,7 +7,7 @@
 import { createEventStore } from '@fstore/store';
 import { createTestDatabase, type TestDatabase } from '@fstore/testing';
 import { drizzle } from 'drizzle-orm/postgres-js';
-import { afterEach, expect, onTestFailed, test } from 'vitest';
+import { afterEach, beforeEach, expect, onTestFailed, test } from 'vitest';
 import {
   caughtUp,
   counterEvents,
@@ -28,11 +28,14 @@ import {
 let workers: WorkerProcess[] = [];
 let databases: TestDatabase[] = [];
 
+// Emptied before each test, not after: onTestFailed runs after the afterEach hooks and prints these workers' logs.
+beforeEach(() => {
+  workers = [];
+});
 afterEach(async () => {
   for (const worker of workers) if (worker.alive) worker.child.kill('SIGKILL');
   await Promise.all(workers.map((worker) => worker.exited));
   await Promise.all(databases.map((database) => database.drop()));
-  workers = [];
   databases = [];
 });
 
@@ -96,7 +99,7 @@ test('two worker processes share a view while 40 streams are appended at once: e
   expect(total).toBe(400);
   await waitForCatchUp(database, view);
   const exits = await Promise.all(pair.map((started) => stopWorker(started)));
-  expect(exits).toEqual([
+  expect(exits, workerLogs(workers)).toEqual([
     { code: 0, signal: null },
     { code: 0, signal: null },
   ]);
@@ -125,7 +128,7 @@ test('a worker killed with SIGKILL inside a handler: its lease expires, the othe
   ).map((row) => Number(row.offset));
   const before = streamOffsets.filter((offset) => offset < hangAt);
 
-  const doomed = worker({ url: database.url, view, name: 'doomed', leaseSeconds });
+  const doomed = worker({ url: database.url, view, name: 'doomed', leaseSeconds, hangAtOffset: hangAt });
   await doomed.waitForLine(new RegExp(`^hanging ${hangAt}$`));
   // It did handle the events before, in the transaction that is now stuck.
   for (const offset of before)
@@ -150,7 +153,7 @@ test('a worker killed with SIGKILL inside a handler: its lease expires, the othe
   const second = await more;
   const total = [...first.acknowledged.values(), ...second.acknowledged.values()].flat().length;
   await waitForCatchUp(database, view);
-  expect(await stopWorker(survivor)).toEqual({ code: 0, signal: null });
+  expect(await stopWorker(survivor), workerLogs(workers)).toEqual({ code: 0, signal: null });
 
   const report = await inspectReadModel(database.sql, view);
   expectExactlyOnceInOrder(report, total);
@@ -166,7 +169,14 @@ test('a worker killed with SIGKILL inside a handler: its lease expires, the othe
 test('workers killed with SIGKILL at random moments while busy, three times, replaced each time: every event once, in order', async () => {
   const { database, store } = await setUp();
   const view = 'random-kills';
-  const options = { url: database.url, view, leaseSeconds: 2, batchSize: 3, concurrency: 3 };
+  const options = {
+    url: database.url,
+    view,
+    leaseSeconds: 2,
+    batchSize: 3,
+    concurrency: 3,
+    handlerDelayMs: 5,
+  };
   let next = 1;
   const start = () => worker({ ...options, name: `r${next++}` });
   const live = [start(), start()];
@@ -202,7 +212,7 @@ test('workers killed with SIGKILL at random moments while busy, three times, rep
   const total = [...produced.acknowledged.values()].flat().length;
   await waitForCatchUp(database, view);
   const exits = await Promise.all(live.map((started) => stopWorker(started)));
-  for (const exit of exits) expect(exit).toEqual({ code: 0, signal: null });
+  for (const exit of exits) expect(exit, workerLogs(workers)).toEqual({ code: 0, signal: null });
 
   const report = await inspectReadModel(database.sql, view);
   expectExactlyOnceInOrder(report, total);

@@ -141,7 +141,7 @@ export function startWorker(options: WorkerOptions): WorkerProcess {
             finish(() =>
               reject(
                 new Error(
-                  `worker ${options.name} did not print ${pattern} within ${timeoutMs} ms; last lines: ${lines.slice(-10).join(' | ')}\n${stderr.slice(-4000)}`,
+                  `worker ${options.name} did not print ${pattern} within ${timeoutMs} ms; ${lines.length} lines, last: ${lines.slice(-10).join(' | ')}; other: ${lines.filter((line) => !line.startsWith('handled ')).join(' | ')}\n${stderr.slice(-4000)}`,
                 ),
               ),
             ),
@@ -202,25 +202,42 @@ export interface Produced {
   retriedErrors: Map<string, number>;
 }
 
-/** Is this a failure of the connection (or of a server going away), after which a retry is the right move? */
+/**
+ * Is this a failure of the connection (or of a server going away), after which a retry is the right move? Drizzle
+ * wraps the driver's error (DrizzleQueryError), so the causes are looked at too.
+ */
 export function isConnectionError(error: unknown): boolean {
-  if (error instanceof FstoreError) return false;
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string') return false;
-  return (
-    [
-      'ECONNREFUSED',
-      'ECONNRESET',
-      'EPIPE',
-      'ETIMEDOUT',
-      'CONNECTION_CLOSED',
-      'CONNECTION_ENDED',
-      'CONNECTION_DESTROYED',
-      'CONNECT_TIMEOUT',
-    ].includes(code) ||
-    // connection_exception, admin_shutdown / crash_shutdown / cannot_connect_now
-    /^08...$|^57P0[123]$/.test(code)
-  );
+  for (let current = error, depth = 0; current && depth < 5; depth++) {
+    if (current instanceof FstoreError) return false;
+    const code = (current as { code?: unknown }).code;
+    if (
+      typeof code === 'string' &&
+      ([
+        'ECONNREFUSED',
+        'ECONNRESET',
+        'EPIPE',
+        'ETIMEDOUT',
+        'CONNECTION_CLOSED',
+        'CONNECTION_ENDED',
+        'CONNECTION_DESTROYED',
+        'CONNECT_TIMEOUT',
+      ].includes(code) ||
+        // connection_exception; admin_shutdown, crash_shutdown, cannot_connect_now
+        /^08...$|^57P0[123]$/.test(code))
+    ) {
+      return true;
+    }
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+/** The code and message of the driver's error under Drizzle's wrapping, for counting retried errors. */
+function describeCause(error: unknown): string {
+  let current = error;
+  while ((current as { cause?: unknown })?.cause) current = (current as { cause?: unknown }).cause;
+  const code = (current as { code?: unknown })?.code;
+  return `${typeof code === 'string' ? code : '?'}: ${current instanceof Error ? current.message : String(current)}`;
 }
 
 /** Appends `eventsPerStream` Counter events to every stream, the streams concurrently, and records what succeeded. */
@@ -264,7 +281,7 @@ export async function produce(
               throw new Error(`stream ${stream}: still failing after ${attempt} attempts`, { cause: error });
             }
             produced.retries++;
-            const key = `${(error as { code?: string }).code}: ${(error as Error).message}`.slice(0, 120);
+            const key = describeCause(error).slice(0, 120);
             produced.retriedErrors.set(key, (produced.retriedErrors.get(key) ?? 0) + 1);
             await sleep(Math.min(500, 25 * 2 ** Math.min(attempt, 5)) * (0.5 + Math.random() / 2));
           }

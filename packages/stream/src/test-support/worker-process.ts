@@ -82,8 +82,11 @@ async function shutdown(signal: string) {
   if (stopping) return;
   stopping = true;
   logger.info('worker-process: stopping', { signal, name });
+  const started = Date.now();
   await projection.stop({ timeoutMs: 5_000 });
-  await client.end({ timeout: 5 });
+  const stopped = Date.now();
+  await client.end({ timeout: 2 });
+  logger.info('worker-process: stopped', { stopMs: stopped - started, endMs: Date.now() - stopped });
   say('stopped');
   process.exit(0);
 }
