@@ -1,2 +1,186 @@
-// The demo (a decider and projection workers on an embedded PostgreSQL) arrives with the demo issue.
-export {};
+/**
+ * `pnpm demo`: the whole loop, for real. An embedded PostgreSQL (or DATABASE_URL), fstore's migrations, concurrent
+ * command producers running restaurant and order deciders through the command handler (colliding, retrying, some
+ * commands rejected), projection workers maintaining two read models, live progress, and a final check that every
+ * event was projected exactly once and in stream order.
+ *
+ *   pnpm demo [--producers 4] [--workers 2] [--orders 1000] [--restaurants 3] [--keep]
+ */
+import { randomBytes } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import type { Database } from '@fstore/store';
+import { type Projection, viewStatus } from '@fstore/stream';
+import { asc } from 'drizzle-orm';
+import { drizzle } from 'drizzle-orm/postgres-js';
+import postgres from 'postgres';
+import { type CheckResult, check } from './check.js';
+import { openDatabase } from './database.js';
+import { newStats, type ProducerStats, produce } from './producers.js';
+import { startProgress } from './progress.js';
+import { orderBoardWorker, restaurantMenusWorker } from './projections.js';
+import { orders, restaurants } from './read-model.js';
+import { setUpDatabase, views } from './setup.js';
+
+export interface DemoOptions {
+  url: string;
+  producers: number;
+  /** Projection workers per view. */
+  workers: number;
+  orders: number;
+  restaurants: number;
+  /** Where progress and the summary go. */
+  out?: NodeJS.WriteStream;
+  signal?: AbortSignal;
+}
+
+export interface DemoResult {
+  stats: ProducerStats;
+  check: CheckResult;
+  run: string;
+  /** Ctrl-C (or the signal) stopped it before the end: no check was made. */
+  interrupted: boolean;
+}
+
+/** Runs the demo against a database and returns its figures and final check. */
+export async function runDemo(options: DemoOptions): Promise<DemoResult> {
+  const out = options.out ?? process.stdout;
+  const run = `run${randomBytes(4).toString('hex')}`;
+  await setUpDatabase(options.url);
+  const sql = postgres(options.url, { max: 4 + options.producers, onnotice: () => {} });
+  const workersSql = postgres(options.url, { max: 2 + options.workers * 2 * 4, onnotice: () => {} });
+  const db = drizzle(sql);
+  const workersDb = drizzle(workersSql);
+  const workers: Projection[] = [];
+  for (let w = 0; w < options.workers; w++) {
+    workers.push(restaurantMenusWorker({ db: workersDb }), orderBoardWorker({ db: workersDb }));
+  }
+  const stats = newStats();
+  try {
+    await Promise.all(workers.map((worker) => worker.start()));
+    const progress = startProgress(db, stats, out);
+    try {
+      await produce({
+        db,
+        producers: options.producers,
+        orders: options.orders,
+        restaurants: options.restaurants,
+        run,
+        stats,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      await caughtUp(db, options.signal);
+    } finally {
+      await progress.stop();
+    }
+    await Promise.all(workers.map((worker) => worker.stop()));
+    if (options.signal?.aborted) {
+      out.write(`interrupted after ${stats.commands} commands; the workers stopped cleanly\n`);
+      return { stats, check: { ok: false, lines: [] }, run, interrupted: true };
+    }
+    await printReadModels(db, run, out);
+    const result = await check(db, run, stats);
+    out.write(`\n${result.lines.join('\n')}\n`);
+    return { stats, check: result, run, interrupted: false };
+  } finally {
+    await Promise.all(workers.map((worker) => worker.stop()));
+    await Promise.all([sql.end({ timeout: 5 }), workersSql.end({ timeout: 5 })]);
+  }
+}
+
+async function caughtUp(db: Database, signal?: AbortSignal) {
+  const deadline = Date.now() + 60_000;
+  while (!signal?.aborted && Date.now() < deadline) {
+    const status = (await viewStatus(db)).filter(
+      (s) => s.view === views.restaurants || s.view === views.orders,
+    );
+    if (status.length === 2 && status.every((s) => s.eventsBehind === 0)) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+async function printReadModels(db: Database, run: string, out: NodeJS.WriteStream) {
+  const mine = (id: string) => id.startsWith(`${run}-`);
+  const menus = (await db.select().from(restaurants).orderBy(asc(restaurants.id))).filter((r) => mine(r.id));
+  const board = (await db.select().from(orders)).filter((o) => mine(o.id));
+  out.write('\nrestaurant-menus (read model)\n');
+  for (const r of menus)
+    out.write(
+      `  ${r.name.padEnd(14)} ${String(r.menu.length).padStart(2)} dishes  ${String(r.ordersPlaced).padStart(4)} orders\n`,
+    );
+  const prepared = board.filter((o) => o.status === 'prepared').length;
+  out.write(
+    `order-board (read model)\n  ${board.length} orders: ${prepared} prepared, ${board.length - prepared} waiting\n`,
+  );
+}
+
+async function main() {
+  const { values } = parseArgs({
+    // `pnpm demo -- --orders 50` passes the separator through.
+    args: process.argv.slice(2).filter((arg) => arg !== '--'),
+    options: {
+      producers: { type: 'string', default: '4' },
+      workers: { type: 'string', default: '2' },
+      orders: { type: 'string', default: '1000' },
+      restaurants: { type: 'string', default: '3' },
+      keep: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    console.log('usage: pnpm demo [--producers 4] [--workers 2] [--orders 1000] [--restaurants 3] [--keep]');
+    return 0;
+  }
+  const number = (name: string, value: string, min: number) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min)
+      throw new Error(`--${name} takes a whole number of ${min} or more, got ${value}`);
+    return n;
+  };
+  const options = {
+    producers: number('producers', values.producers, 1),
+    workers: number('workers', values.workers, 1),
+    orders: number('orders', values.orders, 1),
+    restaurants: number('restaurants', values.restaurants, 1),
+  };
+  const interrupted = new AbortController();
+  let stopping = false;
+  const onSignal = () => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write('\nstopping: finishing in-flight work, releasing leases…\n');
+    interrupted.abort();
+  };
+  process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+
+  const started = Date.now();
+  const database = await openDatabase();
+  console.log(
+    `fstore demo on ${database.description}: ${options.producers} producers, ${options.workers} workers per view, ${options.orders} orders`,
+  );
+  try {
+    const result = await runDemo({ url: database.url, ...options, signal: interrupted.signal });
+    if (result.interrupted) return 130;
+    console.log(
+      `\n${result.check.ok ? 'all checks passed' : 'SOME CHECKS FAILED'} in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    );
+    if (values.keep && database.embedded) {
+      const pid = database.keep();
+      console.log(
+        `\nthe embedded database keeps running:\n  psql ${database.url}\nstop it with: kill ${pid}`,
+      );
+    }
+    return result.check.ok ? 0 : 1;
+  } finally {
+    if (!values.keep) await database.stop();
+  }
+}
+
+if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop() ?? '')) {
+  main().then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      console.error(`demo failed: ${error instanceof Error ? error.message : String(error)}`);
+      process.exit(1);
+    },
+  );
+}

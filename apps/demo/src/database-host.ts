@@ -1,0 +1,39 @@
+/**
+ * Hosts the demo's embedded PostgreSQL in a process of its own, in its own process group: Ctrl-C in the terminal
+ * reaches the demo (which then stops its workers cleanly) but not the database, which the demo stops last. It
+ * reports the connection URL over IPC, stops the server on 'stop' or when the demo goes away, and on 'keep' lets
+ * the demo exit and stays up (`pnpm demo --keep`) until it gets SIGTERM.
+ */
+import { startTestServer, withDatabase } from '@fstore/testing';
+import postgres from 'postgres';
+
+const server = await startTestServer({
+  ...process.env,
+  DATABASE_URL: undefined,
+  FSTORE_TEST_IMAGE: undefined,
+});
+const admin = postgres(server.adminUrl, { max: 1, onnotice: () => {} });
+await admin`CREATE DATABASE fstore_demo`;
+await admin.end();
+
+let keep = false;
+let stopping = false;
+const stop = async () => {
+  if (stopping) return;
+  stopping = true;
+  await server.stop();
+  process.exit(0);
+};
+process.on('message', (message) => {
+  if (message === 'stop') void stop();
+  if (message === 'keep') keep = true;
+});
+process.on('disconnect', () => {
+  if (!keep) void stop();
+});
+process.on('SIGTERM', () => void stop());
+process.send?.({
+  url: withDatabase(server.adminUrl, 'fstore_demo'),
+  description: server.description,
+  pid: process.pid,
+});

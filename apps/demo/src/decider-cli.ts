@@ -1,0 +1,86 @@
+/**
+ * The command side as a process of its own: `pnpm --filter @fstore/demo decider` against DATABASE_URL.
+ *
+ *   decider [--orders 200] [--producers 4] [--restaurants 3] [--run ID]   generated commands, as in the demo
+ *   decider --stdin                                                        one JSON command a line:
+ *     {"decider": "Restaurant", "id": "r1", "command": {"kind": "CreateRestaurant", "name": "Chez Ada", "menu": [...]}}
+ *     {"decider": "Order", "id": "o1", "command": {"kind": "MarkOrderPrepared", "by": "Ada"}}
+ *
+ * Prints what it did as one JSON line at the end ({"run", "stats"}), or one line per command with --stdin.
+ */
+import { randomBytes } from 'node:crypto';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { createCommandHandler, createEventStore } from '@fstore/store';
+import { drizzle } from 'drizzle-orm/postgres-js';
+import postgres from 'postgres';
+import { type OrderCommand, orderDecider, orderEvents } from './domain/order.js';
+import { CommandRejected } from './domain/rejections.js';
+import { type RestaurantCommand, restaurantDecider, restaurantEvents } from './domain/restaurant.js';
+import { newStats, produce } from './producers.js';
+import { setUpDatabase } from './setup.js';
+
+const { values } = parseArgs({
+  args: process.argv.slice(2).filter((arg) => arg !== '--'),
+  options: {
+    orders: { type: 'string', default: '200' },
+    producers: { type: 'string', default: '4' },
+    restaurants: { type: 'string', default: '3' },
+    run: { type: 'string' },
+    stdin: { type: 'boolean', default: false },
+  },
+});
+const url = process.env.DATABASE_URL;
+if (!url) {
+  console.error('decider: set DATABASE_URL');
+  process.exit(2);
+}
+await setUpDatabase(url);
+const sql = postgres(url, { max: 8, onnotice: () => {} });
+const db = drizzle(sql);
+const interrupted = new AbortController();
+process.on('SIGINT', () => interrupted.abort()).on('SIGTERM', () => interrupted.abort());
+
+try {
+  if (values.stdin) {
+    const restaurant = createCommandHandler(createEventStore(db, restaurantEvents), restaurantDecider);
+    const order = createCommandHandler(createEventStore(db, orderEvents), orderDecider);
+    for await (const line of createInterface({ input: process.stdin })) {
+      if (interrupted.signal.aborted) break;
+      if (line.trim() === '') continue;
+      try {
+        const { decider, id, command } = JSON.parse(line) as {
+          decider: string;
+          id: string;
+          command: unknown;
+        };
+        const result =
+          decider === 'Restaurant'
+            ? await restaurant(id, command as RestaurantCommand)
+            : decider === 'Order'
+              ? await order(id, command as OrderCommand)
+              : undefined;
+        if (!result) throw new CommandRejected(`unknown decider ${decider}`);
+        console.log(JSON.stringify({ ok: true, id, events: result.events.map((e) => e.type) }));
+      } catch (error) {
+        const reason = error instanceof Error ? error.message : String(error);
+        console.log(JSON.stringify({ ok: false, rejected: error instanceof CommandRejected, reason }));
+      }
+    }
+  } else {
+    const run = values.run ?? `run${randomBytes(4).toString('hex')}`;
+    const stats = newStats();
+    await produce({
+      db,
+      producers: Number(values.producers),
+      orders: Number(values.orders),
+      restaurants: Number(values.restaurants),
+      run,
+      stats,
+      signal: interrupted.signal,
+    });
+    console.log(JSON.stringify({ run, stats }));
+  }
+} finally {
+  await sql.end({ timeout: 5 });
+}
