@@ -359,7 +359,8 @@ describe('leases', () => {
     await until(async () => (await count(view)) === 12);
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(await readModel(view)).toEqual(appended);
-    expect(projection.stats.leaseLost).toBe(1);
+    // At least the held batch lost its lease; on a slow machine another in-flight batch may have too.
+    expect(projection.stats.leaseLost).toBeGreaterThanOrEqual(1);
   });
 });
 
