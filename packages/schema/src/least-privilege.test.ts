@@ -1,0 +1,680 @@
+/**
+ * The optional least-privilege script (sql/least-privilege.sql), as the roles it creates see the database: an
+ * application role that writes only through the SQL API, a read-only role for reporting, and SECURITY DEFINER
+ * functions that a caller's search_path cannot hijack. Every forbidden operation is tried, as a login user in each
+ * role, and must fail with 42501 and change nothing.
+ *
+ * Roles are cluster-wide and test files run in parallel on one server: this file applies the script with role
+ * names of its own (the fstore.app_role and fstore.reader_role settings) and drops them at the end.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createTestDatabase, type TestDatabase, withDatabase } from '@fstore/testing';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { migrate } from './migrate.js';
+import { failureOf } from './test-support/sql-client.js';
+
+const script = readFileSync(new URL('../sql/least-privilege.sql', import.meta.url), 'utf8');
+
+const suffix = randomBytes(4).toString('hex');
+const password = `pw-${suffix}`;
+const names = {
+  appRole: `fstore_app_${suffix}`,
+  readerRole: `fstore_reader_${suffix}`,
+  app: `app_user_${suffix}`,
+  reader: `reader_user_${suffix}`,
+  owner: `fstore_owner_${suffix}`,
+  ownerApp: `owner_app_user_${suffix}`,
+};
+
+/** Runs the script in one transaction, with the given role names (or the defaults when none). */
+async function applyScript(sql: postgres.Sql, roles?: { app: string; reader: string }) {
+  await sql.begin(async (tx) => {
+    if (roles) {
+      await tx`SELECT set_config('fstore.app_role', ${roles.app}, true), set_config('fstore.reader_role', ${roles.reader}, true)`;
+    }
+    await tx.unsafe(script);
+  });
+}
+
+/** Everything the five tables hold, as digests: equal before and after means nothing was written. */
+async function contents(sql: postgres.Sql) {
+  const [row] = await sql`
+    SELECT (SELECT count(*)::int FROM events)                                                          AS events,
+           (SELECT count(*)::int FROM deciders)                                                        AS deciders,
+           (SELECT count(*)::int FROM views)                                                           AS views,
+           (SELECT count(*)::int FROM locks)                                                           AS locks,
+           (SELECT count(*)::int FROM parked_events)                                                   AS parked,
+           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t."offset"), '')) FROM events t)      AS events_md5,
+           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.decider, t.event, t.event_version), ''))
+            FROM deciders t)                                                                           AS deciders_md5,
+           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view), '')) FROM views t)          AS views_md5,
+           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view, t.decider_id), '')) FROM locks t) AS locks_md5,
+           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view, t."offset"), '')) FROM parked_events t)
+                                                                                                       AS parked_md5`;
+  return row;
+}
+
+/** What the script decides, read from the catalogue: to compare two runs. */
+async function privileges(sql: postgres.Sql) {
+  return sql`
+    SELECT 'function' AS kind, p.oid::regprocedure::text AS name, p.prosecdef::text AS definer,
+           array_to_string(p.proconfig, ';') AS config, coalesce(p.proacl::text, '') AS acl
+    FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
+    UNION ALL
+    SELECT 'table', c.relname, '', '', coalesce(c.relacl::text, '') FROM pg_class c
+    WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'S')
+    UNION ALL
+    SELECT 'column', c.relname || '.' || a.attname, '', '', a.attacl::text
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+    WHERE c.relnamespace = 'public'::regnamespace AND a.attacl IS NOT NULL
+    UNION ALL
+    SELECT 'rule', r.rulename, '', '', pg_get_ruledef(r.oid) FROM pg_rewrite r
+    WHERE r.ev_class IN ('public.events'::regclass, 'public.deciders'::regclass)
+    UNION ALL
+    SELECT 'schema', n.nspname, '', '', coalesce(n.nspacl::text, '') FROM pg_namespace n WHERE n.nspname = 'public'
+    ORDER BY 1, 2`;
+}
+
+const db = await createTestDatabase();
+const admin = postgres(withDatabase(db.url, 'postgres'), { max: 1, onnotice: () => {} });
+let otherDatabases: TestDatabase[] = [];
+
+/** A login connection as `user`, on `database` (default: this file's). */
+function connectAs(user: string, database: TestDatabase = db) {
+  return database.connect({ user, pass: password, max: 1 } as postgres.Options<Record<string, never>>);
+}
+
+let app: postgres.Sql;
+let reader: postgres.Sql;
+let decider: string;
+
+beforeAll(async () => {
+  await applyScript(db.sql, { app: names.appRole, reader: names.readerRole });
+  await db.sql.unsafe(`CREATE ROLE "${names.app}" LOGIN PASSWORD '${password}' IN ROLE "${names.appRole}"`);
+  await db.sql.unsafe(
+    `CREATE ROLE "${names.reader}" LOGIN PASSWORD '${password}' IN ROLE "${names.readerRole}"`,
+  );
+  app = connectAs(names.app);
+  reader = connectAs(names.reader);
+  decider = `decider-${randomUUID()}`;
+  await app`SELECT * FROM register_decider_event(${decider}, 'created')`;
+  await app`SELECT * FROM register_decider_event(${decider}, 'renamed', 'second event', 1)`;
+});
+
+afterAll(async () => {
+  await db.drop();
+  for (const other of otherDatabases) await other.drop();
+  // The roles hold privileges only in the databases dropped above, so they can go now.
+  for (const role of [
+    names.app,
+    names.reader,
+    names.ownerApp,
+    names.appRole,
+    names.readerRole,
+    names.owner,
+  ]) {
+    await admin.unsafe(`DROP ROLE IF EXISTS "${role}"`);
+  }
+  await admin.end();
+});
+
+/** Appends one event as `sql` (the application role), after `previousId`. */
+async function appendAs(sql: postgres.Sql, deciderId: string, previousId: string | null, event = 'created') {
+  const [row] = await sql<{ event_id: string; offset: string }[]>`
+    SELECT * FROM append_event(${event}, ${randomUUID()}, ${decider}, ${deciderId}, '{"n": 1}', ${randomUUID()},
+                               ${previousId})`;
+  if (!row) throw new Error('append_event returned nothing');
+  return row;
+}
+
+async function expectDenied(sql: postgres.Sql, statement: string, parameters: unknown[] = []) {
+  const before = await contents(db.sql);
+  const failure = await failureOf(() =>
+    sql.unsafe(statement, parameters as postgres.ParameterOrJSON<never>[]),
+  );
+  expect(failure, statement).toMatchObject({ code: '42501' });
+  expect(failure.message, statement).toMatch(/permission denied/);
+  expect(await contents(db.sql), `nothing written by: ${statement}`).toEqual(before);
+  // The session is still usable.
+  expect(await sql`SELECT 1 AS ok`).toEqual([{ ok: 1 }]);
+}
+
+describe('sql/least-privilege.sql, the script', () => {
+  test('is not a migration: the migrated template has no SECURITY DEFINER function and no pinned search_path', async () => {
+    const fresh = await createTestDatabase();
+    otherDatabases.push(fresh);
+    const rows = await fresh.sql<{ definers: number; pinned: number }[]>`
+      SELECT count(*) FILTER (WHERE p.prosecdef)::int AS definers, count(*) FILTER (WHERE p.proconfig IS NOT NULL)::int AS pinned
+      FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace`;
+    expect(rows).toEqual([{ definers: 0, pinned: 0 }]);
+  });
+
+  test('is one statement and idempotent: a second run changes no privilege, setting or rule', async () => {
+    expect(script.match(/^DO\b/gm)).toHaveLength(1);
+    const before = await privileges(db.sql);
+    await applyScript(db.sql, { app: names.appRole, reader: names.readerRole });
+    expect(await privileges(db.sql)).toEqual(before);
+  });
+
+  test('without settings it creates NOLOGIN roles fstore_app and fstore_reader (checked in a transaction rolled back)', async () => {
+    const fresh = await createTestDatabase();
+    otherDatabases.push(fresh);
+    const rolled = new Error('roll back');
+    const seen = await fresh.sql
+      .begin(async (tx) => {
+        await tx.unsafe(script);
+        const roles = await tx<{ rolname: string; rolcanlogin: boolean }[]>`
+          SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname IN ('fstore_app', 'fstore_reader') ORDER BY 1`;
+        const [grants] = await tx<{ app: boolean; reader: boolean }[]>`
+          SELECT has_function_privilege('fstore_app', 'public.append_events(text,text,uuid,uuid,jsonb)', 'EXECUTE') AS app,
+                 has_function_privilege('fstore_reader', 'public.append_events(text,text,uuid,uuid,jsonb)', 'EXECUTE') AS reader`;
+        throw Object.assign(rolled, { roles, grants });
+      })
+      .catch((error: unknown) => error as typeof rolled & { roles: unknown; grants: unknown });
+    expect(seen).toBe(rolled);
+    expect(seen.roles).toEqual([
+      { rolname: 'fstore_app', rolcanlogin: false },
+      { rolname: 'fstore_reader', rolcanlogin: false },
+    ]);
+    expect(seen.grants).toEqual({ app: true, reader: false });
+  });
+
+  test('refuses a database without fstore, naming what is missing, and changes nothing', async () => {
+    const empty = await createTestDatabase({ from: 'empty' });
+    otherDatabases.push(empty);
+    const failure = await failureOf(() =>
+      applyScript(empty.sql, { app: names.appRole, reader: names.readerRole }),
+    );
+    expect(failure.code).toBe('P0001');
+    expect(failure.message).toMatch(
+      /tables \{events,deciders,views,locks,parked_events\} are missing.*run fstore's migrations first/,
+    );
+  });
+
+  test('refuses a superuser, the owner, or the same name for both roles', async () => {
+    const before = await privileges(db.sql);
+    for (const roles of [
+      { app: 'postgres', reader: names.readerRole },
+      { app: names.appRole, reader: 'postgres' },
+      { app: names.appRole, reader: names.appRole },
+    ]) {
+      const failure = await failureOf(() => applyScript(db.sql, roles));
+      expect(failure.code).toBe('P0001');
+      expect(failure.message).toMatch(/superuser or acts as the owner|must differ/);
+    }
+    expect(await privileges(db.sql)).toEqual(before);
+  });
+
+  test('the login users inherit from NOLOGIN roles, and neither role owns or may create anything in public', async () => {
+    const roles = await db.sql`
+      SELECT rolname, rolcanlogin, rolsuper FROM pg_roles WHERE rolname IN (${names.appRole}, ${names.readerRole}) ORDER BY 1`;
+    expect(roles).toEqual([
+      { rolname: names.appRole, rolcanlogin: false, rolsuper: false },
+      { rolname: names.readerRole, rolcanlogin: false, rolsuper: false },
+    ]);
+    const [create] = await db.sql`
+      SELECT has_schema_privilege(${names.app}, 'public', 'CREATE') AS app,
+             has_schema_privilege(${names.reader}, 'public', 'CREATE') AS reader,
+             has_schema_privilege('public', 'public', 'CREATE') AS everyone`;
+    expect(create).toEqual({ app: false, reader: false, everyone: false });
+  });
+});
+
+describe('the application role', () => {
+  test('registers event types and appends through append_event (8 and 9 arguments) and append_events', async () => {
+    const deciderId = `stream-${randomUUID()}`;
+    const first = await appendAs(app, deciderId, null);
+    const [second] = await app`
+      SELECT * FROM append_event('renamed', ${randomUUID()}, ${decider}, ${deciderId}, '{}', ${randomUUID()},
+                                 ${first.event_id}, 1, false)`;
+    const batch = await app`
+      SELECT * FROM append_events(${decider}, ${deciderId}, ${second?.event_id}, ${randomUUID()},
+        ${JSON.stringify([
+          { event: 'created', event_id: randomUUID(), data: { a: 1 } },
+          { event: 'renamed', event_id: randomUUID(), data: { a: 2 }, final: true },
+        ])}::text::jsonb)`;
+    expect(batch).toHaveLength(2);
+    const stream = await app`SELECT event, final FROM get_events(${deciderId}) ORDER BY "offset"`;
+    expect(stream).toEqual([
+      { event: 'created', final: false },
+      { event: 'renamed', final: false },
+      { event: 'created', final: false },
+      { event: 'renamed', final: true },
+    ]);
+    // The checks still run: the stream is closed, for the application role as for anyone.
+    const closed = await failureOf(() => appendAs(app, deciderId, batch[1]?.event_id ?? null));
+    expect(closed).toMatchObject({ code: '23514', constraint: 'events_stream_not_final' });
+  });
+
+  test('reads the log directly and through get_events and get_last_event', async () => {
+    const deciderId = `stream-${randomUUID()}`;
+    const first = await appendAs(app, deciderId, null);
+    await appendAs(app, deciderId, first.event_id, 'renamed');
+    expect(await app`SELECT count(*)::int AS n FROM events WHERE decider_id = ${deciderId}`).toEqual([
+      { n: 2 },
+    ]);
+    expect(await app`SELECT event FROM get_events(${deciderId}, ${decider})`).toHaveLength(2);
+    expect(await app`SELECT event FROM get_last_event(${deciderId}, ${decider})`).toEqual([
+      { event: 'renamed' },
+    ]);
+  });
+
+  test('registers a view and works it: lease, acknowledge, renew, release, fail and park, retry, discard, reset, status', async () => {
+    const view = `view-${randomUUID()}`;
+    await app`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp, 60)`;
+    await app`SELECT * FROM register_view(${`${view}-ms`}, 250::bigint, '2000-01-01'::timestamp)`;
+    const deciderId = `stream-${randomUUID()}`;
+    const first = await appendAs(app, deciderId, null);
+    const second = await appendAs(app, deciderId, first.event_id);
+
+    const leased = await app<{ lease_id: string; offset: string }[]>`
+      SELECT * FROM lease_events(${view}, 1000, 1, 30) WHERE decider_id = ${deciderId}`;
+    expect(leased).toHaveLength(1);
+    const token = leased[0]?.lease_id as string;
+    expect(await app`SELECT renew_lease(${view}, ${deciderId}, ${token}, 60) AS held`).toEqual([
+      { held: true },
+    ]);
+    const [acked] =
+      await app`SELECT * FROM ack_events(${view}, ${deciderId}, ${token}, ${first.offset}, false)`;
+    expect(Number(acked?.last_offset)).toBe(Number(first.offset));
+    expect(
+      await app`SELECT fail_event(${view}, ${deciderId}, ${token}, ${second.offset}, 'boom', 0, 1) AS outcome`,
+    ).toEqual([{ outcome: 'parked' }]);
+    expect(await app`SELECT count(*)::int AS n FROM list_parked_events(${view})`).toEqual([{ n: 1 }]);
+    await app`SELECT * FROM retry_parked_event(${view}, ${second.offset})`;
+    await app`SELECT * FROM discard_parked_event(${view}, ${second.offset})`;
+    expect(await app`SELECT count(*)::int AS n FROM list_parked_events(${view})`).toEqual([{ n: 0 }]);
+
+    await app`SELECT * FROM reset_view(${view}, '2000-01-01'::timestamp)`;
+    const again = await app<{ lease_id: string }[]>`
+      SELECT * FROM lease_events(${view}, 1000, 10, 30) WHERE decider_id = ${deciderId}`;
+    expect(again).toHaveLength(2);
+    const againToken = again[0]?.lease_id as string;
+    expect(await app`SELECT release_lease(${view}, ${deciderId}, ${againToken}, 0) AS held`).toEqual([
+      { held: true },
+    ]);
+
+    // fstore-sql's own streaming functions.
+    const [event] = await app<
+      { offset: string }[]
+    >`SELECT * FROM stream_events(${view}, 1000, 30) WHERE decider_id = ${deciderId}`;
+    await app`SELECT * FROM schedule_nack_event(${view}, ${deciderId}, 0)`;
+    await app`SELECT * FROM nack_event(${view}, ${deciderId})`;
+    await app`SELECT * FROM ack_event(${view}, ${deciderId}, ${event?.offset ?? null})`;
+
+    const status = await app`SELECT view, streams::int FROM view_status() WHERE view = ${view}`;
+    expect(status).toEqual([{ view, streams: expect.any(Number) }]);
+  });
+
+  test('turns wake-ups on and off: set_wakeups creates the trigger as the owner', async () => {
+    expect(await app`SELECT set_wakeups(true) AS on`).toEqual([{ on: true }]);
+    const [row] =
+      await db.sql`SELECT count(*)::int AS n FROM pg_trigger WHERE tgname = 't_notify_events_appended'`;
+    expect(row?.n).toBe(1);
+    await appendAs(app, `stream-${randomUUID()}`, null);
+    expect(await app`SELECT set_wakeups(false) AS on`).toEqual([{ on: false }]);
+  });
+
+  const deniedOnTheLog = [
+    [
+      'INSERT INTO events',
+      `INSERT INTO events (event, event_id, decider, decider_id, data, command_id) VALUES ('created', gen_random_uuid(), $1, 'direct', '{}', gen_random_uuid())`,
+    ],
+    ['UPDATE events', `UPDATE events SET data = '{"tampered": true}' WHERE decider = $1`],
+    ['UPDATE events with no row matched', `UPDATE events SET data = '{}' WHERE decider = $1 AND false`],
+    ['DELETE FROM events', `DELETE FROM events WHERE decider = $1`],
+    ['TRUNCATE events', `TRUNCATE events`],
+    ['INSERT INTO deciders', `INSERT INTO deciders (decider, event) VALUES ($1, 'sneaked-in')`],
+    ['UPDATE deciders', `UPDATE deciders SET description = 'tampered' WHERE decider = $1`],
+    ['DELETE FROM deciders', `DELETE FROM deciders WHERE decider = $1`],
+    ['TRUNCATE deciders', `TRUNCATE deciders CASCADE`],
+    ['COPY into events', `COPY events (event) FROM STDIN`],
+  ] as const;
+
+  test.each(deniedOnTheLog)('cannot %s directly: 42501, nothing written', async (_, statement) => {
+    await appendAs(app, `stream-${randomUUID()}`, null);
+    await expectDenied(app, statement, statement.includes('$1') ? [decider] : []);
+  });
+
+  const deniedOnStreaming = [
+    [
+      'INSERT INTO locks',
+      `INSERT INTO locks (view, decider_id, "offset", last_offset, offset_final) VALUES ('v', 's', 1, 0, false)`,
+    ],
+    ['UPDATE locks (move a position)', `UPDATE locks SET last_offset = "offset"`],
+    [
+      'UPDATE locks (take a lease)',
+      `UPDATE locks SET lease_id = gen_random_uuid(), locked_until = 'infinity'`,
+    ],
+    ['DELETE FROM locks', `DELETE FROM locks`],
+    ['TRUNCATE locks', `TRUNCATE locks`],
+    ['INSERT INTO views', `INSERT INTO views (view) VALUES ('sneaked-in')`],
+    ['UPDATE views.start_at', `UPDATE views SET start_at = now()`],
+    ['UPDATE views.view', `UPDATE views SET view = view || '-renamed'`],
+    ['DELETE FROM views', `DELETE FROM views`],
+    ['TRUNCATE views', `TRUNCATE views CASCADE`],
+    [
+      'INSERT INTO parked_events',
+      `INSERT INTO parked_events (view, decider_id, "offset", event_id, error, attempts, stream_stopped) SELECT view, 's', 1, gen_random_uuid(), 'e', 1, false FROM views LIMIT 1`,
+    ],
+    ['UPDATE parked_events.offset', `UPDATE parked_events SET "offset" = "offset" + 1`],
+    ['UPDATE parked_events.stream_stopped', `UPDATE parked_events SET stream_stopped = false`],
+    ['TRUNCATE parked_events', `TRUNCATE parked_events`],
+    ['take an offset from the sequence', `SELECT nextval('events_offset_seq')`],
+    ['call the trigger helper reset_view_positions', `SELECT reset_view_positions('v', now()::timestamp)`],
+    ['call raise_lease_lost', `SELECT raise_lease_lost('v', 's', gen_random_uuid())`],
+    ['create a table in public', `CREATE TABLE public.sneaked_in (x int)`],
+    [
+      'create a function in public (to shadow a built-in inside the SECURITY DEFINER functions)',
+      `CREATE FUNCTION public.jsonb_array_length(jsonb) RETURNS int LANGUAGE sql AS 'SELECT 1'`,
+    ],
+  ] as const;
+
+  test.each(deniedOnStreaming)('cannot %s: 42501, nothing written', async (_, statement) => {
+    const view = `view-${randomUUID()}`;
+    await app`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp)`;
+    await appendAs(app, `stream-${randomUUID()}`, null);
+    await expectDenied(app, statement);
+  });
+
+  test("may set views.lock_timeout_s, as @fstore/stream's registerView does with both pollingDelayMs and lockTimeoutS", async () => {
+    const view = `view-${randomUUID()}`;
+    await app`SELECT * FROM register_view(${view}, 500::bigint, '2000-01-01'::timestamp)`;
+    await app`UPDATE views SET lock_timeout_s = 42 WHERE view = ${view}`;
+    expect(await app`SELECT lock_timeout_s::int FROM views WHERE view = ${view}`).toEqual([
+      { lock_timeout_s: 42 },
+    ]);
+  });
+
+  test("may lock, update (attempts, error, retry_requested_at, parked_at) and delete parked events, as a projection worker's retry does", async () => {
+    const view = `view-${randomUUID()}`;
+    await app`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp)`;
+    const deciderId = `stream-${randomUUID()}`;
+    const event = await appendAs(app, deciderId, null);
+    const [lease] = await app<
+      { lease_id: string }[]
+    >`SELECT * FROM lease_events(${view}, 1000, 1, 30) WHERE decider_id = ${deciderId}`;
+    await app`SELECT fail_event(${view}, ${deciderId}, ${lease?.lease_id ?? null}, ${event.offset}, 'boom', 0, 1)`;
+    await app`SELECT * FROM retry_parked_event(${view}, ${event.offset})`;
+    await app.begin(async (tx) => {
+      const locked = await tx`
+        SELECT "offset" FROM parked_events WHERE view = ${view} AND retry_requested_at IS NOT NULL
+        FOR UPDATE SKIP LOCKED`;
+      expect(locked).toHaveLength(1);
+      await tx`UPDATE parked_events SET attempts = attempts + 1, error = 'again', retry_requested_at = NULL, parked_at = now()
+               WHERE view = ${view} AND "offset" = ${event.offset}`;
+    });
+    await app`DELETE FROM parked_events WHERE view = ${view} AND "offset" = ${event.offset}`;
+    expect(await app`SELECT count(*)::int AS n FROM list_parked_events(${view})`).toEqual([{ n: 0 }]);
+  });
+});
+
+describe('the read-only role', () => {
+  test('reads every table and calls the four read functions', async () => {
+    const deciderId = `stream-${randomUUID()}`;
+    await appendAs(app, deciderId, null);
+    for (const table of ['events', 'deciders', 'views', 'locks', 'parked_events']) {
+      await reader.unsafe(`SELECT count(*) FROM ${table}`);
+    }
+    expect(await reader`SELECT count(*)::int AS n FROM get_events(${deciderId})`).toEqual([{ n: 1 }]);
+    expect(await reader`SELECT count(*)::int AS n FROM get_events(${deciderId}, ${decider})`).toEqual([
+      { n: 1 },
+    ]);
+    expect(await reader`SELECT count(*)::int AS n FROM get_last_event(${deciderId}, ${decider})`).toEqual([
+      { n: 1 },
+    ]);
+    await reader`SELECT * FROM view_status()`;
+    await reader`SELECT * FROM list_parked_events()`;
+  });
+
+  const writes = [
+    `SELECT * FROM register_decider_event('d', 'e')`,
+    `SELECT * FROM register_decider_event('d', 'e', 'x', 1)`,
+    `SELECT * FROM append_event('created', gen_random_uuid(), 'd', 's', '{}', gen_random_uuid(), NULL)`,
+    `SELECT * FROM append_event('created', gen_random_uuid(), 'd', 's', '{}', gen_random_uuid(), NULL, 1, false)`,
+    `SELECT * FROM append_events('d', 's', NULL, gen_random_uuid(), '[]')`,
+    `SELECT * FROM register_view('v')`,
+    `SELECT * FROM register_view('v', 1::bigint, now()::timestamp)`,
+    `SELECT * FROM stream_events('v')`,
+    `SELECT * FROM ack_event('v', 's', 1)`,
+    `SELECT * FROM nack_event('v', 's')`,
+    `SELECT * FROM schedule_nack_event('v', 's', 1)`,
+    `SELECT * FROM lease_events('v')`,
+    `SELECT * FROM ack_events('v', 's', gen_random_uuid(), 1)`,
+    `SELECT renew_lease('v', 's', gen_random_uuid(), 5)`,
+    `SELECT release_lease('v', 's', gen_random_uuid())`,
+    `SELECT fail_event('v', 's', gen_random_uuid(), 1, 'e', 0, 1)`,
+    `SELECT * FROM retry_parked_event('v', 1)`,
+    `SELECT * FROM discard_parked_event('v', 1)`,
+    `SELECT * FROM reset_view('v', now()::timestamp)`,
+    `SELECT set_wakeups(true)`,
+  ];
+
+  test.each(writes)('cannot call %s: 42501, nothing written', async (statement) => {
+    await expectDenied(reader, statement);
+  });
+
+  test.each([
+    `INSERT INTO events (event, event_id, decider, decider_id, data, command_id) VALUES ('created', gen_random_uuid(), 'd', 's', '{}', gen_random_uuid())`,
+    `UPDATE events SET data = '{}'`,
+    `DELETE FROM events`,
+    `TRUNCATE events`,
+    `INSERT INTO deciders (decider, event) VALUES ('d', 'e')`,
+    `UPDATE deciders SET description = 'x'`,
+    `DELETE FROM deciders`,
+    `UPDATE locks SET last_offset = 0`,
+    `DELETE FROM locks`,
+    `UPDATE views SET lock_timeout_s = 1`,
+    `DELETE FROM views`,
+    `UPDATE parked_events SET attempts = 0`,
+    `DELETE FROM parked_events`,
+    `SELECT 1 FROM parked_events FOR UPDATE`,
+  ])('cannot %s: 42501, nothing written', async (statement) => {
+    await appendAs(app, `stream-${randomUUID()}`, null);
+    await expectDenied(reader, statement);
+  });
+});
+
+describe('a malicious search_path cannot hijack the functions', () => {
+  // A schema the application user owns, first on its search_path, ahead of pg_catalog: shadow tables named like
+  // fstore's, and shadow functions and an operator that the API's bodies call. Each shadow function records that it
+  // ran, and as whom, and tries to make the caller a superuser: inside a SECURITY DEFINER function owned by a
+  // superuser, that would work.
+  const evil = `evil_${suffix}`;
+  let attacker: postgres.Sql;
+
+  beforeAll(async () => {
+    await db.sql.unsafe(`CREATE SCHEMA "${evil}" AUTHORIZATION "${names.app}"`);
+    attacker = connectAs(names.app);
+    const escalate = `
+      INSERT INTO "${evil}".calls VALUES (%L, current_user);
+      BEGIN EXECUTE format('ALTER ROLE %I SUPERUSER', session_user); EXCEPTION WHEN insufficient_privilege THEN NULL; END;`;
+    const shadow = (name: string, args: string, returns: string, body: string) => `
+      CREATE FUNCTION "${evil}".${name}(${args}) RETURNS ${returns} LANGUAGE plpgsql AS $shadow$
+      BEGIN ${escalate.replace('%L', `'${name}'`)} ${body} END $shadow$`;
+    for (const statement of [
+      `CREATE TABLE "${evil}".calls (name text, as_user text)`,
+      `CREATE TABLE "${evil}".events (LIKE public.events)`,
+      `CREATE TABLE "${evil}".deciders (LIKE public.deciders)`,
+      `CREATE TABLE "${evil}".locks (LIKE public.locks)`,
+      `CREATE TABLE "${evil}".views (LIKE public.views)`,
+      `CREATE TABLE "${evil}".parked_events (LIKE public.parked_events)`,
+      shadow('now', '', 'timestamptz', `RETURN '2000-01-01'::timestamptz;`),
+      shadow('gen_random_uuid', '', 'uuid', `RETURN '00000000-0000-0000-0000-000000000000'::uuid;`),
+      shadow('jsonb_array_length', 'v jsonb', 'int', 'RETURN 1;'),
+      shadow('jsonb_typeof', 'v jsonb', 'text', `RETURN 'array';`),
+      shadow('make_interval', 'secs double precision', 'interval', `RETURN interval '1 second';`),
+      shadow('pg_get_serial_sequence', 'a text, b text', 'text', `RETURN 'public.events_offset_seq';`),
+      shadow('shadow_arrow', 'a jsonb, b text', 'text', `RETURN 'created';`),
+      `CREATE OPERATOR "${evil}".->> (LEFTARG = jsonb, RIGHTARG = text, FUNCTION = "${evil}".shadow_arrow)`,
+      `GRANT ALL ON ALL TABLES IN SCHEMA "${evil}" TO PUBLIC`,
+      `GRANT USAGE ON SCHEMA "${evil}" TO PUBLIC`,
+    ]) {
+      await attacker.unsafe(statement);
+    }
+    await attacker.unsafe(`SET search_path = "${evil}", pg_catalog, public`);
+  });
+
+  const calls = () => db.sql`SELECT name, as_user FROM ${db.sql(evil)}.calls ORDER BY name`;
+  const isSuperuser = async () =>
+    (await db.sql`SELECT rolsuper FROM pg_roles WHERE rolname = ${names.app}`)[0]?.rolsuper;
+
+  test("control: the attacker's own unqualified queries do reach the shadow objects", async () => {
+    expect(await attacker`SELECT count(*)::int AS n FROM events`).toEqual([{ n: 0 }]);
+    expect(await attacker`SELECT now() AS now`).toEqual([{ now: new Date('2000-01-01T00:00:00Z') }]);
+    expect(await calls()).toEqual([{ name: 'now', as_user: names.app }]);
+    expect(await isSuperuser()).toBe(false);
+    await db.sql`DELETE FROM ${db.sql(evil)}.calls`;
+  });
+
+  test('appends write to public.events with real ids and times, and call no shadow object', async () => {
+    const deciderId = `stream-${randomUUID()}`;
+    const before = Date.now();
+    const first = await appendAs(attacker, deciderId, null);
+    await attacker`
+      SELECT * FROM append_event('renamed', ${randomUUID()}, ${decider}, ${deciderId}, '{}', ${randomUUID()},
+                                 ${first.event_id}, 1, false)`;
+    const last = await attacker`SELECT * FROM get_last_event(${deciderId}, ${decider})`;
+    await attacker`
+      SELECT * FROM append_events(${decider}, ${deciderId}, ${last[0]?.event_id}, ${randomUUID()},
+        ${JSON.stringify([
+          { event: 'renamed', event_id: randomUUID(), data: {} },
+          { event: 'renamed', event_id: randomUUID(), data: {} },
+        ])}::text::jsonb)`;
+    await attacker`SELECT * FROM register_decider_event(${decider}, 'third')`;
+
+    const stored = await db.sql<{ event: string; created_at: Date }[]>`
+      SELECT event, created_at FROM public.events WHERE decider_id = ${deciderId} ORDER BY "offset"`;
+    expect(stored.map((e) => e.event)).toEqual(['created', 'renamed', 'renamed', 'renamed']);
+    for (const event of stored) expect(event.created_at.getTime()).toBeGreaterThanOrEqual(before - 60_000);
+    expect(await db.sql`SELECT count(*)::int AS n FROM ${db.sql(evil)}.events`).toEqual([{ n: 0 }]);
+    expect(
+      await db.sql`SELECT count(*)::int AS n FROM public.deciders WHERE decider = ${decider} AND event = 'third'`,
+    ).toEqual([{ n: 1 }]);
+    expect(await calls()).toEqual([]);
+    expect(await isSuperuser()).toBe(false);
+  });
+
+  test('views, leases and acknowledgements use public.locks with real tokens and times, and call no shadow object', async () => {
+    const view = `view-${randomUUID()}`;
+    await attacker`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp, 60)`;
+    const deciderId = `stream-${randomUUID()}`;
+    const event = await appendAs(attacker, deciderId, null);
+    const leased = await attacker<{ lease_id: string }[]>`
+      SELECT * FROM lease_events(${view}, 1000, 10, 30) WHERE decider_id = ${deciderId}`;
+    expect(leased).toHaveLength(1);
+    expect(leased[0]?.lease_id).not.toBe('00000000-0000-0000-0000-000000000000');
+    const [lock] = await db.sql`
+      SELECT lease_id, locked_until > pg_catalog.now() + interval '20 seconds' AS held_for_30s
+      FROM public.locks WHERE view = ${view} AND decider_id = ${deciderId}`;
+    expect(lock).toEqual({ lease_id: leased[0]?.lease_id, held_for_30s: true });
+    await attacker`SELECT renew_lease(${view}, ${deciderId}, ${leased[0]?.lease_id ?? null}, 60)`;
+    await attacker`SELECT * FROM ack_events(${view}, ${deciderId}, ${leased[0]?.lease_id ?? null}, ${event.offset})`;
+    await attacker`SELECT * FROM view_status()`;
+    expect(await db.sql`SELECT count(*)::int AS n FROM ${db.sql(evil)}.locks`).toEqual([{ n: 0 }]);
+    expect(await calls()).toEqual([]);
+    expect(await isSuperuser()).toBe(false);
+  });
+
+  test('the read functions read public.events, not the shadow table', async () => {
+    const deciderId = `stream-${randomUUID()}`;
+    await appendAs(attacker, deciderId, null);
+    await attacker`INSERT INTO events SELECT * FROM public.events WHERE decider_id = ${deciderId}`;
+    await attacker`UPDATE events SET event = 'forged' WHERE decider_id = ${deciderId}`;
+    expect(await attacker`SELECT event FROM events WHERE decider_id = ${deciderId}`).toEqual([
+      { event: 'forged' },
+    ]);
+    expect(await attacker`SELECT event FROM get_events(${deciderId})`).toEqual([{ event: 'created' }]);
+    expect(await attacker`SELECT event FROM get_last_event(${deciderId}, ${decider})`).toEqual([
+      { event: 'created' },
+    ]);
+    expect(await calls()).toEqual([]);
+  });
+
+  test('a temporary table named events captures neither appends nor reads (pg_temp is searched last)', async () => {
+    const session = connectAs(names.app);
+    await session`CREATE TEMP TABLE events (LIKE public.events)`;
+    await session`CREATE TEMP TABLE locks (LIKE public.locks)`;
+    // Unqualified, PostgreSQL looks in pg_temp first: this session's own queries see the temporary table.
+    expect(await session`SELECT count(*)::int AS n FROM events`).toEqual([{ n: 0 }]);
+    const deciderId = `stream-${randomUUID()}`;
+    const first = await appendAs(session, deciderId, null);
+    await appendAs(session, deciderId, first.event_id);
+    expect(await session`SELECT count(*)::int AS n FROM get_events(${deciderId})`).toEqual([{ n: 2 }]);
+    expect(await session`SELECT count(*)::int AS n FROM events`).toEqual([{ n: 0 }]);
+    expect(
+      await db.sql`SELECT count(*)::int AS n FROM public.events WHERE decider_id = ${deciderId}`,
+    ).toEqual([{ n: 2 }]);
+  });
+
+  test('why it matters: without the script, a function reads whatever events table the caller put first', async () => {
+    const plain = await createTestDatabase();
+    otherDatabases.push(plain);
+    const session = plain.connect({ max: 1 });
+    await session.unsafe(
+      `CREATE SCHEMA shadow; CREATE TABLE shadow.events (LIKE public.events INCLUDING DEFAULTS)`,
+    );
+    await session`
+      INSERT INTO shadow.events (event, event_id, decider, decider_id, data, command_id)
+      VALUES ('forged', ${randomUUID()}, 'd', 's', '{}', ${randomUUID()})`;
+    await session.unsafe('SET search_path = shadow, public');
+    expect(await session`SELECT event FROM get_events('s')`).toEqual([{ event: 'forged' }]);
+  });
+});
+
+describe('with a dedicated owner role that is not a superuser (the recommended set-up)', () => {
+  test('an administrator creates the roles; the owner migrates and applies the script, without the superuser warning; the application role works', async () => {
+    const database = await createTestDatabase({ from: 'empty' });
+    otherDatabases.push(database);
+    const roles = { app: `${names.appRole}_o`, reader: `${names.readerRole}_o` };
+    // The owner has no CREATEROLE: an administrator creates the two roles, and the login user, beforehand.
+    await db.sql.unsafe(`CREATE ROLE "${names.owner}" LOGIN PASSWORD '${password}'`);
+    await db.sql.unsafe(`CREATE ROLE "${roles.app}" NOLOGIN`);
+    await db.sql.unsafe(`CREATE ROLE "${roles.reader}" NOLOGIN`);
+    await db.sql.unsafe(
+      `CREATE ROLE "${names.ownerApp}" LOGIN PASSWORD '${password}' IN ROLE "${roles.app}"`,
+    );
+    await database.sql.unsafe(`ALTER DATABASE "${database.name}" OWNER TO "${names.owner}"`);
+    // PostgreSQL 14's schema public belongs to the bootstrap superuser (15 and later: to the database owner).
+    await database.sql.unsafe(`ALTER SCHEMA public OWNER TO "${names.owner}"`);
+    const notices: string[] = [];
+    const owner = database.connect({
+      user: names.owner,
+      pass: password,
+      max: 1,
+      onnotice: (notice: postgres.Notice) => notices.push(String(notice.message)),
+    } as postgres.Options<Record<string, never>>);
+    try {
+      await migrate(owner);
+      await applyScript(owner, roles);
+      expect(notices.join('\n')).not.toMatch(/superuser/);
+      expect(notices.join('\n')).toMatch(/applied for roles/);
+      const user = database.connect({ user: names.ownerApp, pass: password, max: 1 } as postgres.Options<
+        Record<string, never>
+      >);
+      await user`SELECT * FROM register_decider_event('d', 'e')`;
+      await user`SELECT * FROM register_view('v', '2000-01-01'::timestamp)`;
+      await user`SELECT * FROM append_event('e', ${randomUUID()}, 'd', 's', '{}', ${randomUUID()}, NULL)`;
+      const [lease] = await user<{ lease_id: string; offset: string }[]>`SELECT * FROM lease_events('v')`;
+      await user`SELECT * FROM ack_events('v', 's', ${lease?.lease_id ?? null}, ${lease?.offset ?? null})`;
+      expect(await user`SELECT set_wakeups(true) AS on, set_wakeups(false) AS off`).toEqual([
+        { on: true, off: false },
+      ]);
+      expect(await failureOf(() => user`DELETE FROM events`)).toMatchObject({ code: '42501' });
+      expect(await failureOf(() => user`UPDATE deciders SET description = 'x'`)).toMatchObject({
+        code: '42501',
+      });
+      // The owner keeps fstore-sql's silent no-ops: the rules still swallow its UPDATE and DELETE of the log.
+      expect((await owner`DELETE FROM events`).count).toBe(0);
+      expect(await owner`SELECT count(*)::int AS n FROM events`).toEqual([{ n: 1 }]);
+    } finally {
+      await database.drop();
+      otherDatabases = otherDatabases.filter((other) => other !== database);
+      for (const role of [names.ownerApp, roles.app, roles.reader, names.owner]) {
+        await admin.unsafe(`DROP ROLE IF EXISTS "${role}"`);
+      }
+    }
+  });
+});
