@@ -1,0 +1,1472 @@
+/**
+ * The bad-input catalogue of the SQL API. For every function and every parameter: a null, and values of the wrong
+ * type or out of range, each refused with a clear SQLSTATE, nothing written (every row of the five tables is
+ * compared before and after) and the same connection still usable. Where a null is legitimately accepted, the test
+ * says so in its name and checks what it does instead. Then: injection attempts and unicode in names, malformed and
+ * very large payloads, acknowledgements of offsets that do not exist, belong to another stream or come late, and
+ * views registered while appends run.
+ *
+ * The SQLSTATEs:
+ *   23502 not_null_violation        a null where a column needs a value
+ *   22023 invalid_parameter_value   the functions' own argument checks (limits, seconds, milliseconds, flags, an
+ *                                   offset that is not an event of the stream, events that are not a JSON array)
+ *   22P02 invalid_text_representation  a value that does not parse as the parameter's type (uuid, bigint, int,
+ *                                   boolean, jsonb)
+ *   22007 invalid_datetime_format   the same for timestamps
+ *   22003 numeric_value_out_of_range  beyond int or bigint, or an overflow in the function's arithmetic
+ *   22008 datetime_field_overflow   milliseconds so large that now() plus them is no timestamp
+ *   22021 character_not_in_repertoire  NUL in text
+ *   22P05 untranslatable_character  \u0000 in JSON
+ *   23514 check_violation           a table check (views_*_check) or an append check (events_*)
+ *   23503 foreign_key_violation     an event type or version the decider has not registered
+ *   23505 unique_violation          an event id already stored
+ *   42883 undefined_function        an argument of another type: no such function
+ *   55P03 lock_not_available        (constraint locks_lease_held) a lease that is not held
+ *   P0002 no_data_found             no such parked event, or view to reset
+ *
+ * Every argument is sent as text and cast in SQL ($1::text::uuid), so that what reaches PostgreSQL is exactly the
+ * value under test: postgres.js would otherwise serialise some values itself (any non-true value bound to a boolean
+ * parameter becomes false, a string bound to jsonb is JSON-encoded again).
+ */
+import { randomUUID } from 'node:crypto';
+import { createTestDatabase } from '@fstore/testing';
+import type postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { failureOf } from './test-support/sql-client.js';
+
+const db = await createTestDatabase();
+afterAll(() => db.drop());
+/** One connection for the whole catalogue: every failure must leave it usable. */
+const conn = db.connect({ max: 1 });
+
+type Value = string | null;
+
+/** Everything the five tables hold, as digests: equal before and after means nothing was written. */
+async function contents() {
+  const [row] = await db.sql`
+    SELECT (SELECT count(*)::int FROM events)                                                      AS events,
+           (SELECT count(*)::int FROM deciders)                                                    AS deciders,
+           (SELECT count(*)::int FROM views)                                                       AS views,
+           (SELECT count(*)::int FROM locks)                                                       AS locks,
+           (SELECT count(*)::int FROM parked_events)                                               AS parked,
+           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t."offset"), '')) FROM events t)  AS events_md5,
+           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.decider, t.event, t.event_version), ''))
+            FROM deciders t)                                                                       AS deciders_md5,
+           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view), '')) FROM views t)      AS views_md5,
+           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view, t.decider_id), '')) FROM locks t)
+                                                                                                   AS locks_md5,
+           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view, t."offset"), '')) FROM parked_events t)
+                                                                                                   AS parked_md5,
+           (SELECT count(*)::int FROM pg_trigger WHERE tgname = 't_notify_events_appended')        AS wakeups`;
+  return row;
+}
+
+async function usable(sql: postgres.Sql = conn) {
+  expect(await sql`SELECT 1 AS ok`).toEqual([{ ok: 1 }]);
+}
+
+/** Runs `statement` on the catalogue's connection, expects `expected`, and checks that nothing changed. */
+async function expectRefused(
+  statement: string,
+  args: Value[],
+  expected: { code: string; constraint?: string; message?: RegExp },
+) {
+  const before = await contents();
+  const failure = await failureOf(() => conn.unsafe(statement, args));
+  expect(failure.code, `${statement} ${JSON.stringify(args).slice(0, 200)}: ${failure.message}`).toBe(
+    expected.code,
+  );
+  if (expected.constraint) expect(failure.constraint).toBe(expected.constraint);
+  if (expected.message) expect(failure.message).toMatch(expected.message);
+  expect(await contents(), 'nothing written').toEqual(before);
+  await usable();
+}
+
+/** Runs `statement` in a transaction that is rolled back; returns its rows. */
+async function inRollback(statement: string, args: Value[]): Promise<postgres.Row[]> {
+  const marker = new Error('roll back');
+  let rows: postgres.Row[] = [];
+  await conn
+    .begin(async (tx) => {
+      rows = await tx.unsafe(statement, args);
+      throw marker;
+    })
+    .catch((error: unknown) => {
+      if (error !== marker) throw error;
+    });
+  return rows;
+}
+
+/** Runs `fn` in a transaction that is rolled back. */
+async function rolledBack(fn: (tx: postgres.Sql) => Promise<void>) {
+  const marker = new Error('roll back');
+  await conn
+    .begin(async (tx) => {
+      await fn(tx as unknown as postgres.Sql);
+      throw marker;
+    })
+    .catch((error: unknown) => {
+      if (error !== marker) throw error;
+    });
+}
+
+// --- The fixture: a decider, two streams, a view with both streams leased, and a parked event in another view ---
+
+const decider = 'catalogue';
+const fixture = {
+  stream: `stream-${randomUUID()}`,
+  other: `other-${randomUUID()}`,
+  view: `view-${randomUUID()}`,
+  parkedView: `parked-${randomUUID()}`,
+  offsets: [] as string[],
+  ids: [] as string[],
+  otherOffset: '',
+  otherId: '',
+  lease: '',
+};
+
+async function appendOne(deciderId: string, previousId: string | null, sql: postgres.Sql = conn) {
+  const [row] = await sql<{ event_id: string; offset: string }[]>`
+    SELECT * FROM append_event('created', ${randomUUID()}, ${decider}, ${deciderId}, '{"n": 1}', ${randomUUID()},
+                               ${previousId})`;
+  if (!row) throw new Error('no row');
+  return row;
+}
+
+beforeAll(async () => {
+  await conn`SELECT * FROM register_decider_event(${decider}, 'created')`;
+  await conn`SELECT * FROM register_decider_event(${decider}, 'created', 'second shape', 2)`;
+  await conn`SELECT * FROM register_decider_event(${decider}, 'renamed')`;
+  let previous: string | null = null;
+  for (let i = 0; i < 3; i++) {
+    const row = await appendOne(fixture.stream, previous);
+    fixture.offsets.push(row.offset);
+    fixture.ids.push(row.event_id);
+    previous = row.event_id;
+  }
+  const other = await appendOne(fixture.other, null);
+  fixture.otherOffset = other.offset;
+  fixture.otherId = other.event_id;
+  await conn`SELECT * FROM register_view(${fixture.view}, '2000-01-01'::timestamp)`;
+  const leased = await conn<{ lease_id: string }[]>`
+    SELECT * FROM lease_events(${fixture.view}, 1000, 1, 300) WHERE decider_id = ${fixture.stream}`;
+  fixture.lease = leased[0]?.lease_id as string;
+  await conn`SELECT * FROM register_view(${fixture.parkedView}, '2000-01-01'::timestamp)`;
+  const [parked] = await conn<{ lease_id: string }[]>`
+    SELECT * FROM lease_events(${fixture.parkedView}, 1000, 1, 300) WHERE decider_id = ${fixture.other}`;
+  await conn`SELECT fail_event(${fixture.parkedView}, ${fixture.other}, ${parked?.lease_id ?? null}, ${fixture.otherOffset}, 'boom', 0, 1)`;
+});
+
+// --- The catalogue -----------------------------------------------------------------------------------------------
+
+interface Refusal {
+  code: string;
+  constraint?: string;
+}
+interface Variant extends Refusal {
+  label: string;
+  value: Value;
+  /** Another SQL type for the argument: no function takes it (42883). */
+  cast?: string;
+}
+interface Parameter {
+  name: string;
+  type: string;
+  /** What a null does: refused, or accepted (each accepted null has a test of its own below). */
+  null: Refusal | 'accepted';
+  variants?: Variant[];
+}
+interface Entry {
+  fn: string;
+  /** SELECT * FROM fn(...) or SELECT fn(...) */
+  select: 'rows' | 'value';
+  params: Parameter[];
+  /** Valid arguments: the call succeeds (checked in a rolled-back transaction). */
+  valid: () => Value[];
+}
+
+const otherType = (label = 'an integer'): Variant => ({
+  label,
+  value: '1',
+  cast: 'integer',
+  code: '42883',
+});
+const badUuid: Variant = { label: "'not-a-uuid'", value: 'not-a-uuid', code: '22P02' };
+const text = (name: string, nullOutcome: Parameter['null']): Parameter => ({
+  name,
+  type: 'text',
+  null: nullOutcome,
+  variants: [otherType()],
+});
+const NOT_NULL = { code: '23502' };
+const INVALID = { code: '22023' };
+const LEASE_LOST = { code: '55P03', constraint: 'locks_lease_held' };
+const NO_DATA = { code: 'P0002' };
+const TOO_BIG_INT = { label: '2^31 (beyond int)', value: '2147483648', code: '22003' };
+const TOO_BIG_BIGINT = { label: '2^63 (beyond bigint)', value: '9223372036854775808', code: '22003' };
+
+function call(entry: Entry, casts: (string | undefined)[] = []): string {
+  const args = entry.params
+    .map((p, i) => {
+      const type = casts[i] ?? p.type;
+      return type === 'text' ? `$${i + 1}::text` : `$${i + 1}::text::${type}`;
+    })
+    .join(', ');
+  return entry.select === 'rows'
+    ? `SELECT * FROM ${entry.fn}(${args})`
+    : `SELECT ${entry.fn}(${args}) AS value`;
+}
+
+const catalogue: Entry[] = [
+  {
+    fn: 'register_decider_event',
+    select: 'rows',
+    valid: () => [decider, `type-${randomUUID()}`, 'a description', '1'],
+    params: [
+      text('v_decider', NOT_NULL),
+      text('v_event', NOT_NULL),
+      text('v_description', 'accepted'),
+      {
+        name: 'v_event_version',
+        type: 'bigint',
+        null: NOT_NULL,
+        variants: [
+          { label: "'one'", value: 'one', code: '22P02' },
+          { label: '1.5', value: '1.5', code: '22P02' },
+          TOO_BIG_BIGINT,
+        ],
+      },
+    ],
+  },
+  {
+    fn: 'register_decider_event',
+    select: 'rows',
+    valid: () => [decider, `type-${randomUUID()}`],
+    params: [text('v_decider', NOT_NULL), text('v_event', NOT_NULL)],
+  },
+  {
+    fn: 'append_event',
+    select: 'rows',
+    valid: () => [
+      'renamed',
+      randomUUID(),
+      decider,
+      fixture.stream,
+      '{"n": 4}',
+      randomUUID(),
+      fixture.ids[2] as string,
+      '1',
+    ],
+    params: [
+      {
+        name: 'v_event',
+        type: 'text',
+        null: NOT_NULL,
+        variants: [
+          otherType(),
+          {
+            label: 'an unregistered type',
+            value: 'never-registered',
+            code: '23503',
+            constraint: 'events_decider_event_fkey',
+          },
+        ],
+      },
+      {
+        name: 'v_event_id',
+        type: 'uuid',
+        null: NOT_NULL,
+        variants: [
+          badUuid,
+          { label: 'a UUID missing a digit', value: '21e19516-9bda-11ed-a8fc-0242ac12000', code: '22P02' },
+        ],
+      },
+      text('v_decider', NOT_NULL),
+      text('v_decider_id', NOT_NULL),
+      {
+        name: 'v_data',
+        type: 'jsonb',
+        null: NOT_NULL,
+        variants: [
+          { label: 'malformed JSON', value: '{"n": ', code: '22P02' },
+          { label: 'NaN', value: 'NaN', code: '22P02' },
+          { label: 'a \\u0000 escape', value: '{"s": "a\\u0000b"}', code: '22P05' },
+          { label: 'a lone surrogate escape', value: '{"s": "\\ud800"}', code: '22P02' },
+        ],
+      },
+      { name: 'v_command_id', type: 'uuid', null: NOT_NULL, variants: [badUuid] },
+      {
+        name: 'v_previous_id',
+        type: 'uuid',
+        // Null is accepted for a stream's first event only: here the stream exists.
+        null: { code: '23514', constraint: 'events_previous_id_required' },
+        variants: [
+          badUuid,
+          {
+            label: 'an id of no event',
+            value: randomUUID(),
+            code: '23514',
+            constraint: 'events_previous_id_same_stream',
+          },
+        ],
+      },
+      {
+        name: 'v_event_version',
+        type: 'bigint',
+        null: NOT_NULL,
+        variants: [
+          { label: "'v2'", value: 'v2', code: '22P02' },
+          {
+            label: 'an unregistered version',
+            value: '7',
+            code: '23503',
+            constraint: 'events_decider_event_fkey',
+          },
+          TOO_BIG_BIGINT,
+        ],
+      },
+    ],
+  },
+  {
+    fn: 'append_event',
+    select: 'rows',
+    valid: () => [
+      'renamed',
+      randomUUID(),
+      decider,
+      fixture.stream,
+      '{}',
+      randomUUID(),
+      fixture.ids[2] as string,
+      '1',
+      'false',
+    ],
+    params: [
+      text('v_event', NOT_NULL),
+      { name: 'v_event_id', type: 'uuid', null: NOT_NULL, variants: [badUuid] },
+      text('v_decider', NOT_NULL),
+      text('v_decider_id', NOT_NULL),
+      {
+        name: 'v_data',
+        type: 'jsonb',
+        null: NOT_NULL,
+        variants: [{ label: 'malformed JSON', value: '[1, 2', code: '22P02' }],
+      },
+      { name: 'v_command_id', type: 'uuid', null: NOT_NULL, variants: [badUuid] },
+      {
+        name: 'v_previous_id',
+        type: 'uuid',
+        null: { code: '23514', constraint: 'events_previous_id_required' },
+        variants: [badUuid],
+      },
+      {
+        name: 'v_event_version',
+        type: 'bigint',
+        null: NOT_NULL,
+        variants: [{ label: "'x'", value: 'x', code: '22P02' }],
+      },
+      {
+        name: 'v_final',
+        type: 'boolean',
+        null: 'accepted',
+        variants: [{ label: "'maybe'", value: 'maybe', code: '22P02' }],
+      },
+    ],
+  },
+  {
+    fn: 'append_events',
+    select: 'rows',
+    valid: () => [
+      decider,
+      fixture.stream,
+      fixture.ids[2] as string,
+      randomUUID(),
+      JSON.stringify([{ event: 'renamed', event_id: randomUUID(), data: {} }]),
+    ],
+    params: [
+      text('v_decider', NOT_NULL),
+      text('v_decider_id', NOT_NULL),
+      {
+        name: 'v_previous_id',
+        type: 'uuid',
+        // Null means "a new stream": here the stream exists.
+        null: { code: '23514', constraint: 'events_expected_last_event' },
+        variants: [
+          badUuid,
+          {
+            label: 'an id of no event',
+            value: randomUUID(),
+            code: '23514',
+            constraint: 'events_expected_last_event',
+          },
+        ],
+      },
+      { name: 'v_command_id', type: 'uuid', null: NOT_NULL, variants: [badUuid] },
+      {
+        name: 'v_events',
+        type: 'jsonb',
+        null: INVALID,
+        variants: [{ label: 'malformed JSON', value: '[{"event": ', code: '22P02' }],
+      },
+    ],
+  },
+  {
+    fn: 'get_events',
+    select: 'rows',
+    valid: () => [fixture.stream],
+    params: [text('v_decider_id', 'accepted')],
+  },
+  {
+    fn: 'get_events',
+    select: 'rows',
+    valid: () => [fixture.stream, decider],
+    params: [text('v_decider_id', 'accepted'), text('v_decider', 'accepted')],
+  },
+  {
+    fn: 'get_last_event',
+    select: 'rows',
+    valid: () => [fixture.stream, decider],
+    params: [text('v_decider_id', 'accepted'), text('v_decider', 'accepted')],
+  },
+  {
+    fn: 'register_view',
+    select: 'rows',
+    valid: () => [`view-${randomUUID()}`, '2000-01-01', '300', '1', 'https://example.com/hook'],
+    params: [
+      text('v_view', NOT_NULL),
+      {
+        name: 'v_start_at',
+        type: 'timestamp',
+        null: NOT_NULL,
+        variants: [{ label: "'yesterday at noon'", value: 'yesterday at noon', code: '22007' }],
+      },
+      {
+        name: 'v_lock_timeout_s',
+        type: 'bigint',
+        null: NOT_NULL,
+        variants: [
+          { label: '0', value: '0', code: '23514', constraint: 'views_lock_timeout_s_check' },
+          { label: '-1', value: '-1', code: '23514', constraint: 'views_lock_timeout_s_check' },
+          { label: "'x'", value: 'x', code: '22P02' },
+          TOO_BIG_BIGINT,
+        ],
+      },
+      {
+        name: 'v_pooling_delay_s',
+        type: 'bigint',
+        null: 'accepted',
+        variants: [
+          // Both checks fail (pooling_delay_ms is the same delay times 1000); PostgreSQL names this one.
+          { label: '-1', value: '-1', code: '23514', constraint: 'views_pooling_delay_ms_check' },
+          { label: '10^16 (overflows as milliseconds)', value: '10000000000000000', code: '22003' },
+        ],
+      },
+      text('v_edge_function_url', 'accepted'),
+    ],
+  },
+  {
+    fn: 'register_view',
+    select: 'rows',
+    valid: () => [`view-${randomUUID()}`, '500', '2000-01-01'],
+    params: [
+      text('v_view', NOT_NULL),
+      {
+        name: 'v_pooling_delay',
+        type: 'bigint',
+        null: 'accepted',
+        variants: [
+          { label: '-1', value: '-1', code: '23514', constraint: 'views_pooling_delay_ms_check' },
+          { label: '2^63 - 1 (overflows rounding up)', value: '9223372036854775807', code: '22003' },
+        ],
+      },
+      {
+        name: 'v_start_at',
+        type: 'timestamp',
+        null: NOT_NULL,
+        variants: [{ label: "'not a time'", value: 'not a time', code: '22007' }],
+      },
+    ],
+  },
+  {
+    fn: 'stream_events',
+    select: 'rows',
+    valid: () => [fixture.view, '1', '30'],
+    params: [
+      text('v_view_name', 'accepted'),
+      {
+        name: 'v_limit',
+        type: 'int',
+        null: INVALID,
+        variants: [
+          { label: '-1', value: '-1', code: '22023' },
+          { label: "'x'", value: 'x', code: '22P02' },
+          TOO_BIG_INT,
+        ],
+      },
+      {
+        name: 'v_seconds',
+        type: 'int',
+        null: INVALID,
+        variants: [
+          { label: '0', value: '0', code: '22023' },
+          { label: '-30', value: '-30', code: '22023' },
+          TOO_BIG_INT,
+        ],
+      },
+    ],
+  },
+  {
+    fn: 'ack_event',
+    select: 'rows',
+    valid: () => [fixture.view, fixture.stream, fixture.offsets[0] as string],
+    params: [
+      text('v_view', 'accepted'),
+      text('v_decider_id', INVALID),
+      {
+        name: 'v_offset',
+        type: 'bigint',
+        null: INVALID,
+        variants: [
+          { label: "an offset of another stream's event", value: 'OTHER', code: '22023' },
+          { label: 'an offset of no event', value: '999999999', code: '22023' },
+          { label: '-1', value: '-1', code: '22023' },
+          { label: "'x'", value: 'x', code: '22P02' },
+          TOO_BIG_BIGINT,
+        ],
+      },
+    ],
+  },
+  {
+    fn: 'nack_event',
+    select: 'rows',
+    valid: () => [fixture.view, fixture.stream],
+    params: [text('v_view', 'accepted'), text('v_decider_id', 'accepted')],
+  },
+  {
+    fn: 'schedule_nack_event',
+    select: 'rows',
+    valid: () => [fixture.view, fixture.stream, '1000'],
+    params: [
+      text('v_view', 'accepted'),
+      text('v_decider_id', 'accepted'),
+      {
+        name: 'v_milliseconds',
+        type: 'bigint',
+        null: INVALID,
+        variants: [
+          { label: '-1', value: '-1', code: '22023' },
+          { label: '2^63 - 1 (no such timestamp)', value: '9223372036854775807', code: '22008' },
+          TOO_BIG_BIGINT,
+        ],
+      },
+    ],
+  },
+  {
+    fn: 'lease_events',
+    select: 'rows',
+    valid: () => [fixture.view, '10', '10', '30'],
+    params: [
+      text('v_view', 'accepted'),
+      {
+        name: 'v_streams',
+        type: 'int',
+        null: INVALID,
+        variants: [{ label: '-1', value: '-1', code: '22023' }, TOO_BIG_INT],
+      },
+      {
+        name: 'v_events_per_stream',
+        type: 'int',
+        null: INVALID,
+        variants: [
+          { label: '0', value: '0', code: '22023' },
+          { label: '-5', value: '-5', code: '22023' },
+          TOO_BIG_INT,
+        ],
+      },
+      {
+        name: 'v_lock_seconds',
+        type: 'int',
+        null: INVALID,
+        variants: [
+          { label: '0', value: '0', code: '22023' },
+          { label: "'x'", value: 'x', code: '22P02' },
+          TOO_BIG_INT,
+        ],
+      },
+    ],
+  },
+  {
+    fn: 'ack_events',
+    select: 'rows',
+    valid: () => [fixture.view, fixture.stream, fixture.lease, fixture.offsets[0] as string, 'true'],
+    params: [
+      text('v_view', LEASE_LOST),
+      text('v_decider_id', INVALID),
+      {
+        name: 'v_lease_id',
+        type: 'uuid',
+        null: LEASE_LOST,
+        variants: [badUuid, { label: 'a token never handed out', value: randomUUID(), ...LEASE_LOST }],
+      },
+      {
+        name: 'v_offset',
+        type: 'bigint',
+        null: INVALID,
+        variants: [
+          { label: "an offset of another stream's event", value: 'OTHER', code: '22023' },
+          { label: 'an offset of no event', value: '999999999', code: '22023' },
+          TOO_BIG_BIGINT,
+        ],
+      },
+      {
+        name: 'v_release',
+        type: 'boolean',
+        null: INVALID,
+        variants: [{ label: "'maybe'", value: 'maybe', code: '22P02' }],
+      },
+    ],
+  },
+  {
+    fn: 'renew_lease',
+    select: 'value',
+    valid: () => [fixture.view, fixture.stream, fixture.lease, '60'],
+    params: [
+      text('v_view', 'accepted'),
+      text('v_decider_id', 'accepted'),
+      { name: 'v_lease_id', type: 'uuid', null: 'accepted', variants: [badUuid] },
+      {
+        name: 'v_lock_seconds',
+        type: 'int',
+        null: INVALID,
+        variants: [
+          { label: '0', value: '0', code: '22023' },
+          { label: '-1', value: '-1', code: '22023' },
+          TOO_BIG_INT,
+        ],
+      },
+    ],
+  },
+  {
+    fn: 'release_lease',
+    select: 'value',
+    valid: () => [fixture.view, fixture.stream, fixture.lease, '0'],
+    params: [
+      text('v_view', 'accepted'),
+      text('v_decider_id', 'accepted'),
+      { name: 'v_lease_id', type: 'uuid', null: 'accepted', variants: [badUuid] },
+      {
+        name: 'v_delay_ms',
+        type: 'bigint',
+        null: INVALID,
+        variants: [
+          { label: '-1', value: '-1', code: '22023' },
+          { label: '2^63 - 1 (no such timestamp)', value: '9223372036854775807', code: '22008' },
+        ],
+      },
+    ],
+  },
+  {
+    fn: 'fail_event',
+    select: 'value',
+    valid: () => [
+      fixture.view,
+      fixture.stream,
+      fixture.lease,
+      fixture.offsets[0] as string,
+      'boom',
+      '0',
+      '3',
+      'false',
+    ],
+    params: [
+      text('v_view', LEASE_LOST),
+      text('v_decider_id', INVALID),
+      { name: 'v_lease_id', type: 'uuid', null: LEASE_LOST, variants: [badUuid] },
+      {
+        name: 'v_offset',
+        type: 'bigint',
+        null: INVALID,
+        variants: [{ label: "an offset of another stream's event", value: 'OTHER', code: '22023' }],
+      },
+      text('v_error', 'accepted'),
+      {
+        name: 'v_retry_ms',
+        type: 'bigint',
+        null: INVALID,
+        variants: [
+          { label: '-1', value: '-1', code: '22023' },
+          { label: '2^63 - 1 (no such timestamp)', value: '9223372036854775807', code: '22008' },
+        ],
+      },
+      { name: 'v_max_attempts', type: 'int', null: INVALID, variants: [TOO_BIG_INT] },
+      {
+        name: 'v_stop_stream',
+        type: 'boolean',
+        null: INVALID,
+        variants: [{ label: "'maybe'", value: 'maybe', code: '22P02' }],
+      },
+    ],
+  },
+  {
+    fn: 'list_parked_events',
+    select: 'rows',
+    valid: () => [fixture.parkedView],
+    params: [text('v_view', 'accepted')],
+  },
+  {
+    fn: 'retry_parked_event',
+    select: 'rows',
+    valid: () => [fixture.parkedView, fixture.otherOffset],
+    params: [
+      text('v_view', NO_DATA),
+      {
+        name: 'v_offset',
+        type: 'bigint',
+        null: NO_DATA,
+        variants: [
+          { label: 'an offset not parked', value: '999999999', code: 'P0002' },
+          { label: "'x'", value: 'x', code: '22P02' },
+        ],
+      },
+    ],
+  },
+  {
+    fn: 'discard_parked_event',
+    select: 'rows',
+    valid: () => [fixture.parkedView, fixture.otherOffset],
+    params: [
+      text('v_view', NO_DATA),
+      {
+        name: 'v_offset',
+        type: 'bigint',
+        null: NO_DATA,
+        variants: [{ label: 'an offset not parked', value: '999999999', code: 'P0002' }],
+      },
+    ],
+  },
+  {
+    fn: 'reset_view',
+    select: 'rows',
+    valid: () => [fixture.view, '2001-01-01'],
+    params: [
+      {
+        name: 'v_view',
+        type: 'text',
+        null: NO_DATA,
+        variants: [
+          otherType(),
+          { label: 'a view that does not exist', value: 'no-such-view', code: 'P0002' },
+        ],
+      },
+      {
+        name: 'v_start_at',
+        type: 'timestamp',
+        null: NOT_NULL,
+        variants: [{ label: "'soon'", value: 'soon', code: '22007' }],
+      },
+    ],
+  },
+  {
+    fn: 'set_wakeups',
+    select: 'value',
+    valid: () => ['true'],
+    params: [
+      {
+        name: 'v_enabled',
+        type: 'boolean',
+        null: INVALID,
+        variants: [{ label: "'maybe'", value: 'maybe', code: '22P02' }],
+      },
+    ],
+  },
+];
+
+const describeRefusal = (refusal: Refusal) =>
+  refusal.constraint ? `${refusal.code} (${refusal.constraint})` : refusal.code;
+
+const signature = (entry: Entry) => `${entry.fn}(${entry.params.map((p) => p.type).join(', ')})`;
+
+/** Replaces the placeholder 'OTHER' by an offset of the other stream (known only once the fixture exists). */
+const resolve = (value: Value) => (value === 'OTHER' ? fixture.otherOffset : value);
+
+describe('the catalogue covers the whole SQL API', () => {
+  test('every function of the API, in every overload, has an entry', async () => {
+    const rows = await conn<{ signature: string }[]>`
+      SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' AS signature
+      FROM pg_proc p
+      WHERE p.pronamespace = 'public'::regnamespace AND p.prorettype <> 'trigger'::regtype
+        AND p.proname NOT IN ('reset_view_positions', 'raise_lease_lost')`;
+    const names = (s: string) =>
+      s
+        .replace(/\bv_\w+ /g, '')
+        .replace(/timestamp without time zone/g, 'timestamp')
+        .replace(/integer/g, 'int');
+    const covered = new Set([...catalogue.map(signature), 'view_status()']);
+    expect(rows.map((row) => names(row.signature)).filter((s) => !covered.has(s))).toEqual([]);
+  });
+
+  test('every parameter has a null case and at least one value of the wrong type or out of range', () => {
+    const uncovered = catalogue.flatMap((entry) =>
+      entry.params.filter((p) => (p.variants ?? []).length === 0).map((p) => `${signature(entry)} ${p.name}`),
+    );
+    expect(uncovered).toEqual([]);
+  });
+});
+
+describe.each(catalogue.map((entry) => [signature(entry), entry] as const))('%s', (_, entry) => {
+  test('with valid arguments the call succeeds (in a transaction rolled back)', async () => {
+    await inRollback(call(entry), entry.valid());
+    await usable();
+  });
+
+  const refusedNulls = entry.params.flatMap((param, index) =>
+    param.null === 'accepted' ? [] : [[param.name, describeRefusal(param.null), index, param.null] as const],
+  );
+  if (refusedNulls.length > 0) {
+    test.each(refusedNulls)(
+      '%s => null: refused with %s, nothing written, the connection still usable',
+      async (_, _code, index, refusal) => {
+        const args = entry.valid();
+        args[index] = null;
+        await expectRefused(call(entry), args, refusal);
+      },
+    );
+  }
+
+  const variants = entry.params.flatMap((param, index) =>
+    (param.variants ?? []).map(
+      (variant) => [`${param.name} => ${variant.label}`, describeRefusal(variant), index, variant] as const,
+    ),
+  );
+  if (variants.length > 0) {
+    test.each(variants)('%s: refused with %s, nothing written', async (_, _code, index, variant) => {
+      const args = entry.valid();
+      args[index] = resolve(variant.value);
+      const casts: (string | undefined)[] = [];
+      casts[index] = variant.cast;
+      await expectRefused(call(entry, casts), args, variant);
+    });
+  }
+});
+
+describe('nulls that are accepted, and what they do', () => {
+  const rows = (statement: string, args: Value[]) => inRollback(statement, args);
+
+  test('register_decider_event: a null description registers the type without one', async () => {
+    const [row] = await rows(`SELECT * FROM register_decider_event($1, $2, NULL, 1)`, [
+      decider,
+      'undescribed',
+    ]);
+    expect(row).toMatchObject({ event: 'undescribed', description: null });
+  });
+
+  test("append_event: a null previous_id starts a new stream (and only a new one, as the catalogue's refusal shows)", async () => {
+    const [row] = await rows(
+      `SELECT * FROM append_event('created', gen_random_uuid(), $1, $2, '{}', gen_random_uuid(), NULL)`,
+      [decider, `new-${randomUUID()}`],
+    );
+    expect(row).toMatchObject({ previous_id: null });
+  });
+
+  test('append_event (9 arguments): a null final is taken as false, as in append_events', async () => {
+    const [row] = await rows(
+      `SELECT * FROM append_event('created', gen_random_uuid(), $1, $2, '{}', gen_random_uuid(), NULL, 1, NULL)`,
+      [decider, `new-${randomUUID()}`],
+    );
+    expect(row).toMatchObject({ final: false });
+  });
+
+  test('append_events: a null previous_id starts a new stream', async () => {
+    const result = await rows(
+      `SELECT * FROM append_events($1, $2, NULL, gen_random_uuid(), $3::text::jsonb)`,
+      [
+        decider,
+        `new-${randomUUID()}`,
+        JSON.stringify([{ event: 'created', event_id: randomUUID(), data: {} }]),
+      ],
+    );
+    expect(result).toHaveLength(1);
+  });
+
+  test('get_events and get_last_event: a null stream or decider matches no event, so the answer is empty', async () => {
+    expect(await conn`SELECT * FROM get_events(NULL)`).toEqual([]);
+    expect(await conn`SELECT * FROM get_events(NULL, ${decider})`).toEqual([]);
+    expect(await conn`SELECT * FROM get_events(${fixture.stream}, NULL)`).toEqual([]);
+    expect(await conn`SELECT * FROM get_last_event(${fixture.stream}, NULL)`).toEqual([]);
+    expect(await conn`SELECT * FROM get_last_event(NULL, ${decider})`).toEqual([]);
+  });
+
+  test('register_view: a null polling delay or edge function URL is stored as null (both are optional)', async () => {
+    const [five] = await rows(`SELECT * FROM register_view($1, '2000-01-01', 300, NULL, NULL)`, [
+      `view-${randomUUID()}`,
+    ]);
+    expect(five).toMatchObject({ pooling_delay_s: null, pooling_delay_ms: null, edge_function_url: null });
+    const [three] = await rows(`SELECT * FROM register_view($1, NULL::bigint, '2000-01-01'::timestamp)`, [
+      `view-${randomUUID()}`,
+    ]);
+    expect(three).toMatchObject({ pooling_delay_s: null, pooling_delay_ms: null });
+  });
+
+  test('stream_events, lease_events, nack_event, schedule_nack_event, ack_event: a null view or stream has no lock row: nothing is leased or changed, no error', async () => {
+    const before = await contents();
+    expect(await conn`SELECT * FROM stream_events(NULL, 10, 30)`).toEqual([]);
+    expect(await conn`SELECT * FROM lease_events(NULL, 10, 10, 30)`).toEqual([]);
+    expect(await conn`SELECT * FROM nack_event(NULL, ${fixture.stream})`).toEqual([]);
+    expect(await conn`SELECT * FROM nack_event(${fixture.view}, NULL)`).toEqual([]);
+    expect(await conn`SELECT * FROM schedule_nack_event(NULL, ${fixture.stream}, 10)`).toEqual([]);
+    expect(await conn`SELECT * FROM schedule_nack_event(${fixture.view}, NULL, 10)`).toEqual([]);
+    // fstore-sql's ack_event answers an unknown (or null) view with no row rather than an error.
+    expect(
+      await conn`SELECT * FROM ack_event(NULL, ${fixture.stream}, ${fixture.offsets[0] as string})`,
+    ).toEqual([]);
+    expect(
+      await conn`SELECT * FROM ack_event('no-such-view', ${fixture.stream}, ${fixture.offsets[0] as string})`,
+    ).toEqual([]);
+    expect(await contents()).toEqual(before);
+  });
+
+  test('renew_lease and release_lease: a null view, stream or token holds no lease: false, nothing changed', async () => {
+    const before = await contents();
+    const cases: [string | null, string | null, string | null][] = [
+      [null, fixture.stream, fixture.lease],
+      [fixture.view, null, fixture.lease],
+      [fixture.view, fixture.stream, null],
+    ];
+    for (const [view, stream, lease] of cases) {
+      expect(await conn`SELECT renew_lease(${view}, ${stream}, ${lease}::uuid, 60) AS held`).toEqual([
+        { held: false },
+      ]);
+      expect(await conn`SELECT release_lease(${view}, ${stream}, ${lease}::uuid, 0) AS held`).toEqual([
+        { held: false },
+      ]);
+    }
+    expect(await contents()).toEqual(before);
+  });
+
+  test('fail_event: a null error is recorded as an empty one when the event is parked', async () => {
+    await rolledBack(async (tx) => {
+      const [row] = await tx`
+        SELECT fail_event(${fixture.view}, ${fixture.stream}, ${fixture.lease}, ${fixture.offsets[0] as string}, NULL, 0, 1) AS outcome`;
+      expect(row?.outcome).toBe('parked');
+      const parked = await tx`SELECT error FROM parked_events WHERE view = ${fixture.view}`;
+      expect(parked).toEqual([{ error: '' }]);
+    });
+  });
+
+  test('list_parked_events: a null view lists the parked events of every view', async () => {
+    const all = await conn`SELECT view FROM list_parked_events(NULL)`;
+    expect(all.map((row) => row.view)).toContain(fixture.parkedView);
+  });
+});
+
+describe('values taken as they are, though a client may not expect it', () => {
+  const appendBatch = (events: unknown[]) =>
+    inRollback(`SELECT * FROM append_events($1, $2, NULL, gen_random_uuid(), $3::text::jsonb)`, [
+      decider,
+      `new-${randomUUID()}`,
+      JSON.stringify(events),
+    ]);
+
+  test('append_events: "final" and "event_version" are cast from their text, so "yes" is true and null is the default', async () => {
+    const [row] = await appendBatch([
+      { event: 'created', event_id: randomUUID(), data: {}, final: 'yes', event_version: null },
+    ]);
+    expect(row).toMatchObject({ final: true, event_version: '1' });
+  });
+
+  test('append_events: a number as the event type is taken as its text; unknown keys are ignored', async () => {
+    await conn`SELECT * FROM register_decider_event(${decider}, '5')`;
+    const [row] = await appendBatch([{ event: 5, event_id: randomUUID(), data: {}, color: 'blue' }]);
+    expect(row).toMatchObject({ event: '5' });
+  });
+
+  test('jsonb keeps the last of repeated keys, and numbers beyond what JavaScript can hold', async () => {
+    const [row] = await inRollback(
+      `SELECT data::text AS data FROM append_event('created', gen_random_uuid(), $1, $2, $3::text::jsonb, gen_random_uuid(), NULL)`,
+      [decider, `new-${randomUUID()}`, '{"a": 1, "a": 2, "big": 1e400}'],
+    );
+    expect(row?.data).toMatch(/^\{"a": 2, "big": 1000+\}$/);
+  });
+
+  test('register_decider_event: empty names and versions below 1 are registered (the typed store refuses them)', async () => {
+    const result = await inRollback(`SELECT * FROM register_decider_event('', '', NULL, 0)`, []);
+    const negative = await inRollback(`SELECT * FROM register_decider_event($1, 'e', NULL, -3)`, [decider]);
+    expect(result).toEqual([{ decider: '', event: '', event_version: '0', description: null }]);
+    expect(negative).toEqual([{ decider, event: 'e', event_version: '-3', description: null }]);
+  });
+
+  test('register_view: any lease length above zero is stored, up to 2^63 - 1 seconds (no lease can last that long)', async () => {
+    const [row] = await inRollback(`SELECT * FROM register_view($1, '2000-01-01', 9223372036854775807)`, [
+      `view-${randomUUID()}`,
+    ]);
+    expect(row?.lock_timeout_s).toBe('9223372036854775807');
+  });
+
+  test('the largest int lease (2^31 - 1 seconds: 68 years), stream count and batch are accepted', async () => {
+    await rolledBack(async (tx) => {
+      const view = `view-${randomUUID()}`;
+      await tx`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp)`;
+      const rows = await tx`
+        SELECT decider_id, (SELECT locked_until FROM locks l WHERE l.view = ${view} AND l.decider_id = x.decider_id) AS until
+        FROM lease_events(${view}, 2147483647, 2147483647, 2147483647) x WHERE x.decider_id = ${fixture.stream}`;
+      expect(rows).toHaveLength(3);
+    });
+  });
+});
+
+describe('append_events: the events array', () => {
+  const id = () => randomUUID();
+  const cases: [string, unknown, { code: string; constraint?: string }][] = [
+    ['not an array but an object', { event: 'created', event_id: id(), data: {} }, INVALID],
+    ['an empty array', [], INVALID],
+    ['a JSON string holding an array', '[]', INVALID],
+    ['a number', 42, INVALID],
+    ['an element without event_id', [{ event: 'created', data: {} }], NOT_NULL],
+    [
+      'an element whose event_id is no UUID',
+      [{ event: 'created', event_id: 'abc', data: {} }],
+      { code: '22P02' },
+    ],
+    ['an element without event', [{ event_id: id(), data: {} }], NOT_NULL],
+    ['an element without data', [{ event: 'created', event_id: id() }], NOT_NULL],
+    ['an element that is a string', ['created'], NOT_NULL],
+    ['an element that is null', [null], NOT_NULL],
+    [
+      'an event_version that is text',
+      [{ event: 'created', event_id: id(), data: {}, event_version: 'two' }],
+      { code: '22P02' },
+    ],
+    [
+      'an event_version that is fractional',
+      [{ event: 'created', event_id: id(), data: {}, event_version: 1.5 }],
+      { code: '22P02' },
+    ],
+    [
+      'an event_version beyond bigint',
+      [{ event: 'created', event_id: id(), data: {}, event_version: 1e19 }],
+      { code: '22003' },
+    ],
+    [
+      'a final that is no boolean',
+      [{ event: 'created', event_id: id(), data: {}, final: 'maybe' }],
+      { code: '22P02' },
+    ],
+    [
+      'an unregistered type',
+      [{ event: 'never-registered', event_id: id(), data: {} }],
+      { code: '23503', constraint: 'events_decider_event_fkey' },
+    ],
+    [
+      'an unregistered version',
+      [{ event: 'created', event_id: id(), data: {}, event_version: 9 }],
+      { code: '23503', constraint: 'events_decider_event_fkey' },
+    ],
+    [
+      'the third of three events unregistered',
+      [
+        { event: 'created', event_id: id(), data: {} },
+        { event: 'renamed', event_id: id(), data: {} },
+        { event: 'nope', event_id: id(), data: {} },
+      ],
+      { code: '23503', constraint: 'events_decider_event_fkey' },
+    ],
+    [
+      'the same event id twice',
+      (() => {
+        const same = id();
+        return [
+          { event: 'created', event_id: same, data: {} },
+          { event: 'renamed', event_id: same, data: {} },
+        ];
+      })(),
+      { code: '23505', constraint: 'events_event_id_key' },
+    ],
+  ];
+
+  test.each(cases)('%s: refused, nothing written', async (_, events, refusal) => {
+    await expectRefused(
+      `SELECT * FROM append_events($1, $2, NULL, gen_random_uuid(), $3::text::jsonb)`,
+      [decider, `new-${randomUUID()}`, JSON.stringify(events)],
+      refusal,
+    );
+  });
+
+  test('a first event id already stored, with other content: 23505 events_event_id_key, nothing written', async () => {
+    await expectRefused(
+      `SELECT * FROM append_events($1, $2, NULL, gen_random_uuid(), $3::text::jsonb)`,
+      [
+        decider,
+        `new-${randomUUID()}`,
+        JSON.stringify([{ event: 'created', event_id: fixture.otherId, data: {} }]),
+      ],
+      { code: '23505', constraint: 'events_event_id_key' },
+    );
+  });
+});
+
+describe('names: quotes, semicolons, injection attempts, unicode', () => {
+  const names = [
+    `'); DROP TABLE events; --`,
+    `"; DELETE FROM deciders; --`,
+    `a'b"c;d\\e`,
+    `$$ $fn$ dollar quotes`,
+    `%s %I %L format codes`,
+    `Ünïcödé ✓ ñ ß`,
+    `🦀🔥 emoji 👩‍👩‍👧`,
+    `עברית right-to-left`,
+    `zero\u200bwidth\u2028line separator`,
+    `tab\tnewline\nreturn\r`,
+    'x'.repeat(10_000),
+  ];
+
+  test.each(
+    names.map((name) => [
+      name.length > 60 ? `${name.slice(0, 20)}… (${name.length} characters)` : name,
+      name,
+    ]),
+  )(
+    '%j is stored and read back verbatim as a decider, type, description, stream, view and URL; nothing else happens',
+    async (_, name) => {
+      const before = await contents();
+      await conn`SELECT * FROM register_decider_event(${name}, ${name}, ${name}, 1)`;
+      const [event] = await conn`
+        SELECT * FROM append_event(${name}, ${randomUUID()}, ${name}, ${name}, ${JSON.stringify({ name })}::text::jsonb,
+                                   ${randomUUID()}, NULL)`;
+      const view = `${name}-view`;
+      await conn`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp, 300, NULL, ${name})`;
+      expect(event).toMatchObject({ event: name, decider: name, decider_id: name, data: { name } });
+      expect(await conn`SELECT description FROM deciders WHERE decider = ${name}`).toEqual([
+        { description: name },
+      ]);
+      expect(await conn`SELECT event, decider, data FROM get_events(${name}, ${name})`).toEqual([
+        { event: name, decider: name, data: { name } },
+      ]);
+      expect(await conn`SELECT edge_function_url FROM views WHERE view = ${view}`).toEqual([
+        { edge_function_url: name },
+      ]);
+      const [lock] = await conn`SELECT decider_id FROM locks WHERE view = ${view} AND decider_id = ${name}`;
+      expect(lock?.decider_id).toBe(name);
+      const after = await contents();
+      expect([after?.events, after?.deciders, after?.views]).toEqual([
+        (before?.events as number) + 1,
+        (before?.deciders as number) + 1,
+        (before?.views as number) + 1,
+      ]);
+      const tables = await conn`SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = 'public'`;
+      expect(tables).toEqual([{ n: 5 }]);
+    },
+  );
+
+  test('a name whose index entry exceeds 2704 bytes (incompressible, 3,200 characters) is refused with 54000, nothing written', async () => {
+    const long = Array.from({ length: 100 }, () => randomUUID().replaceAll('-', '')).join('');
+    await expectRefused(`SELECT * FROM register_decider_event($1::text, 'e')`, [long], {
+      code: '54000',
+      constraint: 'deciders_pkey',
+    });
+    await expectRefused(
+      `SELECT * FROM append_event('created', gen_random_uuid(), $1, $2::text, '{}', gen_random_uuid(), NULL)`,
+      [decider, long],
+      { code: '54000' },
+    );
+    await expectRefused(`SELECT * FROM register_view($1::text)`, [long], {
+      code: '54000',
+      constraint: 'views_pkey',
+    });
+  });
+
+  test('a NUL character in a name is refused with 22021 (text cannot hold it), nothing written', async () => {
+    await expectRefused(`SELECT * FROM register_decider_event($1::text, 'e')`, ['nul\u0000byte'], {
+      code: '22021',
+    });
+    await expectRefused(
+      `SELECT * FROM append_event('created', gen_random_uuid(), $1, $2::text, '{}', gen_random_uuid(), NULL)`,
+      [decider, 'nul\u0000byte'],
+      { code: '22021' },
+    );
+  });
+});
+
+describe('payloads of 10 MB and more', () => {
+  const payload = (megabytes: number) => {
+    const chunk = 'x'.repeat(1000);
+    const items = Array.from({ length: megabytes * 1050 }, (_, i) => ({ i, chunk }));
+    return { items };
+  };
+
+  test.each([10, 25])(
+    'a %i MB payload is stored and read back unchanged: PostgreSQL sets no cap below jsonb’s 255 MB',
+    async (megabytes) => {
+      const data = payload(megabytes);
+      const json = JSON.stringify(data);
+      expect(Buffer.byteLength(json)).toBeGreaterThan(megabytes * 1024 * 1024);
+      const deciderId = `big-${randomUUID()}`;
+      const started = Date.now();
+      await conn`
+      SELECT "offset" FROM append_event('created', ${randomUUID()}, ${decider}, ${deciderId}, ${json}::text::jsonb,
+                                        ${randomUUID()}, NULL)`;
+      const [row] = await conn<{ data: typeof data }[]>`SELECT data FROM get_events(${deciderId})`;
+      expect(row?.data.items).toHaveLength(data.items.length);
+      expect(row?.data).toEqual(data);
+      expect(Date.now() - started).toBeLessThan(30_000);
+      await usable();
+    },
+  );
+});
+
+describe('acknowledgements that must not move a stream', () => {
+  /** A view of its own, with one stream of `count` events. */
+  async function setUp(count: number) {
+    const view = `view-${randomUUID()}`;
+    await conn`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp)`;
+    const deciderId = `stream-${randomUUID()}`;
+    const offsets: string[] = [];
+    let previous: string | null = null;
+    for (let i = 0; i < count; i++) {
+      const row = await appendOne(deciderId, previous);
+      offsets.push(row.offset);
+      previous = row.event_id;
+    }
+    const lease = async (seconds = 300, perStream = 100) => {
+      const rows = await conn<{ lease_id: string; offset: string }[]>`
+        SELECT * FROM lease_events(${view}, 1000, ${perStream}, ${seconds}) WHERE decider_id = ${deciderId}`;
+      return { token: rows[0]?.lease_id as string, offsets: rows.map((r) => r.offset) };
+    };
+    const lock = async () => {
+      const [row] = await db.sql`
+        SELECT last_offset, lease_id, locked_until, locked_until <= now() AS free FROM locks
+        WHERE view = ${view} AND decider_id = ${deciderId}`;
+      return row as { last_offset: string; lease_id: string | null; locked_until: Date; free: boolean };
+    };
+    return { view, deciderId, offsets, lease, lock };
+  }
+
+  const expire = (view: string, deciderId: string) =>
+    db.sql`UPDATE locks SET locked_until = now() - interval '1 second' WHERE view = ${view} AND decider_id = ${deciderId}`;
+
+  test('ack_events of an offset that does not exist, or belongs to another stream: 22023, the lease and position stay', async () => {
+    const { view, deciderId, lease, lock } = await setUp(2);
+    const { token } = await lease();
+    const before = await lock();
+    for (const offset of ['999999999', fixture.otherOffset, '0', '-1']) {
+      await expectRefused(
+        `SELECT * FROM ack_events($1, $2, $3::text::uuid, $4::text::bigint)`,
+        [view, deciderId, token, offset],
+        INVALID,
+      );
+    }
+    expect(await lock()).toEqual(before);
+  });
+
+  test('ack_event (fstore-sql) of an offset that does not exist, or belongs to another stream: 22023, nothing moves', async () => {
+    const { view, deciderId, lease, lock } = await setUp(2);
+    await lease();
+    const before = await lock();
+    for (const offset of ['999999999', fixture.otherOffset]) {
+      await expectRefused(
+        `SELECT * FROM ack_event($1, $2, $3::text::bigint)`,
+        [view, deciderId, offset],
+        INVALID,
+      );
+    }
+    expect(await lock()).toEqual(before);
+  });
+
+  test('a late ack_events from a worker whose lease expired and was taken over: 55P03; the new holder keeps its lease and acknowledges', async () => {
+    const { view, deciderId, offsets, lease, lock } = await setUp(3);
+    const first = await lease(300, 2);
+    await expire(view, deciderId);
+    const second = await lease(300, 3);
+    expect(second.token).not.toBe(first.token);
+    expect(second.offsets).toEqual(offsets);
+    const held = await lock();
+    await expectRefused(
+      `SELECT * FROM ack_events($1, $2, $3::text::uuid, $4::text::bigint)`,
+      [view, deciderId, first.token, offsets[1] as string],
+      LEASE_LOST,
+    );
+    expect(await lock()).toEqual(held);
+    await conn`SELECT * FROM ack_events(${view}, ${deciderId}, ${second.token}, ${offsets[2] as string})`;
+    expect((await lock()).last_offset).toBe(offsets[2]);
+    // Even after the new holder moved on, the late worker's token stays refused.
+    await expectRefused(
+      `SELECT * FROM ack_events($1, $2, $3::text::uuid, $4::text::bigint)`,
+      [view, deciderId, first.token, offsets[0] as string],
+      LEASE_LOST,
+    );
+    expect((await lock()).last_offset).toBe(offsets[2]);
+  });
+
+  test('an acknowledgement of an offset below the position does not move the stream backwards', async () => {
+    const { view, deciderId, offsets, lease, lock } = await setUp(3);
+    const { token } = await lease();
+    await conn`SELECT * FROM ack_events(${view}, ${deciderId}, ${token}, ${offsets[2] as string}, false)`;
+    await conn`SELECT * FROM ack_events(${view}, ${deciderId}, ${token}, ${offsets[0] as string})`;
+    expect((await lock()).last_offset).toBe(offsets[2]);
+    await conn`SELECT * FROM ack_event(${view}, ${deciderId}, ${offsets[0] as string})`;
+    expect((await lock()).last_offset).toBe(offsets[2]);
+  });
+
+  test("a late ack_event (fstore-sql, no token) never moves the position backwards, but it ends the new holder's lease: the stream can be leased twice at once", async () => {
+    const { view, deciderId, offsets, lease, lock } = await setUp(3);
+    // Worker A takes the first event, and its lease expires; worker B takes the stream over and acknowledges two.
+    const [a] = await conn<
+      { offset: string }[]
+    >`SELECT * FROM stream_events(${view}, 1000, 300) WHERE decider_id = ${deciderId}`;
+    expect(a?.offset).toBe(offsets[0]);
+    await expire(view, deciderId);
+    const b = await lease(300, 2);
+    await conn`SELECT * FROM ack_events(${view}, ${deciderId}, ${b.token}, ${offsets[1] as string}, false)`;
+    expect((await lock()).free).toBe(false);
+    // A's late acknowledgement of its event: the position stays at B's...
+    await conn`SELECT * FROM ack_event(${view}, ${deciderId}, ${a?.offset as string})`;
+    const after = await lock();
+    expect(after.last_offset).toBe(offsets[1]);
+    // ...but the stream is free again while B still holds a lease on it: a third worker gets the next event.
+    expect(after.free).toBe(true);
+    const c = await lease(300, 1);
+    expect(c.offsets).toEqual([offsets[2]]);
+    expect(c.token).not.toBe(b.token);
+  });
+
+  test('ack_events accepts an offset of the stream beyond what the lease delivered: the events in between are skipped (the lease does not record what it delivered)', async () => {
+    const { deciderId, view, offsets, lease, lock } = await setUp(3);
+    const { token, offsets: delivered } = await lease(300, 1);
+    expect(delivered).toEqual([offsets[0]]);
+    await conn`SELECT * FROM ack_events(${view}, ${deciderId}, ${token}, ${offsets[2] as string})`;
+    expect((await lock()).last_offset).toBe(offsets[2]);
+    expect((await lease()).offsets).toEqual([]); // offsets[1] and [2] were never delivered
+  });
+});
+
+describe('a failure inside a transaction', () => {
+  test('aborts the transaction: its earlier writes roll back, and the connection is usable after', async () => {
+    const before = await contents();
+    const failure = await failureOf(() =>
+      conn.begin(async (tx) => {
+        await tx`SELECT * FROM register_decider_event(${decider}, 'inside-a-transaction')`;
+        await tx`SELECT * FROM lease_events(${fixture.view}, -1, 1, 1)`;
+      }),
+    );
+    expect(failure.code).toBe('22023');
+    expect(await contents()).toEqual(before);
+    await usable();
+  });
+});
+
+describe('views registered while appends run', () => {
+  /**
+   * Writers append for a while, to new streams and to streams that exist, each holding its transaction open a
+   * little after the append (as a command handler writing other tables would). Meanwhile two connections register
+   * the same view. Afterwards every stream of the log must have the view's lock row, with its head at the stream's
+   * last offset: otherwise the view never reads those events (until the stream gets another one).
+   */
+  async function registerDuringAppends(options: { holdMs: number; writers: number }) {
+    const view = `view-${randomUUID()}`;
+    const writers = Array.from({ length: options.writers }, () => db.connect({ max: 1 }));
+    const registrars = [db.connect({ max: 1 }), db.connect({ max: 1 })];
+    const streams = Array.from({ length: options.writers }, () => `busy-${randomUUID()}`);
+    const heads = new Map<number, string>();
+    for (const [i, id] of streams.entries()) heads.set(i, (await appendOne(id, null)).event_id);
+    let stop = false;
+    const appended: string[] = [];
+    const work = writers.map(async (writer, w) => {
+      let n = 0;
+      while (!stop) {
+        n++;
+        await writer.begin(async (tx) => {
+          if (n % 2 === 0) {
+            // An existing stream (each writer its own, so that they do not conflict).
+            const row = await appendOne(
+              streams[w] as string,
+              heads.get(w) ?? null,
+              tx as unknown as postgres.Sql,
+            );
+            heads.set(w, row.event_id);
+          } else {
+            const id = `fresh-${randomUUID()}`;
+            await appendOne(id, null, tx as unknown as postgres.Sql);
+            appended.push(id);
+          }
+          await tx`SELECT pg_sleep(${options.holdMs / 1000})`;
+        });
+      }
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await Promise.all(
+      registrars.map((r) => r`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp)`),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    stop = true;
+    await Promise.all(work);
+    const missed = await db.sql<{ decider_id: string; head: string; lock_offset: string | null }[]>`
+      SELECT e.decider_id, max(e."offset")::text AS head, l."offset"::text AS lock_offset
+      FROM events e LEFT JOIN locks l ON l.view = ${view} AND l.decider_id = e.decider_id
+      GROUP BY e.decider_id, l."offset"
+      HAVING l."offset" IS DISTINCT FROM max(e."offset")`;
+    await Promise.all([...writers, ...registrars].map((c) => c.end()));
+    return { missed, appended: appended.length };
+  }
+
+  test('two connections register one view at once: it is registered once, with every existing stream', async () => {
+    const view = `view-${randomUUID()}`;
+    const registrars = [db.connect({ max: 1 }), db.connect({ max: 1 })];
+    await Promise.all(
+      registrars.map((r) => r`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp)`),
+    );
+    const [row] = await db.sql`
+      SELECT (SELECT count(*)::int FROM views WHERE view = ${view}) AS views,
+             (SELECT count(DISTINCT decider_id)::int FROM events) AS streams,
+             (SELECT count(*)::int FROM locks WHERE view = ${view}) AS locks`;
+    expect(row?.views).toBe(1);
+    expect(row?.locks).toBe(row?.streams);
+    await Promise.all(registrars.map((c) => c.end()));
+  });
+
+  // KNOWN RACE, reported, not fixed here (the migrations are not changed): the append trigger
+  // (on_insert_on_events) gives a lock row only to the views its transaction sees, and register_view's scan
+  // (reset_view_positions) sees only committed events. An append whose trigger ran before the view committed, and
+  // which commits after the view's scan, is in neither: the view never reads that stream's new head (a new stream
+  // has no lock row at all) until the stream gets another event. These tests state the guarantee; they fail today,
+  // which test.fails records. Remove .fails when it is fixed.
+  test.fails('an append in flight while a view registers: its new stream gets a lock row for the view', async () => {
+    const view = `view-${randomUUID()}`;
+    const writer = db.connect({ max: 1 });
+    const registrar = db.connect({ max: 1 });
+    const deciderId = `in-flight-${randomUUID()}`;
+    let offset = '';
+    await writer.begin(async (tx) => {
+      offset = (await appendOne(deciderId, null, tx as unknown as postgres.Sql)).offset;
+      await registrar`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp)`;
+    });
+    const locks =
+      await db.sql`SELECT "offset"::text AS "offset" FROM locks WHERE view = ${view} AND decider_id = ${deciderId}`;
+    await Promise.all([writer.end(), registrar.end()]);
+    expect(locks).toEqual([{ offset }]);
+  });
+
+  test.fails('an append in flight while a view registers: the existing stream’s lock row reaches the new head', async () => {
+    const view = `view-${randomUUID()}`;
+    const writer = db.connect({ max: 1 });
+    const registrar = db.connect({ max: 1 });
+    const deciderId = `in-flight-${randomUUID()}`;
+    const first = await appendOne(deciderId, null);
+    let offset = '';
+    await writer.begin(async (tx) => {
+      offset = (await appendOne(deciderId, first.event_id, tx as unknown as postgres.Sql)).offset;
+      await registrar`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp)`;
+    });
+    const locks =
+      await db.sql`SELECT "offset"::text AS "offset" FROM locks WHERE view = ${view} AND decider_id = ${deciderId}`;
+    await Promise.all([writer.end(), registrar.end()]);
+    expect(locks).toEqual([{ offset }]);
+  });
+
+  test.fails('under load: two registrations of one view while eight writers append leave no stream behind', async () => {
+    const { missed, appended } = await registerDuringAppends({ holdMs: 20, writers: 8 });
+    expect(appended).toBeGreaterThan(20);
+    expect(
+      missed,
+      `${missed.length} streams have no lock row for the view, or one behind their head`,
+    ).toEqual([]);
+  });
+});
