@@ -69,3 +69,42 @@ export async function runLoad(
     clientCpu: outputs.reduce((total, o) => total + o.cpuMs, 0) / 1000 / seconds,
   };
 }
+
+/** Runs `count` consumer processes (see consumer-process.ts) at once; `whenDone` may ask them to stop early. */
+export async function runConsumers(
+  input: import('./consumer-process.js').ConsumerInput,
+  count: number,
+  whenDone?: () => Promise<void>,
+): Promise<{ events: number; seconds: number; clientCpu: number; maxRssMb: number }> {
+  const file = fileURLToPath(new URL('./consumer-process.ts', import.meta.url));
+  const started = performance.now();
+  const children = Array.from({ length: count }, () =>
+    fork(file, [JSON.stringify(input)], { execArgv: ['--conditions=@fstore/source', '--import', tsx] }),
+  );
+  const outputs = children.map(
+    (child) =>
+      new Promise<import('./consumer-process.js').ConsumerOutput>((resolve, reject) => {
+        let output: import('./consumer-process.js').ConsumerOutput | undefined;
+        child.once('message', (message) => {
+          output = message as import('./consumer-process.js').ConsumerOutput;
+        });
+        child.once('exit', (code) =>
+          output ? resolve(output) : reject(new Error(`consumer exited with ${code}`)),
+        );
+      }),
+  );
+  if (whenDone) {
+    await whenDone();
+    for (const child of children) if (child.connected) child.send('stop');
+  }
+  const results = await Promise.all(outputs);
+  const wall = (performance.now() - started) / 1000;
+  // Each process times itself from its first statement: its start-up (loading TypeScript) is not the system's cost.
+  const seconds = Math.max(...results.map((r) => r.seconds));
+  return {
+    events: results.reduce((sum, r) => sum + r.events, 0),
+    seconds,
+    clientCpu: results.reduce((sum, r) => sum + r.cpuMs, 0) / 1000 / wall,
+    maxRssMb: Math.max(...results.map((r) => r.maxRssMb)),
+  };
+}

@@ -8,15 +8,19 @@
  *   pnpm bench --only=A1,A4         some scenarios
  *   pnpm bench --duration=3000 --rounds=3
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { startTestServer } from '@fstore/testing';
 import postgres from 'postgres';
 import { createContext, type Figure } from './context.js';
-import { type Machine, table, writeResults } from './report.js';
+import { lineChart, type Machine, table, writeResults } from './report.js';
 import { appendScenarios } from './scenarios/appends.js';
+import { latencyScenarios } from './scenarios/latency.js';
+import { memoryScenarios } from './scenarios/memory.js';
+import { type StreamingCharts, streamingScenarios } from './scenarios/streaming.js';
 
-const all = ['A1', 'A2', 'A3', 'A4'];
+const all = ['A1', 'A2', 'A3', 'A4', 'S1', 'S2', 'S3', 'L1', 'M1'];
 const args = process.argv.slice(2).filter((arg) => arg !== '--');
 const flag = (name: string) => args.find((arg) => arg.startsWith(`--${name}=`))?.split('=')[1];
 const quick = args.includes('--quick');
@@ -42,7 +46,7 @@ try {
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model ?? 'unknown',
     node: process.version,
-    postgres: `PostgreSQL ${row?.server_version ?? version}`,
+    postgres: `PostgreSQL ${row?.server_version ?? 'unknown'}`,
     server: server.description,
   };
   console.log(
@@ -54,11 +58,41 @@ try {
   const ctx = createContext({ quick, durationMs, rounds, adminUrl: server.adminUrl, log });
   const figures: Figure[] = [];
   figures.push(...(await appendScenarios(ctx, selected)));
-  const charts: string[] = [];
+  const streamingCharts: StreamingCharts = { byStreams: [], byConsumers: [] };
+  figures.push(...(await streamingScenarios(ctx, selected, streamingCharts)));
+  if (selected.has('L1')) figures.push(...(await latencyScenarios(ctx)));
+  if (selected.has('M1')) figures.push(...(await memoryScenarios(ctx)));
   console.log(table(figures));
+  // A quick run is a smoke test: its figures go beside the full run's, never over them.
+  const directory = fileURLToPath(new URL(quick ? '../results/quick' : '../results', import.meta.url));
+  const charts: string[] = [];
+  mkdirSync(directory, { recursive: true });
+  if (streamingCharts.byStreams.length > 1) {
+    writeFileSync(
+      `${directory}/throughput-by-streams.svg`,
+      lineChart('Streaming throughput, 4 consumers', 'streams in the view', 'events/s', [
+        { name: 'lease + ack', points: streamingCharts.byStreams },
+      ]),
+    );
+    charts.push('throughput-by-streams.svg');
+  }
+  if (streamingCharts.byConsumers.length > 0) {
+    writeFileSync(
+      `${directory}/throughput-by-consumers.svg`,
+      lineChart(
+        'Streaming throughput by consumers',
+        'consumer processes',
+        'events/s',
+        streamingCharts.byConsumers,
+      ),
+    );
+    charts.push('throughput-by-consumers.svg');
+  }
   const command = `pnpm bench ${args.join(' ')}`.trim();
-  writeResults(fileURLToPath(new URL('../results', import.meta.url)), machine, command, figures, charts);
-  console.log('\nwritten: apps/bench/results/latest.json, latest.md');
+  writeResults(directory, machine, command, figures, charts);
+  const failed = figures.filter((f) => Number.isNaN(f.value));
+  console.log(`\nwritten: ${directory}/latest.json, latest.md${charts.map((c) => `, ${c}`).join('')}`);
+  if (failed.length > 0) process.exitCode = 1;
 } finally {
   await server.stop();
 }

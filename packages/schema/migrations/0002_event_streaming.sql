@@ -18,18 +18,23 @@ CREATE TRIGGER t_before_update_views_table
     FOR EACH ROW
 EXECUTE FUNCTION before_update_views_table();
 --> statement-breakpoint
--- After an append, every view gets (or advances) the lock row of the event's stream: its head moves to the new
+-- After an append, every view gets (or advances) the lock row of the event's stream: its head moves to the newest
 -- offset and the stream shows up as pending for that view. New rows start unleased and unread (last_offset 0).
+-- It runs once per statement, over the statement's new rows: a statement that appends many events to one stream
+-- (append_events, a bulk import) updates each lock row once. Row by row, it would update the same row once per
+-- event, and each update must walk the row's ever longer chain of versions: quadratic in the batch.
 CREATE OR REPLACE FUNCTION on_insert_on_events() RETURNS trigger
     LANGUAGE plpgsql AS
 $on_insert_on_events$
 BEGIN
     INSERT INTO locks (view, decider_id, "offset", last_offset, locked_until, offset_final)
-    SELECT v.view, NEW.decider_id, NEW."offset", 0, now(), NEW.final
-    FROM views v
+    SELECT v.view, n.decider_id, max(n."offset"), 0, now(), bool_or(n.final)
+    FROM new_events n
+             CROSS JOIN views v
+    GROUP BY v.view, n.decider_id
     ON CONFLICT ON CONSTRAINT locks_pkey DO UPDATE
         SET "offset"     = greatest(locks."offset", EXCLUDED."offset"),
-            offset_final = EXCLUDED.offset_final,
+            offset_final = locks.offset_final OR EXCLUDED.offset_final,
             updated_at   = now();
     RETURN NULL;
 END;
@@ -38,7 +43,8 @@ $on_insert_on_events$;
 CREATE TRIGGER t_on_insert_on_events
     AFTER INSERT
     ON events
-    FOR EACH ROW
+    REFERENCING NEW TABLE AS new_events
+    FOR EACH STATEMENT
 EXECUTE FUNCTION on_insert_on_events();
 --> statement-breakpoint
 -- Where a view reads each stream from: a lock row per existing stream, positioned just before the stream's first

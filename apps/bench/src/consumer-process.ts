@@ -1,0 +1,106 @@
+/**
+ * One consuming process of the streaming benchmarks. Modes:
+ * - project:  a projection worker (createProjection) with a no-op handler: lease a batch, handle, acknowledge;
+ * - one-by-one: fstore-sql's loop, stream_events (one event per lease) then ack_event;
+ * - scan:     the baseline, a plain indexed range scan of events in offset order (no leases, no acknowledgements);
+ * - iterate:  store.iterate over one long stream, page by page.
+ * It runs until the work is done or the deadline passes (or 'stop' arrives), then reports what it did, its CPU time
+ * and its peak resident memory.
+ */
+import { createEventStore, defineEvents, event } from '@fstore/store';
+import { createProjection } from '@fstore/stream';
+import { sql as q } from 'drizzle-orm';
+import { drizzle } from 'drizzle-orm/postgres-js';
+import postgres from 'postgres';
+
+export interface ConsumerInput {
+  url: string;
+  mode: 'project' | 'one-by-one' | 'scan' | 'iterate';
+  view: string;
+  durationMs: number;
+  concurrency: number;
+  batchSize: number;
+  /** For iterate: the stream. */
+  stream?: string;
+  wakeups?: boolean;
+}
+
+export interface ConsumerOutput {
+  events: number;
+  seconds: number;
+  cpuMs: number;
+  maxRssMb: number;
+}
+
+const input = JSON.parse(process.argv[2] ?? '{}') as ConsumerInput;
+const sql = postgres(input.url, { max: input.concurrency + 2, onnotice: () => {} });
+const db = drizzle(sql);
+const started = performance.now();
+const deadline = Date.now() + input.durationMs;
+let stopRequested = false;
+process.on('message', (message) => {
+  if (message === 'stop') stopRequested = true;
+});
+const done = () => stopRequested || Date.now() >= deadline;
+let events = 0;
+
+if (input.mode === 'project') {
+  const bench = defineEvents('Bench', { Happened: event<{ n: number }>() });
+  const projection = createProjection({
+    db,
+    view: input.view,
+    events: [bench],
+    concurrency: input.concurrency,
+    batchSize: input.batchSize,
+    pollIntervalMs: 100,
+    wakeups: input.wakeups ?? false,
+    handle() {},
+  });
+  await projection.start();
+  while (!done()) await new Promise((resolve) => setTimeout(resolve, 20));
+  await projection.stop();
+  events = projection.stats.handled;
+} else if (input.mode === 'one-by-one') {
+  let empty = 0;
+  while (!done() && empty < 3) {
+    const [e] = await sql<
+      { decider_id: string; offset: string }[]
+    >`SELECT decider_id, "offset" FROM stream_events(${input.view}, 1, 60)`;
+    if (!e) {
+      empty++;
+      continue;
+    }
+    empty = 0;
+    await sql`SELECT 1 FROM ack_event(${input.view}, ${e.decider_id}, ${e.offset})`;
+    events++;
+  }
+} else if (input.mode === 'scan') {
+  let after = 0;
+  while (!done()) {
+    const rows = await sql<
+      { offset: string }[]
+    >`SELECT * FROM events WHERE "offset" > ${after} ORDER BY "offset" LIMIT ${input.batchSize}`;
+    if (rows.length === 0) break;
+    events += rows.length;
+    after = Number(rows.at(-1)?.offset);
+  }
+} else {
+  const ledger = defineEvents('Bench', { Happened: event<{ n: number }>() });
+  const store = createEventStore(db, ledger, { pageSize: input.batchSize, validateOnLoad: false });
+  for await (const _ of store.iterate(input.stream ?? '')) {
+    events++;
+    if (events % 10_000 === 0 && done()) break;
+  }
+  await db.execute(q`SELECT 1`);
+}
+
+const seconds = (performance.now() - started) / 1000;
+await sql.end({ timeout: 5 });
+const cpu = process.cpuUsage();
+const output: ConsumerOutput = {
+  events,
+  seconds,
+  cpuMs: (cpu.user + cpu.system) / 1000,
+  maxRssMb: process.resourceUsage().maxRSS / 1024,
+};
+process.send?.(output, () => process.exit(0));
