@@ -19,6 +19,7 @@ import {
   sleep,
   startWorker,
   stopWorker,
+  streamIds,
   type WorkerOptions,
   type WorkerProcess,
   waitUntil,
@@ -56,9 +57,6 @@ function worker(options: WorkerOptions): WorkerProcess {
   workers.push(started);
   return started;
 }
-
-const streamIds = (prefix: string, count: number) =>
-  Array.from({ length: count }, (_, index) => `${prefix}-${String(index).padStart(2, '0')}`);
 
 /** The invariants every scenario ends with, in one comparison so that a failure shows them all. */
 function expectExactlyOnceInOrder(report: ReadModelReport, total: number) {
@@ -182,15 +180,19 @@ test('workers killed with SIGKILL at random moments while busy, three times, rep
   const live = [start(), start()];
   await Promise.all(live.map((started) => started.waitForLine(/^ready$/)));
 
-  // Appends keep coming for longer than the kills take, so that the workers are busy when they die.
+  // Appends keep coming until the kills are done, so that the workers are busy when they die. (With a fixed number
+  // of events, a slow machine could run out of appends before the third kill, which then waited for a handled line
+  // in vain.)
+  const kills: { name: string; afterLine: string; handledButLost?: number }[] = [];
   const producing = produce(store, {
     streams: streamIds('random', 24),
     eventsPerStream: 25,
     maxEventsPerAppend: 2,
     pauseMs: 250,
+    keepGoing: () => kills.length < 3,
     deadline: Date.now() + 45_000,
   });
-  const kills: { name: string; afterLine: string; handledButLost?: number }[] = [];
+  producing.catch(() => {}); // awaited below
   for (let kill = 0; kill < 3; kill++) {
     await sleep(500 + Math.random() * 700);
     const index = Math.floor(Math.random() * live.length);

@@ -1,20 +1,33 @@
 /**
- * What the scenario suite (`*.scenario.ts`) shares: the Counter events, the read-model table, worker processes
- * (worker-process.ts) to start and kill, producers that append many streams at once, and the invariants checked
- * at the end of every scenario.
+ * What the scenario suite (`*.scenario.ts`) shares: the Counter events, the read-model tables and the handler that
+ * writes them, worker processes (worker-process.ts) to start and kill, producers that append many streams at once,
+ * and the invariants checked at the end of every scenario (checkInvariants).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { defineEvents, type EventStore, event, FstoreError } from '@fstore/store';
+import { sql as drizzleSql } from 'drizzle-orm';
 import type postgres from 'postgres';
+import type { ProjectedEvent, Transaction } from '../projection.js';
 
+/**
+ * A counter per stream: `Incremented` carries the counter's new value (1, 2, 3… along the stream when every writer
+ * decided on the latest state), `Closed` is final and ends the stream.
+ */
 export const counterEvents = defineEvents('Counter', {
   Incremented: event<{ n: number }>(),
+  Closed: event<{ count: number }>({ final: true }),
 });
 
-/** The read model the workers write: not unique on purpose, so that a second delivery would show. */
+export type CounterEvent = ProjectedEvent<[typeof counterEvents]>;
+
+/**
+ * The read models the workers write. `projected`: one row per delivery, not unique on purpose, so that a second
+ * delivery would show. `counter_totals`: a fold per stream (events, sum of n, last offset, closed, whether each
+ * event came after the one before), which must equal the same fold of the log (inspectFold).
+ */
 export async function createReadModel(sql: postgres.Sql): Promise<void> {
   await sql`
     CREATE TABLE IF NOT EXISTS projected (
@@ -25,9 +38,71 @@ export async function createReadModel(sql: postgres.Sql): Promise<void> {
       handled_by text NOT NULL,
       handled_at timestamptz NOT NULL DEFAULT clock_timestamp()
     )`;
+  await sql`
+    CREATE TABLE IF NOT EXISTS counter_totals (
+      view        text NOT NULL,
+      decider_id  text NOT NULL,
+      events      int NOT NULL,
+      total       bigint NOT NULL,
+      last_offset bigint NOT NULL,
+      closed      boolean NOT NULL,
+      in_order    boolean NOT NULL,
+      PRIMARY KEY (view, decider_id)
+    )`;
+}
+
+/** The workers' handler: writes both read models in the projection's transaction. */
+export async function projectCounterEvent(
+  tx: Transaction,
+  view: string,
+  handledBy: string,
+  event: CounterEvent,
+): Promise<void> {
+  await tx.execute(
+    drizzleSql`INSERT INTO projected (view, decider_id, "offset", handled_by) VALUES (${view}, ${event.deciderId}, ${event.offset}, ${handledBy})`,
+  );
+  const n = event.type === 'Incremented' ? event.data.n : 0;
+  await tx.execute(drizzleSql`
+    INSERT INTO counter_totals AS t (view, decider_id, events, total, last_offset, closed, in_order)
+    VALUES (${view}, ${event.deciderId}, 1, ${n}, ${event.offset}, ${event.final}, true)
+    ON CONFLICT (view, decider_id) DO UPDATE
+      SET events      = t.events + 1,
+          total       = t.total + EXCLUDED.total,
+          last_offset = EXCLUDED.last_offset,
+          closed      = t.closed OR EXCLUDED.closed,
+          in_order    = t.in_order AND EXCLUDED.last_offset > t.last_offset AND NOT t.closed`);
 }
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** `count` stream ids: prefix-00, prefix-01, … */
+export const streamIds = (prefix: string, count: number) =>
+  Array.from({ length: count }, (_, index) => `${prefix}-${String(index).padStart(2, '0')}`);
+
+/** A URL with `application_name` set, so that a scenario can find (and terminate) these sessions in pg_stat_activity. */
+export function withApplicationName(url: string, applicationName: string): string {
+  const parsed = new URL(url);
+  parsed.searchParams.set('application_name', applicationName);
+  return parsed.toString();
+}
+
+/** Rejects with an error naming `what` if `promise` has not settled within timeoutMs. */
+export async function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)),
+          timeoutMs,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 // --- worker processes ----------------------------------------------------------------------------------------
 
@@ -40,6 +115,10 @@ export interface WorkerOptions {
   batchSize?: number;
   handlerDelayMs?: number;
   hangAtOffset?: number;
+  /** Block the worker's event loop (a busy wait: no timer, no renewal) for blockMs inside the handler of this event. */
+  blockAtOffset?: number;
+  blockMs?: number;
+  pollIntervalMs?: number;
 }
 
 export interface WorkerProcess {
@@ -73,6 +152,9 @@ export function startWorker(options: WorkerOptions): WorkerProcess {
     BATCH_SIZE: String(options.batchSize ?? 100),
     HANDLER_DELAY_MS: String(options.handlerDelayMs ?? 0),
     HANG_AT_OFFSET: options.hangAtOffset === undefined ? '' : String(options.hangAtOffset),
+    BLOCK_AT_OFFSET: options.blockAtOffset === undefined ? '' : String(options.blockAtOffset),
+    BLOCK_MS: String(options.blockMs ?? 0),
+    POLL_INTERVAL_MS: String(options.pollIntervalMs ?? 200),
   };
   const child = spawn(process.execPath, ['--conditions=@fstore/source', '--import', tsx, workerScript], {
     env,
@@ -191,6 +273,11 @@ export interface ProduceOptions {
   retryConnectionErrors?: boolean;
   /** Give up (throw) when an append has not succeeded by then. */
   deadline: number;
+  /**
+   * Once a stream has its eventsPerStream, keep appending to it while this returns true (for scenarios that need
+   * appends to last until something else is done). Default: stop at eventsPerStream.
+   */
+  keepGoing?: () => boolean;
 }
 
 export interface Produced {
@@ -251,9 +338,9 @@ export async function produce(
     options.streams.map(async (stream) => {
       const acknowledged: string[] = [];
       produced.acknowledged.set(stream, acknowledged);
-      while (acknowledged.length < options.eventsPerStream) {
+      while (acknowledged.length < options.eventsPerStream || options.keepGoing?.()) {
         const count = Math.min(
-          options.eventsPerStream - acknowledged.length,
+          Math.max(options.eventsPerStream - acknowledged.length, 1),
           1 + Math.floor(Math.random() * maxPerAppend),
         );
         const ids = Array.from({ length: count }, () => randomUUID());
@@ -428,4 +515,222 @@ export async function inspectLog(sql: postgres.Sql, acknowledged: Map<string, st
     }
   }
   return report;
+}
+
+// --- the invariants every scenario ends with ---------------------------------------------------------------------
+
+interface LogRow {
+  event_id: string;
+  decider_id: string;
+  previous_id: string | null;
+  offset: string;
+  final: boolean;
+}
+
+/**
+ * Every stream's previous_id chain, in offset order: the first event has no previous, each next one names the one
+ * before (so the chain is whole and has no fork, and offsets increase along it), and a final event, if any, is the
+ * last. Returns one line per problem.
+ */
+export async function inspectChains(sql: postgres.Sql): Promise<string[]> {
+  const log = await sql<LogRow[]>`
+    SELECT event_id, decider_id, previous_id, "offset", final FROM events ORDER BY decider_id, "offset"`;
+  const problems: string[] = [];
+  let previous: LogRow | undefined;
+  for (const row of log) {
+    const sameStream = previous?.decider_id === row.decider_id;
+    const expected = sameStream ? (previous?.event_id ?? null) : null;
+    if (row.previous_id !== expected) {
+      problems.push(
+        `${row.decider_id}: event ${row.event_id} (offset ${row.offset}) follows ${row.previous_id}, expected ${expected}`,
+      );
+    }
+    if (sameStream && previous?.final) {
+      problems.push(`${row.decider_id}: event ${row.event_id} (offset ${row.offset}) after the final event`);
+    }
+    previous = row;
+  }
+  return problems;
+}
+
+export interface FoldMismatch {
+  deciderId: string;
+  log: { events: number; total: number; lastOffset: number; closed: boolean } | null;
+  readModel: { events: number; total: number; lastOffset: number; closed: boolean; inOrder: boolean } | null;
+}
+
+/** Compares `counter_totals` of a view with the same fold of the log (Counter streams). Returns the streams that differ. */
+export async function inspectFold(sql: postgres.Sql, view: string): Promise<FoldMismatch[]> {
+  const fold = await sql<
+    { decider_id: string; events: number; total: string; last_offset: string; closed: boolean }[]
+  >`
+    SELECT decider_id,
+           count(*)::int                                                   AS events,
+           coalesce(sum((data ->> 'n')::bigint) FILTER (WHERE event = 'Incremented'), 0) AS total,
+           max("offset")                                                   AS last_offset,
+           bool_or(final)                                                  AS closed
+    FROM events
+    WHERE decider = ${counterEvents.decider}
+    GROUP BY decider_id`;
+  const totals = await sql<
+    {
+      decider_id: string;
+      events: number;
+      total: string;
+      last_offset: string;
+      closed: boolean;
+      in_order: boolean;
+    }[]
+  >`SELECT decider_id, events, total, last_offset, closed, in_order FROM counter_totals WHERE view = ${view}`;
+  const fromLog = new Map(
+    fold.map((row) => [
+      row.decider_id,
+      {
+        events: row.events,
+        total: Number(row.total),
+        lastOffset: Number(row.last_offset),
+        closed: row.closed,
+      },
+    ]),
+  );
+  const fromReadModel = new Map(
+    totals.map((row) => [
+      row.decider_id,
+      {
+        events: row.events,
+        total: Number(row.total),
+        lastOffset: Number(row.last_offset),
+        closed: row.closed,
+        inOrder: row.in_order,
+      },
+    ]),
+  );
+  const mismatches: FoldMismatch[] = [];
+  for (const deciderId of new Set([...fromLog.keys(), ...fromReadModel.keys()])) {
+    const log = fromLog.get(deciderId) ?? null;
+    const readModel = fromReadModel.get(deciderId) ?? null;
+    const same =
+      log &&
+      readModel?.inOrder &&
+      log.events === readModel.events &&
+      log.total === readModel.total &&
+      log.lastOffset === readModel.lastOffset &&
+      log.closed === readModel.closed;
+    if (!same) mismatches.push({ deciderId, log, readModel });
+  }
+  return mismatches;
+}
+
+export interface InvariantsReport {
+  /** Broken or forked previous_id chains, events after a final one (inspectChains). */
+  chains: string[];
+  /** When the producers' acknowledgements are given: acknowledged events not in the log exactly once, or in an other order, and events in the log that no producer saw acknowledged. */
+  log: { notExactlyOnce: number; unacknowledged: number; streamsDiffering: string[] };
+  views: Record<
+    string,
+    {
+      /** Events of the log delivered (committed to the read model) more than once, or never. */
+      duplicates: number[];
+      missing: number[];
+      unknown: number[];
+      /** Streams handled out of offset order. */
+      outOfOrder: string[];
+      /** Streams whose fold in the read model differs from the fold of the log. */
+      foldMismatches: FoldMismatch[];
+      /** Streams whose acknowledged position is not their last event, or that are still leased. */
+      notAcked: { deciderId: string; lastOffset: number; head: number; leased: boolean }[];
+      /** Parked events (no scenario's handler fails: none should be). */
+      parked: number[];
+    }
+  >;
+}
+
+/** The report of a scenario that kept every invariant: compare with `toEqual`. */
+export function cleanReport(views: readonly string[]): InvariantsReport {
+  return {
+    chains: [],
+    log: { notExactlyOnce: 0, unacknowledged: 0, streamsDiffering: [] },
+    views: Object.fromEntries(
+      views.map((view) => [
+        view,
+        {
+          duplicates: [],
+          missing: [],
+          unknown: [],
+          outOfOrder: [],
+          foldMismatches: [],
+          notAcked: [],
+          parked: [],
+        },
+      ]),
+    ),
+  };
+}
+
+/**
+ * Checks, once the views have caught up: every stream's chain is whole and unforked, and nothing follows a final
+ * event; the log holds exactly what producers saw acknowledged (when `acknowledged` is given, per stream in order);
+ * and for each view, every event was committed to the read model exactly once, in stream order, the read model's
+ * fold equals the log's, every stream is acknowledged up to its last event and not leased, and nothing is parked.
+ */
+export async function checkInvariants(
+  sql: postgres.Sql,
+  views: readonly string[],
+  acknowledged?: Map<string, string[]>,
+): Promise<InvariantsReport> {
+  const report = cleanReport(views);
+  report.chains = (await inspectChains(sql)).slice(0, 20);
+  if (acknowledged) {
+    const log = await inspectLog(sql, acknowledged);
+    report.log = {
+      notExactlyOnce: log.notExactlyOnce.length,
+      unacknowledged: log.unacknowledged.length,
+      streamsDiffering: log.brokenStreams
+        .map((broken) => `${broken.deciderId}: ${broken.problem}`)
+        .slice(0, 20),
+    };
+  }
+  for (const view of views) {
+    const readModel = await inspectReadModel(sql, view);
+    const notAcked = await sql<{ decider_id: string; last_offset: string; head: string; leased: boolean }[]>`
+      SELECT l.decider_id, l.last_offset, h.head, l.lease_id IS NOT NULL AS leased
+      FROM locks l
+      JOIN (SELECT decider_id, max("offset") AS head FROM events GROUP BY decider_id) h USING (decider_id)
+      WHERE l.view = ${view} AND (l.last_offset <> h.head OR l.lease_id IS NOT NULL)
+      ORDER BY l.decider_id`;
+    const parked = await sql<{ offset: string }[]>`
+      SELECT "offset" FROM parked_events WHERE view = ${view} ORDER BY "offset"`;
+    report.views[view] = {
+      duplicates: readModel.duplicates.slice(0, 20),
+      missing: readModel.missing.slice(0, 20),
+      unknown: readModel.unknown.slice(0, 20),
+      outOfOrder: readModel.outOfOrder
+        .map((stream) => `${stream.deciderId}: ${stream.offsets.join()}`)
+        .slice(0, 20),
+      foldMismatches: (await inspectFold(sql, view)).slice(0, 20),
+      notAcked: notAcked.slice(0, 20).map((row) => ({
+        deciderId: row.decider_id,
+        lastOffset: Number(row.last_offset),
+        head: Number(row.head),
+        leased: row.leased,
+      })),
+      parked: parked.map((row) => Number(row.offset)),
+    };
+  }
+  return report;
+}
+
+/** Waits until every view has every event of the log in its read model. */
+export async function waitForViews(
+  sql: postgres.Sql,
+  views: readonly string[],
+  options: { timeoutMs: number; explain?: () => string },
+): Promise<void> {
+  for (const view of views) {
+    await waitUntil(() => caughtUp(sql, view), {
+      timeoutMs: options.timeoutMs,
+      what: `view ${view} to catch up`,
+      explain: async () => `${await describeView(sql, view)}\n${options.explain?.() ?? ''}`,
+    });
+  }
 }

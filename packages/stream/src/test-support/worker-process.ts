@@ -1,27 +1,29 @@
 /**
  * A projection worker in a process of its own, for the scenario suite (workers.scenario.ts,
- * database-restart.scenario.ts), which starts it with
+ * database-restart.scenario.ts, faults.scenario.ts, stress.scenario.ts), which starts it with
  *
  *   node --conditions=@fstore/source --import <tsx> worker-process.ts
  *
  * and kills it, gently or not. It projects the Counter events of the database at DATABASE_URL into the read-model
- * table `projected` (created by the test), one row per event, inside the handler's transaction.
+ * tables `projected` (one row per event) and `counter_totals` (a fold per stream), created by the test, inside the
+ * handler's transaction (projectCounterEvent).
  *
  * Environment: DATABASE_URL, VIEW, WORKER_NAME (written to projected.handled_by), CONCURRENCY (default 4),
  * LEASE_SECONDS (default 2), BATCH_SIZE (default 100), POLL_INTERVAL_MS (default 200), HANDLER_DELAY_MS (a pause
  * in the handler, to keep the worker busy; default 0), HANG_AT_OFFSET (block forever inside the handler for that
- * event, after printing `hanging <offset>`).
+ * event, after printing `hanging <offset>`), BLOCK_AT_OFFSET and BLOCK_MS (a busy wait of BLOCK_MS inside the
+ * handler of that event, after writing it: the event loop stops, so no lease renewal can run; prints
+ * `blocking <offset>` before and `unblocked <offset>` after).
  *
  * Standard output, one line each: `ready` once started, `handled <offset>` per event handled (not yet committed),
- * `hanging <offset>`, `stopped` after a graceful stop. Logs go to standard error as JSON lines. SIGTERM or SIGINT
+ * `hanging <offset>`, `blocking <offset>`, `unblocked <offset>`, `stopped` after a graceful stop. Logs go to standard error as JSON lines. SIGTERM or SIGINT
  * stop the projection gracefully and exit 0.
  */
-import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import postgres from 'postgres';
 import { jsonLogger } from '../observability.js';
 import { createProjection } from '../projection.js';
-import { counterEvents } from './scenarios.js';
+import { counterEvents, projectCounterEvent } from './scenarios.js';
 
 function numberFromEnv(name: string, fallback: number): number {
   const value = process.env[name];
@@ -44,6 +46,8 @@ const batchSize = numberFromEnv('BATCH_SIZE', 100);
 const pollIntervalMs = numberFromEnv('POLL_INTERVAL_MS', 200);
 const handlerDelayMs = numberFromEnv('HANDLER_DELAY_MS', 0);
 const hangAtOffset = process.env.HANG_AT_OFFSET ? numberFromEnv('HANG_AT_OFFSET', 0) : undefined;
+const blockAtOffset = process.env.BLOCK_AT_OFFSET ? numberFromEnv('BLOCK_AT_OFFSET', 0) : undefined;
+const blockMs = numberFromEnv('BLOCK_MS', 0);
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 const logger = {
@@ -69,9 +73,15 @@ const projection = createProjection({
       say(`hanging ${event.offset}`);
       await new Promise<never>(() => {});
     }
-    await tx.execute(
-      sql`INSERT INTO projected (view, decider_id, "offset", handled_by) VALUES (${view}, ${event.deciderId}, ${event.offset}, ${name})`,
-    );
+    await projectCounterEvent(tx, view, name, event);
+    if (event.offset === blockAtOffset) {
+      say(`blocking ${event.offset}`);
+      const until = Date.now() + blockMs;
+      while (Date.now() < until) {
+        // A handler that hogs the CPU: no timer runs meanwhile, the lease renewal among them.
+      }
+      say(`unblocked ${event.offset}`);
+    }
     if (handlerDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, handlerDelayMs));
     say(`handled ${event.offset}`);
   },
