@@ -1,0 +1,280 @@
+/**
+ * The SQL API under a YugabyteDB profile, on real PostgreSQL: what YugabyteDB does differently that matters to an
+ * event store, reproduced where no YugabyteDB runs.
+ * - Transactions run under REPEATABLE READ by default (`ALTER DATABASE … SET default_transaction_isolation`):
+ *   YSQL's snapshot isolation. A transaction sees one snapshot, and updating a row that changed after it fails
+ *   with 40001 instead of waiting and re-reading.
+ * - The offset sequence hands each connection a cached block of values (`ALTER SEQUENCE … CACHE 50`; YugabyteDB
+ *   caches 100 per connection unless ysql_sequence_cache_minval=0), so offsets do not follow the order of
+ *   appends across connections.
+ * - Clients retry 40001 (serialization failure) and 40P01 (deadlock).
+ * It shows the ordering problem, checks what the append trigger does about it (within a stream, offsets follow the
+ * previous_id chain however the blocks interleave), races writers and a consumer on one stream with a retrying
+ * client, and runs the single-connection SQL API specification under the profile.
+ */
+import { randomUUID } from 'node:crypto';
+import { createTestDatabase } from '@fstore/testing';
+import type postgres from 'postgres';
+import { afterAll, describe, expect, test } from 'vitest';
+import { describeProjectionSql } from './test-support/projection-sql.spec.js';
+import { describeSqlApi } from './test-support/sql-api.spec.js';
+import { postgresJsClient } from './test-support/sql-client.js';
+
+const db = await createTestDatabase();
+afterAll(() => db.drop());
+
+const cacheSize = 50;
+const [sequence] = await db.sql<
+  { name: string }[]
+>`SELECT pg_get_serial_sequence('events', 'offset') AS name`;
+await db.sql.unsafe(`ALTER DATABASE "${db.name}" SET default_transaction_isolation = 'repeatable read'`);
+await db.sql.unsafe(`ALTER SEQUENCE ${sequence?.name} CACHE ${cacheSize}`);
+// Only sessions opened from now on read the database's new default: everything below connects anew.
+const connect = (max = 1) => db.connect({ max });
+
+const decider = 'yugabyte-profile';
+await connect()`SELECT * FROM register_decider_event(${decider}, 'happened')`;
+
+interface Appended {
+  event_id: string;
+  offset: string;
+  previous_id: string | null;
+}
+
+function append(sql: postgres.Sql | postgres.TransactionSql, deciderId: string, previousId: string | null) {
+  return sql<Appended[]>`
+    SELECT event_id, "offset", previous_id
+    FROM append_event('happened', ${randomUUID()}, ${decider}, ${deciderId}, '{}', ${randomUUID()}, ${previousId})`;
+}
+
+async function appendOne(sql: postgres.Sql, deciderId: string, previousId: string | null) {
+  const [row] = await append(sql, deciderId, previousId);
+  if (!row) throw new Error('append_event returned nothing');
+  return { eventId: row.event_id, offset: Number(row.offset) };
+}
+
+/** A stream's problems: its chain (in offset order) broken or forked, or not `expected` events long. */
+async function chainProblems(deciderId: string, expected: number): Promise<string[]> {
+  const rows = await db.sql<Appended[]>`SELECT event_id, "offset", previous_id FROM get_events(${deciderId})`;
+  const problems = rows.flatMap((row, index) => {
+    const before = index === 0 ? null : (rows[index - 1]?.event_id ?? null);
+    return row.previous_id === before
+      ? []
+      : [`offset ${row.offset} follows ${row.previous_id}, not ${before}`];
+  });
+  if (rows.length !== expected) problems.push(`${rows.length} events, not ${expected}`);
+  return problems;
+}
+
+const sqlState = (error: unknown) => (error as { code?: string }).code ?? '';
+
+/**
+ * Runs `attempt` until it succeeds, again after a short jittered pause on 40001 or 40P01 (the transaction was
+ * rolled back and may simply be run again) and on the other SQLSTATEs in `conflicts` (an optimistic conflict:
+ * `attempt` reads the stream again). Counts what it retried by SQLSTATE and constraint (for 40001, by where).
+ */
+async function retrying<T>(
+  attempt: () => Promise<T>,
+  seen: Map<string, number>,
+  conflicts: readonly string[] = [],
+): Promise<T> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await attempt();
+    } catch (error) {
+      const code = sqlState(error);
+      if (!['40001', '40P01', ...conflicts].includes(code) || tries >= 200) throw error;
+      const { constraint_name: constraint, where } = error as { constraint_name?: string; where?: string };
+      // For 40001, where it happened: the PL/pgSQL line that updated a row changed since the snapshot.
+      const context =
+        code === '40001'
+          ? where
+              ?.split('\n')[0]
+              ?.replace(/^PL\/pgSQL function /, '')
+              .slice(0, 60)
+          : undefined;
+      const key = constraint ? `${code} ${constraint}` : context ? `${code} in ${context}` : code;
+      seen.set(key, (seen.get(key) ?? 0) + 1);
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, 2 ** tries)));
+    }
+  }
+}
+
+describe('the YugabyteDB profile on PostgreSQL', () => {
+  test('new sessions run REPEATABLE READ, and the offset sequence hands out blocks of 50', async () => {
+    const sql = connect();
+    const [isolation] = await sql<{ transaction_isolation: string }[]>`SHOW transaction_isolation`;
+    expect(isolation?.transaction_isolation).toBe('repeatable read');
+    const [cache] = await sql<{ cache_size: string }[]>`
+      SELECT cache_size FROM pg_sequences WHERE schemaname || '.' || sequencename = ${sequence?.name ?? ''}`;
+    expect(Number(cache?.cache_size)).toBe(cacheSize);
+  });
+
+  test('the ordering problem: across streams, offsets do not follow the order in which appends committed', async () => {
+    const one = connect();
+    const two = connect();
+    // Each connection takes a block of 50 values on its first append.
+    const a = await appendOne(one, `a-${randomUUID()}`, null);
+    const b = await appendOne(two, `b-${randomUUID()}`, null);
+    const c = await appendOne(one, `c-${randomUUID()}`, null);
+    // Committed in the order a, b, c; ordered by offset a, c, b.
+    expect(b.offset).toBeGreaterThanOrEqual(a.offset + cacheSize);
+    expect(c.offset).toBe(a.offset + 1);
+    expect(c.offset).toBeLessThan(b.offset);
+    // So a reader that keeps its place in the global log by offset misses c: it read b, and c came after.
+    const afterB = await db.sql<{ event_id: string }[]>`
+      SELECT event_id FROM events WHERE "offset" > ${b.offset} AND event_id IN (${a.eventId}, ${b.eventId}, ${c.eventId})`;
+    expect(afterB).toEqual([]);
+  });
+
+  test('within one stream, offsets follow the previous_id chain: the append trigger draws again past a stale cached block', async () => {
+    const low = connect();
+    const high = connect();
+    await appendOne(low, `warm-${randomUUID()}`, null); // low's block comes first…
+    await appendOne(high, `warm-${randomUUID()}`, null); // …high's block after it
+    const stream = `alternating-${randomUUID()}`;
+    const chain: { eventId: string; offset: number; by: string; cachedNext: number }[] = [];
+    let previous: string | null = null;
+    for (let turn = 0; turn < 8; turn++) {
+      const [by, sql] = turn % 2 === 0 ? (['high', high] as const) : (['low', low] as const);
+      // What this connection's cache would give the next event without the trigger: one more value of it, on a
+      // stream of its own.
+      const probe = await appendOne(sql, `probe-${randomUUID()}`, null);
+      const appended = await appendOne(sql, stream, previous);
+      chain.push({ ...appended, by, cachedNext: probe.offset + 1 });
+      previous = appended.eventId;
+    }
+    // Without the trigger, the low connection's events would have gone below the high one's before them.
+    expect(
+      chain.some((event, index) => index > 0 && event.cachedNext < (chain[index - 1]?.offset ?? 0)),
+    ).toBe(true);
+    const offsets = chain.map((event) => event.offset);
+    expect(offsets).toEqual([...offsets].sort((x, y) => x - y));
+    expect(new Set(offsets).size).toBe(offsets.length);
+    expect(await chainProblems(stream, chain.length)).toEqual([]);
+
+    // append_events too: a batch from the low connection after the high one's event.
+    const head = await appendOne(high, stream, previous);
+    const events = Array.from({ length: 3 }, () => ({ event: 'happened', event_id: randomUUID(), data: {} }));
+    const batch = await low<Appended[]>`
+      SELECT event_id, "offset", previous_id FROM append_events(${decider}, ${stream}, ${head.eventId}, ${randomUUID()},
+        ${JSON.stringify(events)}::text::jsonb)`;
+    const batchOffsets = batch.map((row) => Number(row.offset));
+    expect(batchOffsets[0]).toBeGreaterThan(head.offset);
+    expect(batchOffsets).toEqual([...batchOffsets].sort((x, y) => x - y));
+    expect(await chainProblems(stream, chain.length + 4)).toEqual([]);
+  });
+
+  test('writers racing on one stream, and a consumer leasing it, under REPEATABLE READ: 40001 and unique violations, retried; the chain stays whole', async () => {
+    const stream = `contended-${randomUUID()}`;
+    const view = `view-${randomUUID()}`;
+    // Reading from now on: the streams of the tests before are caught up for it.
+    await connect()`SELECT * FROM register_view(${view}, now()::timestamp, 30)`;
+    const writers = 8;
+    const appendsEach = 12;
+    const seen = { transaction: new Map<string, number>(), twoStatements: new Map<string, number>() };
+    const conflicts = ['23505', '23514'];
+
+    // Half the writers read the stream's last event and append in one transaction (one snapshot for both); the
+    // other half as the store does, in two statements: get_last_event, then append_events with that expectation.
+    const writing = Array.from({ length: writers }, async (_, index) => {
+      const sql = connect();
+      for (let count = 0; count < appendsEach; count++) {
+        if (index % 2 === 0) {
+          await retrying(
+            () =>
+              sql.begin(async (tx) => {
+                const [last] = await tx<
+                  { event_id: string }[]
+                >`SELECT event_id FROM get_last_event(${stream}, ${decider})`;
+                await append(tx, stream, last?.event_id ?? null);
+              }),
+            seen.transaction,
+            conflicts,
+          );
+        } else {
+          await retrying(
+            async () => {
+              const [last] = await sql<
+                { event_id: string }[]
+              >`SELECT event_id FROM get_last_event(${stream}, ${decider})`;
+              const events = [{ event: 'happened', event_id: randomUUID(), data: {} }];
+              await sql`SELECT 1 FROM append_events(${decider}, ${stream}, ${last?.event_id ?? null}, ${randomUUID()},
+                ${JSON.stringify(events)}::text::jsonb)`;
+            },
+            seen.twoStatements,
+            conflicts,
+          );
+        }
+      }
+    });
+
+    // A consumer leases the stream and acknowledges what it got, in one transaction, meanwhile and until it is
+    // caught up: the lock row it updates is the one every append moves. Writers alone collide on the events'
+    // unique indexes (23505) or the expectation (23514) only; the 40001s come from that row: an append's trigger
+    // (INSERT … ON CONFLICT DO UPDATE on locks) or the consumer's lease or acknowledgement finds it changed since
+    // its snapshot. Under YugabyteDB, clients (the store, the workers) meet them the same way.
+    const consumerSeen = new Map<string, number>();
+    const consumed: number[] = [];
+    let writersDone = false;
+    const consuming = (async () => {
+      const sql = connect();
+      for (;;) {
+        const got = await retrying(
+          () =>
+            sql.begin(async (tx) => {
+              const rows = await tx<{ lease_id: string; decider_id: string; offset: string }[]>`
+                SELECT lease_id, decider_id, "offset" FROM lease_events(${view}, 1, 5, 30)`;
+              const last = rows.at(-1);
+              if (last) {
+                await tx`SELECT 1 FROM ack_events(${view}, ${last.decider_id}, ${last.lease_id}::uuid, ${last.offset}::bigint)`;
+              }
+              return rows.map((row) => Number(row.offset));
+            }),
+          consumerSeen,
+        );
+        consumed.push(...got);
+        if (got.length === 0) {
+          if (writersDone) return;
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+      }
+    })();
+    await Promise.all(writing);
+    writersDone = true;
+    await consuming;
+
+    const total = writers * appendsEach;
+    expect(await chainProblems(stream, total)).toEqual([]);
+    const offsets = (await db.sql<{ offset: string }[]>`SELECT "offset" FROM get_events(${stream})`).map(
+      (row) => Number(row.offset),
+    );
+    // The consumer got every event once, in the stream's order, and acknowledged the stream to its end.
+    expect(consumed).toEqual(offsets);
+    const [lock] = await db.sql<{ last_offset: string }[]>`
+      SELECT last_offset FROM locks WHERE view = ${view} AND decider_id = ${stream}`;
+    expect(Number(lock?.last_offset)).toBe(offsets.at(-1));
+
+    const codes = new Set(
+      [...seen.transaction.keys(), ...seen.twoStatements.keys(), ...consumerSeen.keys()].map((key) =>
+        key.slice(0, 5),
+      ),
+    );
+    expect(codes.has('23505') || codes.has('40001')).toBe(true);
+    console.info(
+      `repeatable read, ${writers} writers × ${appendsEach} appends on one stream, a consumer leasing it; retried: ` +
+        `one-transaction writers ${JSON.stringify(Object.fromEntries(seen.transaction))}, ` +
+        `two-statement writers ${JSON.stringify(Object.fromEntries(seen.twoStatements))}, ` +
+        `consumer ${JSON.stringify(Object.fromEntries(consumerSeen))}`,
+    );
+  });
+});
+
+// The single-connection specifications, under the profile: one connection, so one cached block at a time.
+const profiled = connect();
+describeSqlApi('PostgreSQL via postgres.js, YugabyteDB profile', async () => postgresJsClient(profiled));
+describeProjectionSql(
+  'PostgreSQL via postgres.js, YugabyteDB profile',
+  async () => postgresJsClient(profiled),
+  {},
+);
