@@ -73,9 +73,6 @@ DECLARE
     v_first_id   uuid;
     v_last_id    uuid;
     v_stale      boolean;
-    v_previous   uuid := v_previous_id;
-    v_element    jsonb;
-    v_row        events;
     v_null       text := CASE
                              WHEN v_decider IS NULL THEN 'decider'
                              WHEN v_decider_id IS NULL THEN 'decider_id'
@@ -155,17 +152,27 @@ BEGIN
                   DETAIL = json_build_object('expected', v_previous_id, 'found', v_last_id)::text;
     END IF;
 
-    FOR v_element IN SELECT x.element FROM jsonb_array_elements(v_events) WITH ORDINALITY AS x(element, n) ORDER BY x.n
-        LOOP
-            INSERT INTO events (event, event_id, event_version, decider, decider_id, data, command_id, previous_id,
-                                final)
-            VALUES (v_element ->> 'event', (v_element ->> 'event_id')::uuid,
-                    coalesce((v_element ->> 'event_version')::bigint, 1), v_decider, v_decider_id, v_element -> 'data',
-                    v_command_id, v_previous, coalesce((v_element ->> 'final')::boolean, false))
-            RETURNING * INTO v_row;
-            v_previous := v_row.event_id;
-            RETURN NEXT v_row;
-        END LOOP;
+    -- One statement for the batch: each row still passes the append trigger (which sees the rows before it in
+    -- the same statement), and the lock rows are advanced once per stream.
+    RETURN QUERY
+        WITH batch AS (SELECT x.n,
+                              x.element ->> 'event'                                       AS event,
+                              (x.element ->> 'event_id')::uuid                            AS event_id,
+                              coalesce((x.element ->> 'event_version')::bigint, 1)        AS event_version,
+                              x.element -> 'data'                                         AS data,
+                              coalesce((x.element ->> 'final')::boolean, false)           AS final
+                       FROM jsonb_array_elements(v_events) WITH ORDINALITY AS x(element, n)),
+             inserted AS (
+                 INSERT INTO events (event, event_id, event_version, decider, decider_id, data, command_id,
+                                     previous_id, final)
+                     SELECT b.event, b.event_id, b.event_version, v_decider, v_decider_id, b.data, v_command_id,
+                            coalesce(lag(b.event_id) OVER (ORDER BY b.n), v_previous_id), b.final
+                     FROM batch b
+                     ORDER BY b.n
+                     RETURNING *)
+        SELECT *
+        FROM inserted
+        ORDER BY inserted."offset";
 END;
 $append_events$;
 --> statement-breakpoint
