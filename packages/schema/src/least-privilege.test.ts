@@ -158,6 +158,18 @@ describe('sql/least-privilege.sql, the script', () => {
     expect(await privileges(db.sql)).toEqual(before);
   });
 
+  test('handles every function fstore installs: each runs with the fixed search_path, and PUBLIC may execute none (a function a migration adds must be added to the script)', async () => {
+    const unhandled = await db.sql<{ name: string }[]>`
+      SELECT p.oid::regprocedure::text AS name
+      FROM pg_proc p
+      WHERE p.pronamespace = 'public'::regnamespace
+        AND (p.proconfig IS NULL
+          OR NOT ('search_path=pg_catalog, public, pg_temp' = ANY (p.proconfig))
+          OR has_function_privilege('public', p.oid, 'EXECUTE'))
+      ORDER BY 1`;
+    expect(unhandled).toEqual([]);
+  });
+
   test('without settings it creates NOLOGIN roles fstore_app and fstore_reader (checked in a transaction rolled back)', async () => {
     const fresh = await createTestDatabase();
     otherDatabases.push(fresh);
@@ -303,6 +315,22 @@ describe('the application role', () => {
     await app`SELECT * FROM schedule_nack_event(${view}, ${deciderId}, 0)`;
     await app`SELECT * FROM nack_event(${view}, ${deciderId})`;
     await app`SELECT * FROM ack_event(${view}, ${deciderId}, ${event?.offset ?? null})`;
+
+    // ack_leases (migration 0008), where installed: several leases acknowledged at once.
+    const [hasAckLeases] = await app`SELECT to_regproc('public.ack_leases') IS NOT NULL AS yes`;
+    if (hasAckLeases?.yes) {
+      const other = `stream-${randomUUID()}`;
+      const otherEvent = await appendAs(app, other, null);
+      const leases = await app<{ decider_id: string; lease_id: string; offset: string }[]>`
+        SELECT DISTINCT ON (decider_id) decider_id, lease_id, "offset" FROM lease_events(${view}, 1000, 1, 30)
+        WHERE decider_id IN (${deciderId}, ${other}) ORDER BY decider_id, "offset"`;
+      expect(leases).toHaveLength(2);
+      const [acked] = await app`
+        SELECT ack_leases(${view}, ${leases.map((l) => l.decider_id)}::text[], ${leases.map((l) => l.lease_id)}::uuid[],
+                          ${leases.map((l) => l.offset)}::bigint[]) AS n`;
+      expect(acked?.n).toBe(2);
+      expect(otherEvent.offset).toBeDefined();
+    }
 
     const status = await app`SELECT view, streams::int FROM view_status() WHERE view = ${view}`;
     expect(status).toEqual([{ view, streams: expect.any(Number) }]);
