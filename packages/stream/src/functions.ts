@@ -154,6 +154,32 @@ export async function ackEvents(
   }
 }
 
+/**
+ * `ack_leases`: the holder of several leases acknowledges each stream up to its offset, all or nothing, in the
+ * caller's transaction. Throws LeaseLostError if any of them is no longer held.
+ */
+export async function ackLeases(
+  db: Database,
+  view: string,
+  acks: readonly { deciderId: string; leaseId: string; offset: number }[],
+): Promise<number> {
+  try {
+    const [row] = await queryRows(
+      db,
+      sql`SELECT ack_leases(${view}::text, ${`{${acks.map((a) => JSON.stringify(a.deciderId)).join(',')}}`}::text[],
+        ${`{${acks.map((a) => a.leaseId).join(',')}}`}::uuid[], ${`{${acks.map((a) => a.offset).join(',')}}`}::bigint[]) AS acked`,
+    );
+    return Number(row?.acked);
+  } catch (error) {
+    throw toLeaseError(
+      error,
+      view,
+      acks.map((a) => a.deciderId).join(', '),
+      acks.map((a) => a.leaseId).join(', '),
+    );
+  }
+}
+
 /** `renew_lease`: extends the lease; false when it is no longer held. */
 export async function renewLease(
   db: Database,

@@ -157,6 +157,40 @@ describe('delivery', () => {
     expect(peak).toBeLessThanOrEqual(4);
   });
 
+  test('many small streams share transactions; one failing handler sends its group back stream by stream', async () => {
+    const view = await newView();
+    const appended = await appendStreams(40, 1);
+    const poison = [...appended.values()][7]?.[0] as number;
+    let transactions = 0;
+    let failures = 0;
+    const projection = project(view, {
+      concurrency: 2,
+      maxAttempts: 2,
+      metrics: {
+        count() {},
+        record: (name) => void (name === 'fstore.projection.batch_ms' && transactions++),
+      },
+      async handle(e, tx) {
+        if (e.offset === poison) {
+          failures++;
+          throw new Error('poison');
+        }
+        await tx.execute(
+          sql`INSERT INTO projected (view, decider_id, "offset", type) VALUES (${view}, ${e.deciderId}, ${e.offset}, ${e.type})`,
+        );
+      },
+    });
+    await projection.start();
+    await until(async () => (await count(view)) === 39 && (await listParkedEvents(db, view)).length === 1);
+    const model = await readModel(view);
+    for (const [id, offsets] of appended) {
+      if (offsets[0] !== poison) expect(model.get(id)).toEqual(offsets);
+    }
+    // Far fewer transactions than streams, though the poison's group was redone stream by stream.
+    expect(transactions).toBeLessThan(30);
+    expect(failures).toBe(3); // in its group, then alone twice (maxAttempts 2)
+  });
+
   test('a view created by the worker starts at the beginning of the log; events of other deciders are passed over', async () => {
     const other = createEventStore(db, defineEvents('Other', { Happened: event<object>() }));
     await other.register();

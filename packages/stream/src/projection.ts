@@ -21,6 +21,7 @@ import { and, asc, eq, isNotNull, sql } from 'drizzle-orm';
 import { LeaseLostError } from './errors.js';
 import {
   ackEvents,
+  ackLeases,
   failEvent,
   type LeasedEvent,
   leaseEvents,
@@ -63,6 +64,11 @@ export interface ProjectionOptions<TDeciders extends readonly DeciderEvents<Even
   concurrency?: number;
   /** Events leased per stream at once (one transaction, one acknowledgement). Default 100. */
   batchSize?: number;
+  /**
+   * Streams handled in one transaction, when their batches are small (one event each, say): one transaction and
+   * one acknowledgement for them all. If any of them fails, each is handled again on its own. Default 20.
+   */
+  streamsPerTransaction?: number;
   /** Lease length in seconds; renewed every third of it while a batch runs. Default 30. */
   leaseSeconds?: number;
   /** Longest wait between polls when idle. Default: the view's registered polling delay, else 1000 ms. */
@@ -127,6 +133,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
   const { db, view, handle } = options;
   const concurrency = options.concurrency ?? 4;
   const batchSize = options.batchSize ?? 100;
+  const streamsPerTransaction = Math.max(1, options.streamsPerTransaction ?? 20);
   const leaseSeconds = options.leaseSeconds ?? 30;
   const maxAttempts = options.maxAttempts ?? 5;
   const initialBackoff = options.backoff?.initialMs ?? 200;
@@ -198,7 +205,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
       try {
         stats.polls++;
         leased = await leaseEvents(db, view, {
-          streams: free,
+          streams: free * streamsPerTransaction,
           eventsPerStream: batchSize,
           lockSeconds: leaseSeconds,
         });
@@ -210,8 +217,10 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
         errorDelay = Math.min(errorDelay * 2, 30_000);
         continue;
       }
-      for (const batch of groupByStream(leased)) {
-        const work = processBatch(batch).finally(() => inFlight.delete(work));
+      for (const group of transactionGroups(groupByStream(leased), free)) {
+        const work = (group.length === 1 ? processBatch(group[0] as Batch) : processGroup(group)).finally(
+          () => inFlight.delete(work),
+        );
         inFlight.add(work);
       }
       if (leased.length > 0) {
@@ -244,6 +253,65 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
     }
     for (const batch of batches.values()) batch.rows.sort((a, b) => a.offset - b.offset);
     return [...batches.values()];
+  }
+
+  /**
+   * Packs the leased batches into at most `slots` transactions, so that many small streams (one event each, say)
+   * do not cost a transaction each, and the worker never runs more than `concurrency` transactions. A poll leases
+   * at most `streamsPerTransaction` streams per free slot.
+   */
+  function transactionGroups(batches: Batch[], slots: number): Batch[][] {
+    const groups: Batch[][] = Array.from({ length: Math.min(slots, batches.length) }, () => []);
+    for (const [index, batch] of batches.entries()) groups[index % groups.length]?.push(batch);
+    return groups;
+  }
+
+  /**
+   * Handles several streams' batches in one transaction and acknowledges them in one statement. If anything fails
+   * (a handler, a lost lease), everything rolls back and each batch is handled on its own, which reports failures
+   * and lost leases stream by stream. (Handlers with outside effects may then see an event twice, as after any
+   * retry; the read model sees it once.)
+   */
+  async function processGroup(group: Batch[]) {
+    const started = Date.now();
+    const renewal = setInterval(
+      () => {
+        for (const batch of group) renewLease(db, batch, leaseSeconds).catch(() => {});
+      },
+      Math.max(250, (leaseSeconds * 1000) / 3),
+    );
+    let failed = false;
+    try {
+      await db.transaction(async (tx) => {
+        for (const batch of group) {
+          for (const row of batch.rows) {
+            if (stopping.signal.aborted) throw new LeaseLostError(view, batch.deciderId, batch.leaseId);
+            const declared = byDecider.get(row.decider);
+            if (!declared) continue;
+            const event = (await toStoredEvent(declared, row)) as ProjectedEvent<TDeciders>;
+            await handle(event, tx as Transaction, {
+              view,
+              attempt: batch.attempts + 1,
+              signal: stopping.signal,
+            });
+          }
+        }
+        await ackLeases(
+          tx,
+          view,
+          group.map((batch) => ({ ...batch, offset: (batch.rows.at(-1) as LeasedEvent).offset })),
+        );
+      });
+      const handled = group.reduce((sum, batch) => sum + batch.rows.length, 0);
+      stats.handled += handled;
+      metrics?.count('fstore.projection.handled', handled, attributes);
+      metrics?.record('fstore.projection.batch_ms', Date.now() - started, attributes);
+    } catch {
+      failed = true;
+    } finally {
+      clearInterval(renewal);
+    }
+    if (failed) for (const batch of group) await processBatch(batch);
   }
 
   /** Handles rows [0, upTo) of a batch in one transaction and acknowledges the last of them. */

@@ -47,11 +47,13 @@ function parseVersion(value: string | undefined): EmbeddedVersion {
  */
 async function loadEmbedded(version: EmbeddedVersion) {
   const events = ['beforeExit', 'exit'] as const;
-  const before = new Map(events.map((event) => [event, new Set(process.listeners(event))]));
+  const before = new Map(
+    events.map((event) => [event, new Set<unknown>(process.listeners(event as 'exit'))]),
+  );
   const EmbeddedPostgres = await importEmbedded(version);
   for (const event of events) {
-    for (const listener of process.listeners(event)) {
-      if (!before.get(event)?.has(listener)) process.removeListener(event, listener as () => void);
+    for (const listener of process.listeners(event as 'exit')) {
+      if (!before.get(event)?.has(listener)) process.removeListener(event as 'exit', listener);
     }
   }
   return EmbeddedPostgres;
