@@ -26,7 +26,7 @@ const flag = (name: string) => args.find((arg) => arg.startsWith(`--${name}=`))?
 const quick = args.includes('--quick');
 const selected = new Set((flag('only') ?? all.join(',')).split(',').map((s) => s.trim().toUpperCase()));
 const durationMs = Number(flag('duration') ?? (quick ? 1000 : 4000));
-const rounds = Number(flag('rounds') ?? 3);
+const rounds = Number(flag('rounds') ?? (quick ? 1 : 3));
 const unknown = [...selected].filter((s) => !all.includes(s));
 if (unknown.length > 0) {
   console.error(`bench: unknown scenario ${unknown.join(', ')}; choose from ${all.join(', ')}`);

@@ -2,6 +2,7 @@ export { LeaseLostError } from './errors.js';
 export {
   ack,
   ackEvents,
+  ackLeases,
   discardParkedEvent,
   type FailureOutcome,
   failEvent,

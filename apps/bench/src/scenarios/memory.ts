@@ -8,8 +8,8 @@ import { runConsumers } from '../load.js';
 
 export async function memoryScenarios(ctx: BenchContext): Promise<Figure[]> {
   const figures: Figure[] = [];
-  const sizes = ctx.quick ? [20_000, 100_000] : [100_000, 1_000_000];
-  const limitMs = ctx.quick ? 60_000 : 300_000;
+  const sizes = ctx.quick ? [5_000, 20_000] : [100_000, 1_000_000];
+  const limitMs = ctx.quick ? 30_000 : 300_000;
   const measured: Record<'worker' | 'iterate', number[]> = { worker: [], iterate: [] };
   for (const size of sizes) {
     const url = await ctx.freshDatabase(`m1-${size}`);
