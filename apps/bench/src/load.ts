@@ -17,6 +17,9 @@ export interface LoadResult {
 const tsx = createRequire(import.meta.url).resolve('tsx');
 const workerFile = fileURLToPath(new URL('./load-worker.ts', import.meta.url));
 
+/** Statements that failed during the run: a smoke run fails on them (never on speed). */
+export let loadErrors = 0;
+
 /** Runs `clients` connections spread over a few load processes for `durationMs`, and sums what they did. */
 export async function runLoad(
   options: Omit<LoadWorkerInput, 'clients' | 'streamPrefix'> & { clients: number; label: string },
@@ -56,6 +59,7 @@ export async function runLoad(
     }),
   );
   const seconds = (performance.now() - started) / 1000;
+  loadErrors += outputs.reduce((total, o) => total + o.errors, 0);
   const latencies = outputs.flatMap((o) => o.latenciesMs).sort((a, b) => a - b);
   const pick = (q: number) =>
     latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;

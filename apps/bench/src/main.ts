@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { startTestServer } from '@fstore/testing';
 import postgres from 'postgres';
 import { createContext, type Figure } from './context.js';
+import { loadErrors } from './load.js';
 import { lineChart, type Machine, table, writeResults } from './report.js';
 import { appendScenarios } from './scenarios/appends.js';
 import { latencyScenarios } from './scenarios/latency.js';
@@ -90,9 +91,12 @@ try {
   }
   const command = `pnpm bench ${args.join(' ')}`.trim();
   writeResults(directory, machine, command, figures, charts);
-  const failed = figures.filter((f) => Number.isNaN(f.value));
+  const failed = figures.filter((f) => !Number.isFinite(f.value));
   console.log(`\nwritten: ${directory}/latest.json, latest.md${charts.map((c) => `, ${c}`).join('')}`);
-  if (failed.length > 0) process.exitCode = 1;
+  if (failed.length > 0 || loadErrors > 0) {
+    console.error(`bench: ${loadErrors} statements failed, ${failed.length} figures could not be measured`);
+    process.exitCode = 1;
+  }
 } finally {
   await server.stop();
 }
