@@ -4,7 +4,8 @@
  * names (`FSTORE_TEST_*` among them), so FSTORE_TEST_STRESS_SECONDS works too, whatever turbo.json says.
  *
  * Producers run Counter commands (increment, or close: a final event) on a mix of hot streams, which all of them
- * hammer at once, and cold ones, picked at random. Half go through the store's command handler (load, decide, append
+ * hammer at once, and cold ones, picked at random. A hot stream is closed by whichever increment finds it at its
+ * close count (5 to 20); cold ones now and then by an explicit close. Half go through the store's command handler (load, decide, append
  * after the last event seen; it reloads and decides again on a conflict), half use the store directly with the
  * expected last event (loadLast, append, retry on OptimisticConcurrencyError). Hot streams are closed while the
  * others race on them: the losers get StreamClosedError (or, having lost the race on the previous event, decide
@@ -43,7 +44,8 @@ if (!Number.isFinite(seconds) || seconds <= 0) {
 }
 
 type CounterEvent = EventOf<typeof counterEvents>;
-type CounterCommand = { kind: 'increment' } | { kind: 'close' };
+/** Increment (and close instead, once the counter has reached `closeAt`), or close. */
+type CounterCommand = { kind: 'increment'; closeAt?: number } | { kind: 'close' };
 interface CounterState {
   count: number;
   closed: boolean;
@@ -55,9 +57,10 @@ const counter: Decider<CounterCommand, CounterState, CounterEvent> = {
     event.type === 'Incremented' ? { count: state.count + 1, closed: false } : { ...state, closed: true },
   decide: (command, state): CounterEvent[] => {
     if (state.closed) return [];
-    return command.kind === 'increment'
-      ? [{ type: 'Incremented', data: { n: state.count + 1 } }]
-      : [{ type: 'Closed', data: { count: state.count } }];
+    const close = command.kind === 'close' || state.count >= (command.closeAt ?? Number.POSITIVE_INFINITY);
+    return close
+      ? [{ type: 'Closed', data: { count: state.count } }]
+      : [{ type: 'Incremented', data: { n: state.count + 1 } }];
   },
 };
 
@@ -139,12 +142,15 @@ test(
           closed: () => {
             if (generation[slot] === current) generation[slot] = current + 1;
           },
-          closeChance: 0.03,
+          // Each hot stream is closed once it counts 5 to 20, whoever decides it then, while the others race on it.
+          closeAt: 5 + ((slot * 7 + current * 5) % 16),
+          closeChance: 0,
         };
       }
       return {
         deciderId: `cold-${String(Math.floor(Math.random() * coldStreams)).padStart(2, '0')}`,
         closed: () => {},
+        closeAt: undefined,
         closeChance: 0.01,
       };
     };
@@ -213,7 +219,11 @@ test(
         while (Date.now() < end) {
           const target = pick();
           const command: CounterCommand =
-            Math.random() < target.closeChance ? { kind: 'close' } : { kind: 'increment' };
+            Math.random() < target.closeChance
+              ? { kind: 'close' }
+              : target.closeAt === undefined
+                ? { kind: 'increment' }
+                : { kind: 'increment', closeAt: target.closeAt };
           tally.commands++;
           await run(target.deciderId, command, target.closed);
         }
@@ -235,16 +245,26 @@ test(
 
     // What the producers saw appended is the log, per stream in offset order (and nothing else is in it).
     const acknowledged = new Map<string, string[]>();
-    for (const [eventId, { deciderId, offset }] of [...appended].sort((a, b) => a[1].offset - b[1].offset)) {
+    for (const [eventId, { deciderId }] of [...appended].sort((a, b) => a[1].offset - b[1].offset)) {
       const ids = acknowledged.get(deciderId) ?? [];
       ids.push(eventId);
       acknowledged.set(deciderId, ids);
-      void offset;
     }
     const [counts] = await database.sql<{ events: number; streams: number; closed: number }[]>`
     SELECT count(*)::int AS events, count(DISTINCT decider_id)::int AS streams,
            count(*) FILTER (WHERE final)::int AS closed
     FROM events`;
+    const handled = Object.fromEntries(
+      workers.map((worker) => [
+        worker.name,
+        worker.lines.filter((line) => line.startsWith('handled ')).length,
+      ]),
+    );
+    console.info(
+      `stress (${seconds} s): ${JSON.stringify(tally)}; ${counts?.events} events in ${counts?.streams} streams ` +
+        `(${Math.round((counts?.events ?? 0) / ((producedAt - startedAt) / 1000))} events/s appended); ` +
+        `views caught up ${caughtUpAt - producedAt} ms after the producers stopped; handled per worker ${JSON.stringify(handled)}`,
+    );
     expect(counts?.events).toBe(appended.size);
     expect(tally.appended).toBe(appended.size);
     expect(await checkInvariants(database.sql, viewNames, acknowledged)).toEqual(cleanReport(viewNames));
@@ -262,18 +282,6 @@ test(
     expect(tally.closes).toBeGreaterThan(0);
     expect(counts?.closed).toBe(tally.closes);
     expect(tally.streamClosedErrors + tally.foundClosed).toBeGreaterThan(0);
-
-    const handled = Object.fromEntries(
-      workers.map((worker) => [
-        worker.name,
-        worker.lines.filter((line) => line.startsWith('handled ')).length,
-      ]),
-    );
-    console.info(
-      `stress (${seconds} s): ${JSON.stringify(tally)}; ${counts?.events} events in ${counts?.streams} streams ` +
-        `(${Math.round((counts?.events ?? 0) / ((producedAt - startedAt) / 1000))} events/s appended); ` +
-        `views caught up ${caughtUpAt - producedAt} ms after the producers stopped; handled per worker ${JSON.stringify(handled)}`,
-    );
   },
   (seconds + 150) * 1000,
 );
