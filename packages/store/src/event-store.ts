@@ -59,6 +59,8 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
     this.validateOnLoad = options.validateOnLoad ?? true;
     this.pageSize = options.pageSize ?? 500;
     const issues = new Issues();
+    issues.whole('maxPayloadBytes', this.maxPayloadBytes, 1);
+    issues.whole('pageSize', this.pageSize, 1, 100_000);
     issues.text('decider', events.decider, limits.maxNameLength);
     for (const type of Object.keys(events.definitions))
       issues.text(`events.${type}`, type, limits.maxNameLength);
@@ -117,7 +119,7 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
       batch.push({
         event: input.type,
         eventId: input.eventId ?? randomUUID(),
-        data: json ?? 'null',
+        data,
         version: definition.version,
         final: definition.final,
       });
@@ -145,6 +147,7 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
 
   /** The stream's last event, or undefined for a stream that does not exist. */
   async loadLast(deciderId: string): Promise<StoredEvent<EventOf<TEvents>> | undefined> {
+    checkDeciderId(deciderId);
     const [row] = await this.db
       .select()
       .from(eventsTable)
@@ -156,6 +159,7 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
 
   /** Reads a stream page by page (`pageSize` events per query), so memory stays flat however long it is. */
   async *iterate(deciderId: string, from?: ReadFrom): AsyncGenerator<StoredEvent<EventOf<TEvents>>> {
+    checkDeciderId(deciderId);
     let after = from ? await this.resolveStart(deciderId, from) : 0;
     for (;;) {
       const page = await this.db
@@ -207,6 +211,12 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
   private decode(row: Event): Promise<StoredEvent<EventOf<TEvents>>> {
     return toStoredEvent(this.events, row, this.validateOnLoad);
   }
+}
+
+function checkDeciderId(deciderId: unknown) {
+  const issues = new Issues();
+  issues.text('deciderId', deciderId, limits.maxDeciderIdLength);
+  issues.throwIfAny();
 }
 
 /**

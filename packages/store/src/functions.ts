@@ -59,18 +59,21 @@ export interface AppendEventsInput {
   /** The stream's last event as the writer saw it; null: the stream must not exist yet. */
   previousId: string | null;
   commandId: string;
-  events: readonly { event: string; eventId: string; data: string; version: number; final: boolean }[];
+  /** Each payload is a JSON value (serialised here, once, with the whole batch). */
+  events: readonly { event: string; eventId: string; data: unknown; version: number; final: boolean }[];
 }
 
 /** `append_events`: appends one command's events atomically, chained after `previousId`; idempotent on retry. */
 export async function appendEvents(db: Database, input: AppendEventsInput): Promise<Event[]> {
-  // The payloads are JSON text already: splice them in unparsed, so they are serialised exactly once.
-  const batch = `[${input.events
-    .map(
-      (e) =>
-        `{"event":${JSON.stringify(e.event)},"event_id":${JSON.stringify(e.eventId)},"event_version":${e.version},"final":${e.final},"data":${e.data}}`,
-    )
-    .join(',')}]`;
+  const batch = JSON.stringify(
+    input.events.map((e) => ({
+      event: e.event,
+      event_id: e.eventId,
+      event_version: e.version,
+      final: e.final,
+      data: e.data,
+    })),
+  );
   try {
     const rows = await queryRows(
       db,

@@ -56,4 +56,4 @@ export {
   streamsOfDecider,
   viewProgress,
 } from './queries.js';
-export { limits } from './validation.js';
+export { Issues, limits } from './validation.js';

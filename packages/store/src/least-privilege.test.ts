@@ -114,7 +114,7 @@ describe('the typed store as a user of the application role', () => {
       deciderId: id,
       previousId: first?.eventId ?? null,
       commandId: randomUUID(),
-      events: [{ event: 'e', eventId: randomUUID(), data: '{"n": 2}', version: 1, final: false }],
+      events: [{ event: 'e', eventId: randomUUID(), data: { n: 2 }, version: 1, final: false }],
     });
     expect(await getEvents(db, id)).toHaveLength(2);
     expect((await getLastEvent(db, id, decider))?.data).toEqual({ n: 2 });

@@ -13,6 +13,9 @@ export const limits = {
 } as const;
 
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+// A lone surrogate is not Unicode: UTF-8 encoders replace it with U+FFFD (two ids would become one), and
+// PostgreSQL refuses it in JSON.
+const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 export function isUuid(value: unknown): value is string {
   return typeof value === 'string' && uuidPattern.test(value);
@@ -33,6 +36,14 @@ export class Issues {
       this.add(path, `must be at most ${maxLength} characters, got ${value.length}`);
     // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is what PostgreSQL text cannot hold.
     else if (/\u0000/.test(value)) this.add(path, 'must not contain NUL characters');
+    else if (loneSurrogate.test(value))
+      this.add(path, 'must be well-formed Unicode (it holds a lone surrogate)');
+  }
+  /** A whole number in [min, max]. */
+  whole(path: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER) {
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+      this.add(path, `must be a whole number from ${min} to ${max}, got ${describe(value)}`);
+    }
   }
   throwIfAny() {
     if (this.list.length > 0) throw new ValidationError(this.list);
@@ -42,6 +53,7 @@ export class Issues {
 function describe(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
   if (value === null) return 'null';
+  if (typeof value === 'number') return String(value);
   return typeof value;
 }
 
@@ -59,6 +71,8 @@ export function toJson(value: unknown, path: string, issues: Issues): string | u
         // biome-ignore lint/suspicious/noControlCharactersInRegex: jsonb cannot store \u0000.
         if (/\u0000/.test(current))
           issues.add(at, 'strings must not contain NUL (\\u0000): jsonb cannot store it');
+        else if (loneSurrogate.test(current))
+          issues.add(at, 'must be well-formed Unicode (it holds a lone surrogate)');
         return;
       case 'boolean':
         return;

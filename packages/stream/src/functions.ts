@@ -164,11 +164,10 @@ export async function ackLeases(
   acks: readonly { deciderId: string; leaseId: string; offset: number }[],
 ): Promise<number> {
   try {
-    const [row] = await queryRows(
-      db,
-      sql`SELECT ack_leases(${view}::text, ${`{${acks.map((a) => JSON.stringify(a.deciderId)).join(',')}}`}::text[],
-        ${`{${acks.map((a) => a.leaseId).join(',')}}`}::uuid[], ${`{${acks.map((a) => a.offset).join(',')}}`}::bigint[]) AS acked`,
+    const batch = JSON.stringify(
+      acks.map((a) => ({ decider_id: a.deciderId, lease_id: a.leaseId, offset: a.offset })),
     );
+    const [row] = await queryRows(db, sql`SELECT ack_leases(${view}::text, ${batch}::text::jsonb) AS acked`);
     return Number(row?.acked);
   } catch (error) {
     throw toLeaseError(

@@ -14,6 +14,8 @@ import {
   type DeciderEvents,
   type EventDefinitions,
   type EventOf,
+  Issues,
+  limits,
   type StoredEvent,
   toStoredEvent,
 } from '@fstore/store';
@@ -138,6 +140,19 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
   const maxAttempts = options.maxAttempts ?? 5;
   const initialBackoff = options.backoff?.initialMs ?? 200;
   const maxBackoff = options.backoff?.maxMs ?? 60_000;
+  const issues = new Issues();
+  issues.text('view', view, limits.maxNameLength);
+  issues.whole('concurrency', concurrency, 1, 1000);
+  issues.whole('batchSize', batchSize, 1, 100_000);
+  issues.whole('streamsPerTransaction', streamsPerTransaction, 1, 10_000);
+  issues.whole('leaseSeconds', leaseSeconds, 1, 86_400);
+  issues.whole('maxAttempts', maxAttempts, 1, 1_000_000);
+  issues.whole('backoff.initialMs', initialBackoff, 0);
+  issues.whole('backoff.maxMs', maxBackoff, 0);
+  if (options.pollIntervalMs !== undefined) issues.whole('pollIntervalMs', options.pollIntervalMs, 0);
+  if (!Array.isArray(options.events) || options.events.length === 0)
+    issues.add('events', 'must declare at least one decider');
+  issues.throwIfAny();
   const logger = { ...silentLogger, ...options.logger };
   const metrics = options.metrics;
   const byDecider = new Map(options.events.map((declared) => [declared.decider, declared]));
