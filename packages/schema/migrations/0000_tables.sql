@@ -51,6 +51,12 @@ CREATE TABLE "parked_events" (
 	CONSTRAINT "parked_events_pkey" PRIMARY KEY("view","offset")
 );
 --> statement-breakpoint
+CREATE TABLE "view_registration_gate" (
+	"id" smallint PRIMARY KEY DEFAULT 1 NOT NULL,
+	"generation" bigint DEFAULT 0 NOT NULL,
+	CONSTRAINT "view_registration_gate_one_row" CHECK ("view_registration_gate"."id" = 1)
+);
+--> statement-breakpoint
 CREATE TABLE "views" (
 	"view" text PRIMARY KEY NOT NULL,
 	"start_at" timestamp DEFAULT now() NOT NULL,

@@ -55,6 +55,11 @@ $check_event_append$
 DECLARE
     v_previous_offset bigint;
 BEGIN
+    -- A null stream or decider fails on the columns' NOT NULL constraints, which PostgreSQL checks after this
+    -- trigger: leave it to them, rather than report it as a previous_id in another stream.
+    IF NEW.decider IS NULL OR NEW.decider_id IS NULL THEN
+        RETURN NEW;
+    END IF;
     IF EXISTS (SELECT 1
                FROM events e
                WHERE e.decider_id = NEW.decider_id

@@ -27,7 +27,15 @@ DECLARE
     v_first_id   uuid;
     v_last_id    uuid;
     v_stale      boolean;
+    v_null       text := CASE
+                             WHEN v_decider IS NULL THEN 'decider'
+                             WHEN v_decider_id IS NULL THEN 'decider_id'
+                             WHEN v_command_id IS NULL THEN 'command_id' END;
 BEGIN
+    IF v_null IS NOT NULL THEN
+        RAISE EXCEPTION 'append_events: % must not be null', v_null
+            USING ERRCODE = 'not_null_violation', SCHEMA = 'public', TABLE = 'events', COLUMN = v_null;
+    END IF;
     IF v_events IS NULL OR jsonb_typeof(v_events) <> 'array' OR jsonb_array_length(v_events) = 0 THEN
         RAISE EXCEPTION 'append_events: events must be a non-empty JSON array'
             USING ERRCODE = 'invalid_parameter_value';

@@ -94,6 +94,10 @@ $ack_events$
 DECLARE
     v_lock locks;
 BEGIN
+    IF v_release IS NULL THEN
+        RAISE EXCEPTION 'ack_events: release must be true or false, got NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM events e WHERE e."offset" = v_offset AND e.decider_id = v_decider_id) THEN
         RAISE EXCEPTION 'ack_events: offset % is not an event of stream %', v_offset, v_decider_id
             USING ERRCODE = 'invalid_parameter_value';
@@ -144,8 +148,12 @@ CREATE OR REPLACE FUNCTION release_lease(v_view text, v_decider_id text, v_lease
     LANGUAGE plpgsql AS
 $release_lease$
 BEGIN
+    IF v_delay_ms IS NULL OR v_delay_ms < 0 THEN
+        RAISE EXCEPTION 'release_lease: delay must be zero or more milliseconds, got %', v_delay_ms
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     UPDATE locks l
-    SET locked_until = now() + greatest(v_delay_ms, 0) * interval '1 millisecond',
+    SET locked_until = now() + v_delay_ms * interval '1 millisecond',
         lease_id     = NULL,
         updated_at   = now()
     WHERE l.view = v_view
@@ -168,6 +176,15 @@ DECLARE
     v_attempts int;
     v_event_id uuid;
 BEGIN
+    IF v_retry_ms IS NULL OR v_retry_ms < 0 THEN
+        RAISE EXCEPTION 'fail_event: retry delay must be zero or more milliseconds, got %', v_retry_ms
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_max_attempts IS NULL OR v_stop_stream IS NULL THEN
+        RAISE EXCEPTION 'fail_event: max attempts and stop stream must not be null, got % and %', v_max_attempts,
+            v_stop_stream
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     SELECT e.event_id INTO v_event_id FROM events e WHERE e."offset" = v_offset AND e.decider_id = v_decider_id;
     IF v_event_id IS NULL THEN
         RAISE EXCEPTION 'fail_event: offset % is not an event of stream %', v_offset, v_decider_id
@@ -186,7 +203,7 @@ BEGIN
     END IF;
     IF v_attempts < greatest(v_max_attempts, 1) THEN
         UPDATE locks l
-        SET locked_until = now() + greatest(v_retry_ms, 0) * interval '1 millisecond',
+        SET locked_until = now() + v_retry_ms * interval '1 millisecond',
             lease_id     = NULL
         WHERE l.view = v_view
           AND l.decider_id = v_decider_id;
@@ -381,6 +398,10 @@ CREATE OR REPLACE FUNCTION set_wakeups(v_enabled boolean) RETURNS boolean
     LANGUAGE plpgsql AS
 $set_wakeups$
 BEGIN
+    IF v_enabled IS NULL THEN
+        RAISE EXCEPTION 'set_wakeups: enabled must be true or false, got NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF v_enabled THEN
         IF NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = 'events'::regclass AND t.tgname = 't_notify_events_appended') THEN
             BEGIN
@@ -400,3 +421,46 @@ BEGIN
     RETURN v_enabled;
 END;
 $set_wakeups$;
+--> statement-breakpoint
+-- API: the holder of several leases of one view acknowledges each stream up to its offset and releases them, in the
+-- caller's transaction, all or nothing: if any lease is no longer held (or an offset is not an event of its
+-- stream), it raises 55P03 locks_lease_held and the caller's transaction must roll back; ack_events then tells
+-- which stream it was. v_acks is a JSON array of {"decider_id", "lease_id", "offset"} (JSON, like append_events'
+-- batch: any stream id travels unchanged, whatever the driver).
+-- Example: SELECT ack_leases('view1', '[{"decider_id": "s1", "lease_id": "…", "offset": 41}]');
+CREATE OR REPLACE FUNCTION ack_leases(v_view text, v_acks jsonb)
+    RETURNS integer
+    LANGUAGE plpgsql AS
+$ack_leases$
+DECLARE
+    v_count    integer;
+    v_expected integer;
+BEGIN
+    IF v_view IS NULL OR v_acks IS NULL OR jsonb_typeof(v_acks) <> 'array' THEN
+        RAISE EXCEPTION 'ack_leases: a view and a JSON array of acknowledgements must be given'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_expected := jsonb_array_length(v_acks);
+    UPDATE locks l
+    SET last_offset  = greatest(l.last_offset, x.ack_offset),
+        locked_until = now(),
+        lease_id     = NULL,
+        attempts     = 0,
+        last_error   = NULL,
+        updated_at   = now()
+    FROM (SELECT a ->> 'decider_id' AS decider_id, (a ->> 'lease_id')::uuid AS lease_id,
+                 (a ->> 'offset')::bigint AS ack_offset
+          FROM jsonb_array_elements(v_acks) AS a) x
+    WHERE l.view = v_view
+      AND l.decider_id = x.decider_id
+      AND l.lease_id = x.lease_id
+      AND EXISTS (SELECT 1 FROM events e WHERE e."offset" = x.ack_offset AND e.decider_id = x.decider_id);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF v_count <> v_expected THEN
+        RAISE EXCEPTION 'ack_leases: % of % leases of view % are no longer held (or an offset is not in its stream)',
+            v_expected - v_count, v_expected, v_view
+            USING ERRCODE = 'lock_not_available', CONSTRAINT = 'locks_lease_held';
+    END IF;
+    RETURN v_count;
+END;
+$ack_leases$;

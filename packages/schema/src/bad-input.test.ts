@@ -767,39 +767,34 @@ const catalogue: Entry[] = [
     ],
   },
   {
-    // Added by migration 0008_ack_leases; skipped on a database without it.
+    // ack_leases (0004_projection_workers): the acknowledgements travel as one JSON array.
     fn: 'ack_leases',
     select: 'value',
-    valid: () => [fixture.view, `{${fixture.stream}}`, `{${fixture.lease}}`, `{${fixture.offsets[0]}}`],
+    valid: () => [
+      fixture.view,
+      JSON.stringify([
+        { decider_id: fixture.stream, lease_id: fixture.lease, offset: Number(fixture.offsets[0]) },
+      ]),
+    ],
     params: [
       text('v_view', INVALID),
       {
-        name: 'v_decider_ids',
-        type: 'text[]',
+        name: 'v_acks',
+        type: 'jsonb',
         null: INVALID,
         variants: [
-          { label: 'a malformed array literal', value: 'not-an-array', code: '22P02' },
-          { label: 'two streams for one lease', value: '{a,b}', code: '22023' },
-          { label: 'a stream not leased', value: '{not-leased}', ...LEASE_LOST },
-        ],
-      },
-      {
-        name: 'v_lease_ids',
-        type: 'uuid[]',
-        null: INVALID,
-        variants: [
-          { label: '{not-a-uuid}', value: '{not-a-uuid}', code: '22P02' },
-          { label: 'a token never handed out', value: `{${randomUUID()}}`, ...LEASE_LOST },
-        ],
-      },
-      {
-        name: 'v_offsets',
-        type: 'bigint[]',
-        null: INVALID,
-        variants: [
-          { label: '{x}', value: '{x}', code: '22P02' },
-          { label: 'no offset', value: '{}', code: '22023' },
-          { label: "an offset of another stream's event", value: 'OTHER_ARRAY', ...LEASE_LOST },
+          { label: 'not JSON', value: 'not json', code: '22P02' },
+          { label: 'an object, not an array', value: '{}', code: '22023' },
+          {
+            label: 'a lease_id that is not a UUID',
+            value: '[{"decider_id":"s","lease_id":"x","offset":1}]',
+            code: '22P02',
+          },
+          {
+            label: 'a stream not leased',
+            value: `[{"decider_id":"not-leased","lease_id":"${randomUUID()}","offset":1}]`,
+            ...LEASE_LOST,
+          },
         ],
       },
     ],
@@ -825,8 +820,7 @@ const describeRefusal = (refusal: Refusal) =>
 const signature = (entry: Entry) => `${entry.fn}(${entry.params.map((p) => p.type).join(', ')})`;
 
 /** Replaces the placeholder 'OTHER' by an offset of the other stream (known only once the fixture exists). */
-const resolve = (value: Value) =>
-  value === 'OTHER' ? fixture.otherOffset : value === 'OTHER_ARRAY' ? `{${fixture.otherOffset}}` : value;
+const resolve = (value: Value) => (value === 'OTHER' ? fixture.otherOffset : value);
 
 /** The functions this database has: entries for functions that a later migration adds are skipped without it. */
 const installed = new Set(
@@ -1489,7 +1483,7 @@ describe('views registered while appends run', () => {
     await Promise.all(registrars.map((c) => c.end()));
   });
 
-  // These tests found a race, closed by migration 0007_registration_race: the append trigger (on_insert_on_events)
+  // These tests found a race, closed by view_registration_gate (0002_event_streaming): the append trigger (on_insert_on_events)
   // gave a lock row only to the views its transaction saw, and register_view's read of the log
   // (reset_view_positions) saw only committed events, so an append in flight while a view registered was missed by
   // both: its stream had no lock row for the view (or a stale head) until its next event. The load test also times
