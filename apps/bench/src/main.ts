@@ -38,9 +38,6 @@ const log = (message: string) => console.error(`[${new Date().toISOString().slic
 const server = await startTestServer();
 try {
   const admin = postgres(server.adminUrl, { max: 1, onnotice: () => {} });
-  const [{ version }] = (await admin`SHOW server_version`) as unknown as [
-    { server_version: string; version: string },
-  ];
   const [row] = await admin<{ server_version: string }[]>`SHOW server_version`;
   await admin.end();
   const machine: Machine = {

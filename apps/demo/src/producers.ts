@@ -55,7 +55,7 @@ export async function produce(options: ProduceOptions): Promise<void> {
   const handleOrder = createCommandHandler(createEventStore(db, orderEvents), orderDecider);
   const restaurantId = (r: number) => `${options.run}-restaurant-${r}`;
 
-  async function command<T>(
+  async function command(
     run: () => Promise<{ events: unknown[]; attempts: number }>,
     onDone?: () => void,
   ): Promise<boolean> {
