@@ -26,7 +26,7 @@ const args = process.argv.slice(2).filter((arg) => arg !== '--');
 const flag = (name: string) => args.find((arg) => arg.startsWith(`--${name}=`))?.split('=')[1];
 const quick = args.includes('--quick');
 const selected = new Set((flag('only') ?? all.join(',')).split(',').map((s) => s.trim().toUpperCase()));
-const durationMs = Number(flag('duration') ?? (quick ? 1000 : 4000));
+const durationMs = Number(flag('duration') ?? (quick ? 700 : 3000));
 const rounds = Number(flag('rounds') ?? (quick ? 1 : 3));
 const unknown = [...selected].filter((s) => !all.includes(s));
 if (unknown.length > 0) {

@@ -53,7 +53,7 @@ export async function streamingScenarios(
   const figures: Figure[] = [];
   const backlogSize = ctx.quick ? 5_000 : 100_000;
   // Each measurement drains the backlog or stops at this limit (the rate is what was read by then).
-  const limitMs = ctx.quick ? 5_000 : 15_000;
+  const limitMs = ctx.quick ? 4_000 : 10_000;
   let s1At1000 = 0;
   if (selected.has('S1') || selected.has('S2')) {
     for (const streams of [1_000, backlogSize]) {
