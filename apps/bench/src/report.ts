@@ -96,6 +96,7 @@ export function lineChart(
       `<text x="${margin.left - 8}" y="${py(t * y1).toFixed(1)}" font-size="11" text-anchor="end">${Math.round(t * y1).toLocaleString('en-US')}</text><line x1="${margin.left}" x2="${width - margin.right}" y1="${py(t * y1).toFixed(1)}" y2="${py(t * y1).toFixed(1)}" stroke="#eee"/>`,
   );
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif">
+<title>${title}</title>
 <rect width="100%" height="100%" fill="white"/>
 <text x="${width / 2}" y="22" font-size="15" text-anchor="middle">${title}</text>
 ${yTicks.join('\n')}
