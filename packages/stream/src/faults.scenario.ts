@@ -87,24 +87,26 @@ test.each([
         20_000,
         `an acknowledgement by ${current.name} to cut`,
       );
-      // The server did commit it: the stream's position is past the acknowledged offset, and the events are in the
-      // read model, written by the victim.
-      const [lock] = await database.sql<{ last_offset: string }[]>`
-        SELECT last_offset FROM locks WHERE view = ${view} AND decider_id = ${ack.deciderId}`;
-      const [row] = await database.sql<{ handled_by: string }[]>`
-        SELECT handled_by FROM projected WHERE view = ${view} AND "offset" = ${ack.offset}`;
-      cuts.push({
-        ...ack,
-        victim: current.name,
-        committedBefore: Number(lock?.last_offset) >= ack.offset && row?.handled_by === current.name,
-      });
+      // The server did commit it: each stream's position is past its acknowledged offset, and the events are in
+      // the read model, written by the victim.
+      let committedBefore = true;
+      for (const stream of ack.streams) {
+        const [lock] = await database.sql<{ last_offset: string }[]>`
+          SELECT last_offset FROM locks WHERE view = ${view} AND decider_id = ${stream.deciderId}`;
+        const [row] = await database.sql<{ handled_by: string }[]>`
+          SELECT handled_by FROM projected WHERE view = ${view} AND "offset" = ${stream.offset}`;
+        committedBefore &&= Number(lock?.last_offset) >= stream.offset && row?.handled_by === current.name;
+      }
+      cuts.push({ ...ack, victim: current.name, committedBefore });
       if (mode === 'kill') {
         expect(await current.exited).toEqual({ code: null, signal: 'SIGKILL' });
         victim = startVictim();
         await victim.waitForLine(/^ready$/);
       } else {
-        // It carries on: it sees a connection error, the batch's outcome unknown to it.
-        await waitUntil(async () => /batch failed outside the handler/.test(current.stderr()), {
+        // It carries on: it sees a connection error, the batch's outcome unknown to it. (A batch of one stream
+        // fails "outside the handler"; a group of streams is tried again stream by stream, and each finds its
+        // lease gone: the group's acknowledgement released it.)
+        await waitUntil(async () => /batch failed outside the handler|lease lost/.test(current.stderr()), {
           timeoutMs: 5_000,
           what: `${current.name} to notice the lost connection`,
         });
@@ -119,14 +121,16 @@ test.each([
     // Each cut acknowledgement's events stay the victim's: nobody did them again (no duplicate, checked above, and
     // not redone by another worker after a rollback either).
     for (const cut of cuts) {
-      const rows = await database.sql<{ handled_by: string }[]>`
-        SELECT handled_by FROM projected WHERE view = ${view} AND "offset" = ${cut.offset}`;
-      expect(rows.map((row) => row.handled_by)).toEqual([cut.victim]);
+      for (const stream of cut.streams) {
+        const rows = await database.sql<{ handled_by: string }[]>`
+          SELECT handled_by FROM projected WHERE view = ${view} AND "offset" = ${stream.offset}`;
+        expect(rows.map((row) => row.handled_by)).toEqual([cut.victim]);
+      }
     }
     if (mode === 'cut') expect(victim.alive || victim.lines.includes('stopped')).toBe(true);
     const total = [...produced.acknowledged.values()].flat().length;
     console.info(
-      `commit lost (${mode}): ${cuts.length} acknowledgements cut (${cuts.map((cut) => `${cut.deciderId}@${cut.offset}`).join(', ')}); ${total} events; ` +
+      `commit lost (${mode}): ${cuts.length} acknowledgements cut (${cuts.map((cut) => `${cut.function} ${cut.streams.map((stream) => `${stream.deciderId}@${stream.offset}`).join(' ')}`).join(', ')}); ${total} events; ` +
         `handled by ${harness.workers.map((worker) => `${worker.name} ${handledLines(worker).length}`).join(', ')}`,
     );
   },
@@ -182,12 +186,65 @@ test('sessions of producers and workers terminated again and again under load: r
   expect(terminated.producer).toBeGreaterThan(0);
   expect(terminated.worker).toBeGreaterThan(0);
   expect(produced.retries).toBeGreaterThan(0);
-  expect(pair.some((worker) => /leasing failed|batch failed|renewal failed/.test(worker.stderr()))).toBe(
-    true,
-  );
   console.info(
     `terminations: ${JSON.stringify(terminated)}; ${produced.retries} appends retried (${JSON.stringify(Object.fromEntries(produced.retriedErrors))})`,
   );
+});
+
+// Seen failing here, about two runs in three: postgres.js 3.4.9 (with the workspace's patch) does not fail the rest of
+// a transaction whose session died. The handler's next statements run on the reconnected connection, even inside
+// another batch's transaction, and commit there: events handled twice, events skipped yet acknowledged, a stream
+// out of order; and now and then a batch hangs for good (the session waits in ClientRead), its lease renewed
+// forever. See the report of the issue that added this test; porsager/postgres#1209, #1215, #1216.
+test('batch transactions whose sessions are terminated while idle in transaction (between handler calls): still exactly once, in order', async () => {
+  const { database, store } = await harness.setUp();
+  const view = 'idle-terminated';
+  const url = withApplicationName(database.url, 'fstore-scenario-worker');
+  const options = { url, view, leaseSeconds: 2, batchSize: 5, concurrency: 4, handlerDelayMs: 150 };
+  const pair = [harness.worker({ ...options, name: 'i1' }), harness.worker({ ...options, name: 'i2' })];
+  await Promise.all(pair.map((worker) => worker.waitForLine(/^ready$/)));
+  let producing = true;
+  const production = produce(store, {
+    streams: streamIds('idle', 12),
+    eventsPerStream: 20,
+    maxEventsPerAppend: 3,
+    pauseMs: 50,
+    deadline: Date.now() + 60_000,
+  }).finally(() => {
+    producing = false;
+  });
+  production.catch(() => {}); // awaited below
+  let terminated = 0;
+  const until = Date.now() + 10_000;
+  while (producing && Date.now() < until) {
+    await sleep(20 + Math.random() * 40);
+    const idle = await database.sql<{ pid: number }[]>`
+      SELECT pid FROM pg_stat_activity
+      WHERE datname = current_database() AND application_name = 'fstore-scenario-worker'
+        AND state = 'idle in transaction'`;
+    for (const session of idle) {
+      const [row] = await database.sql<
+        { done: boolean }[]
+      >`SELECT pg_terminate_backend(${session.pid}) AS done`;
+      if (row?.done) terminated++;
+    }
+  }
+  const produced = await production;
+  // A hung batch is one of the failures: report it with the rest rather than stop at the timeout.
+  const caughtUp = await waitForViews(database.sql, [view], { timeoutMs: 25_000, explain: logs }).then(
+    () => true,
+    (error: Error) => {
+      console.error(error.message);
+      return false;
+    },
+  );
+  await stopAll(pair);
+  expect(terminated).toBeGreaterThan(0);
+  expect({ caughtUp, report: await checkInvariants(database.sql, [view], produced.acknowledged) }).toEqual({
+    caughtUp: true,
+    report: cleanReport([view]),
+  });
+  console.info(`idle in transaction: ${terminated} batch sessions terminated`);
 });
 
 test('handlers slower than their lease, with renewal: leases held throughout, nothing handled twice', async () => {

@@ -1,23 +1,23 @@
 /**
  * A TCP proxy between a projection worker and PostgreSQL that loses the answer to a committed acknowledgement:
- * once armed, the next transaction that called ack_events and then commits has its COMMIT carried out by the
- * server, but the server's answer ("COMMIT" CommandComplete) never reaches the worker; the proxy cuts both sides
- * instead of forwarding it (and, if asked, calls back first, so that the test can SIGKILL the worker process at
- * that very moment). The worker is left not knowing whether its batch committed; it did.
+ * once armed, the next transaction that called ack_events (one stream) or ack_leases (several streams) and then
+ * commits has its COMMIT carried out by the server, but the server's answer ("COMMIT" CommandComplete) never
+ * reaches the worker; the proxy cuts both sides instead of forwarding it (and, if asked, calls back first, so that
+ * the test can SIGKILL the worker process at that very moment). The worker is left not knowing whether its batch
+ * committed; it did.
  *
  * It reads the wire protocol just enough for that: the client's Parse messages (statement name and text) and
- * Bind messages (the ack_events parameters, sent as text by postgres.js), the server's CommandComplete tags. The
+ * Bind messages (the acknowledgement's parameters, sent as text by postgres.js), the server's CommandComplete tags. The
  * store's cutting proxy (packages/store/src/test-support/cutting-proxy.ts) cuts after any implicit commit; this one
  * waits for the explicit COMMIT of a worker's batch transaction.
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 
-/** The acknowledgement whose commit the proxy cut: ack_events(view, deciderId, leaseId, offset, release). */
+/** The acknowledgement whose commit the proxy cut: ack_events or ack_leases, each stream acknowledged to an offset. */
 export interface CutAcknowledgement {
+  function: 'ack_events' | 'ack_leases';
   view: string;
-  deciderId: string;
-  leaseId: string;
-  offset: number;
+  streams: { deciderId: string; leaseId: string; offset: number }[];
   at: number;
 }
 
@@ -93,6 +93,44 @@ function parseBind(body: Buffer): { statement: string; parameters: (string | nul
   return { statement, parameters };
 }
 
+/** The elements of a one-dimensional array literal as functions.ts writes them: `{"a","b"}`, `{1,2}`. */
+function arrayElements(literal: string | null): string[] {
+  const inner = (literal ?? '{}').slice(1, -1);
+  return (inner.match(/"(?:[^"\\]|\\.)*"|[^,]+/g) ?? []).map((element) =>
+    element.startsWith('"') ? (JSON.parse(element) as string) : element,
+  );
+}
+
+/** What an acknowledgement's Bind parameters say, by the function its statement calls; undefined for other statements. */
+function acknowledgement(
+  statement: string,
+  parameters: (string | null)[],
+): Omit<CutAcknowledgement, 'at'> | undefined {
+  if (/\back_events\s*\(/.test(statement)) {
+    const [view, deciderId, leaseId, offset] = parameters;
+    return {
+      function: 'ack_events',
+      view: view ?? '',
+      streams: [{ deciderId: deciderId ?? '', leaseId: leaseId ?? '', offset: Number(offset) }],
+    };
+  }
+  if (/\back_leases\s*\(/.test(statement)) {
+    const [view, deciderIds, leaseIds, offsets] = parameters;
+    const leases = arrayElements(leaseIds ?? null);
+    const ends = arrayElements(offsets ?? null);
+    return {
+      function: 'ack_leases',
+      view: view ?? '',
+      streams: arrayElements(deciderIds ?? null).map((deciderId, index) => ({
+        deciderId,
+        leaseId: leases[index] ?? '',
+        offset: Number(ends[index]),
+      })),
+    };
+  }
+  return undefined;
+}
+
 export async function startCommitCuttingProxy(databaseUrl: string): Promise<CommitCuttingProxy> {
   const target = new URL(databaseUrl);
   const sockets = new Set<Socket>();
@@ -123,15 +161,7 @@ export async function startCommitCuttingProxy(databaseUrl: string): Promise<Comm
           statements.set(name, text);
         } else if (message.type === 'B') {
           const bind = parseBind(message.body);
-          if (/\back_events\s*\(/.test(statements.get(bind.statement) ?? '')) {
-            const [view, deciderId, leaseId, offset] = bind.parameters;
-            pendingAck = {
-              view: view ?? '',
-              deciderId: deciderId ?? '',
-              leaseId: leaseId ?? '',
-              offset: Number(offset),
-            };
-          }
+          pendingAck = acknowledgement(statements.get(bind.statement) ?? '', bind.parameters) ?? pendingAck;
         }
       }
       upstream.write(chunk);

@@ -414,7 +414,17 @@ export async function describeView(sql: postgres.Sql, view: string): Promise<str
     SELECT decider_id, "offset", last_offset, locked_until, lease_id, attempts, last_error
     FROM locks WHERE view = ${view} AND last_offset < "offset" ORDER BY decider_id LIMIT 10`;
   const parked = await sql`SELECT "offset", attempts, error FROM parked_events WHERE view = ${view} LIMIT 5`;
-  return JSON.stringify({ status, behind, parked }, null, 1);
+  // The database's other sessions: a batch stuck in a transaction, or waiting on a lock, shows here.
+  const sessions = await sql`
+    SELECT pid, application_name, state, wait_event_type, wait_event,
+           round(extract(epoch FROM clock_timestamp() - xact_start)::numeric, 1) AS xact_s,
+           round(extract(epoch FROM clock_timestamp() - state_change)::numeric, 1) AS state_s,
+           left(query, 100) AS query
+    FROM pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle'
+    ORDER BY xact_start NULLS LAST
+    LIMIT 20`;
+  return JSON.stringify({ status, behind, parked, sessions }, null, 1);
 }
 
 export interface ReadModelRow {
