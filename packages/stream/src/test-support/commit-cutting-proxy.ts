@@ -115,13 +115,26 @@ function acknowledgement(
     };
   }
   if (/\back_leases\s*\(/.test(statement)) {
-    const [view, deciderIds, leaseIds, offsets] = parameters;
+    const [view, first, leaseIds, offsets] = parameters;
+    // ack_leases(view, jsonb [{decider_id, lease_id, offset}]), or the earlier (view, text[], uuid[], bigint[]).
+    if (first?.trimStart().startsWith('[')) {
+      const acks = JSON.parse(first) as { decider_id: string; lease_id: string; offset: number | string }[];
+      return {
+        function: 'ack_leases',
+        view: view ?? '',
+        streams: acks.map((ack) => ({
+          deciderId: ack.decider_id,
+          leaseId: ack.lease_id,
+          offset: Number(ack.offset),
+        })),
+      };
+    }
     const leases = arrayElements(leaseIds ?? null);
     const ends = arrayElements(offsets ?? null);
     return {
       function: 'ack_leases',
       view: view ?? '',
-      streams: arrayElements(deciderIds ?? null).map((deciderId, index) => ({
+      streams: arrayElements(first ?? null).map((deciderId, index) => ({
         deciderId,
         leaseId: leases[index] ?? '',
         offset: Number(ends[index]),
