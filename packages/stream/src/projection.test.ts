@@ -358,6 +358,27 @@ describe('leases', () => {
     expect(slow.stats.leaseLost + other.stats.leaseLost).toBe(0);
   });
 
+  test('a batch that outlives maxBatchSeconds has its session ended and is delivered again', async () => {
+    const view = await newView();
+    const appended = await appendStreams(1, 1);
+    let calls = 0;
+    const projection = project(view, {
+      leaseSeconds: 1,
+      maxBatchSeconds: 1,
+      async handle(e, tx) {
+        calls++;
+        await tx.execute(
+          sql`INSERT INTO projected (view, decider_id, "offset", type) VALUES (${view}, ${e.deciderId}, ${e.offset}, ${e.type})`,
+        );
+        if (calls === 1) await new Promise(() => {}); // hangs, ignoring its signal, holding its transaction open
+      },
+    });
+    await projection.start();
+    await until(async () => (await count(view)) === 1, 15_000);
+    expect(await readModel(view)).toEqual(appended);
+    expect(calls).toBe(2);
+  });
+
   test('a rebuild during a batch: the batch loses its lease and rolls back; the replay counts every event once', async () => {
     const view = await newView();
     await new Promise((resolve) => setTimeout(resolve, 10));

@@ -16,6 +16,7 @@ import {
   type EventOf,
   Issues,
   limits,
+  queryRows,
   type StoredEvent,
   toStoredEvent,
 } from '@fstore/store';
@@ -73,6 +74,13 @@ export interface ProjectionOptions<TDeciders extends readonly DeciderEvents<Even
   streamsPerTransaction?: number;
   /** Lease length in seconds; renewed every third of it while a batch runs. Default 30. */
   leaseSeconds?: number;
+  /**
+   * The longest a batch's transaction may run, in seconds. Past it the worker stops renewing the lease and ends the
+   * transaction's session (pg_terminate_backend), so a handler, or a driver, that hangs cannot hold a stream (and
+   * the read model's row locks) for ever: the transaction rolls back and the stream is delivered again. Default:
+   * four leases.
+   */
+  maxBatchSeconds?: number;
   /** Longest wait between polls when idle. Default: the view's registered polling delay, else 1000 ms. */
   pollIntervalMs?: number;
   /** Where a view created by this worker starts reading. Default: the beginning of the log. */
@@ -137,6 +145,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
   const batchSize = options.batchSize ?? 100;
   const streamsPerTransaction = Math.max(1, options.streamsPerTransaction ?? 20);
   const leaseSeconds = options.leaseSeconds ?? 30;
+  const maxBatchSeconds = options.maxBatchSeconds ?? leaseSeconds * 4;
   const maxAttempts = options.maxAttempts ?? 5;
   const initialBackoff = options.backoff?.initialMs ?? 200;
   const maxBackoff = options.backoff?.maxMs ?? 60_000;
@@ -146,6 +155,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
   issues.whole('batchSize', batchSize, 1, 100_000);
   issues.whole('streamsPerTransaction', streamsPerTransaction, 1, 10_000);
   issues.whole('leaseSeconds', leaseSeconds, 1, 86_400);
+  issues.whole('maxBatchSeconds', maxBatchSeconds, 1, 864_000);
   issues.whole('maxAttempts', maxAttempts, 1, 1_000_000);
   issues.whole('backoff.initialMs', initialBackoff, 0);
   issues.whole('backoff.maxMs', maxBackoff, 0);
@@ -282,6 +292,28 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
   }
 
   /**
+   * Runs `work` in a transaction whose session is ended if it outlives maxBatchSeconds (see that option): the
+   * transaction's first statement notes its backend, a timer terminates it, and `onExpired` stops the renewals.
+   */
+  async function guardedTransaction(work: (tx: Transaction) => Promise<void>, onExpired: () => void) {
+    let pid: number | undefined;
+    const watchdog = setTimeout(() => {
+      onExpired();
+      logger.error('batch outlived maxBatchSeconds; ending its session', { view, maxBatchSeconds, pid });
+      if (pid !== undefined) db.execute(sql`SELECT pg_terminate_backend(${pid})`).catch(() => {});
+    }, maxBatchSeconds * 1000);
+    try {
+      await db.transaction(async (tx) => {
+        const [row] = await queryRows(tx, sql`SELECT pg_backend_pid() AS pid`);
+        pid = Number(row?.pid);
+        await work(tx as Transaction);
+      });
+    } finally {
+      clearTimeout(watchdog);
+    }
+  }
+
+  /**
    * Handles several streams' batches in one transaction and acknowledges them in one statement. If anything fails
    * (a handler, a lost lease), everything rolls back and each batch is handled on its own, which reports failures
    * and lost leases stream by stream. (Handlers with outside effects may then see an event twice, as after any
@@ -297,26 +329,29 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
     );
     let failed = false;
     try {
-      await db.transaction(async (tx) => {
-        for (const batch of group) {
-          for (const row of batch.rows) {
-            if (stopping.signal.aborted) throw new LeaseLostError(view, batch.deciderId, batch.leaseId);
-            const declared = byDecider.get(row.decider);
-            if (!declared) continue;
-            const event = (await toStoredEvent(declared, row)) as ProjectedEvent<TDeciders>;
-            await handle(event, tx as Transaction, {
-              view,
-              attempt: batch.attempts + 1,
-              signal: stopping.signal,
-            });
+      await guardedTransaction(
+        async (tx) => {
+          for (const batch of group) {
+            for (const row of batch.rows) {
+              if (stopping.signal.aborted) throw new LeaseLostError(view, batch.deciderId, batch.leaseId);
+              const declared = byDecider.get(row.decider);
+              if (!declared) continue;
+              const event = (await toStoredEvent(declared, row)) as ProjectedEvent<TDeciders>;
+              await handle(event, tx as Transaction, {
+                view,
+                attempt: batch.attempts + 1,
+                signal: stopping.signal,
+              });
+            }
           }
-        }
-        await ackLeases(
-          tx,
-          view,
-          group.map((batch) => ({ ...batch, offset: (batch.rows.at(-1) as LeasedEvent).offset })),
-        );
-      });
+          await ackLeases(
+            tx,
+            view,
+            group.map((batch) => ({ ...batch, offset: (batch.rows.at(-1) as LeasedEvent).offset })),
+          );
+        },
+        () => clearInterval(renewal),
+      );
       const handled = group.reduce((sum, batch) => sum + batch.rows.length, 0);
       stats.handled += handled;
       metrics?.count('fstore.projection.handled', handled, attributes);
@@ -330,8 +365,14 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
   }
 
   /** Handles rows [0, upTo) of a batch in one transaction and acknowledges the last of them. */
-  async function commit(batch: Batch, upTo: number, release: boolean, signal: AbortSignal) {
-    await db.transaction(async (tx) => {
+  async function commit(
+    batch: Batch,
+    upTo: number,
+    release: boolean,
+    signal: AbortSignal,
+    onExpired: () => void,
+  ) {
+    await guardedTransaction(async (tx) => {
       for (let index = 0; index < upTo; index++) {
         const row = batch.rows[index] as LeasedEvent;
         if (signal.aborted) throw new LeaseLostError(view, batch.deciderId, batch.leaseId);
@@ -350,7 +391,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
       }
       const last = batch.rows[upTo - 1] as LeasedEvent;
       await ackEvents(tx, batch, last.offset, { release });
-    });
+    }, onExpired);
   }
 
   async function processBatch(batch: Batch) {
@@ -376,7 +417,12 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
       // Commit what succeeds; when a handler throws at event i, redo [0, i) (rolled back with it) and report i.
       for (;;) {
         try {
-          if (upTo > 0) await commit(batch, upTo, failure === undefined, lease.signal);
+          if (upTo > 0) {
+            await commit(batch, upTo, failure === undefined, lease.signal, () => {
+              clearInterval(renewal);
+              lease.abort();
+            });
+          }
           break;
         } catch (error) {
           if (!(error instanceof HandlerFailure)) throw error;
