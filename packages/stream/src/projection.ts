@@ -77,8 +77,8 @@ export interface ProjectionOptions<TDeciders extends readonly DeciderEvents<Even
   /**
    * The longest a batch's transaction may run, in seconds. Past it the worker stops renewing the lease and ends the
    * transaction's session (pg_terminate_backend), so a handler, or a driver, that hangs cannot hold a stream (and
-   * the read model's row locks) for ever: the transaction rolls back and the stream is delivered again. Default:
-   * four leases.
+   * the read model's row locks) for ever: the transaction rolls back and the stream is delivered again. Default
+   * 600 (ten minutes): long handlers keep their lease by renewal well before that.
    */
   maxBatchSeconds?: number;
   /** Longest wait between polls when idle. Default: the view's registered polling delay, else 1000 ms. */
@@ -145,7 +145,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
   const batchSize = options.batchSize ?? 100;
   const streamsPerTransaction = Math.max(1, options.streamsPerTransaction ?? 20);
   const leaseSeconds = options.leaseSeconds ?? 30;
-  const maxBatchSeconds = options.maxBatchSeconds ?? leaseSeconds * 4;
+  const maxBatchSeconds = options.maxBatchSeconds ?? 600;
   const maxAttempts = options.maxAttempts ?? 5;
   const initialBackoff = options.backoff?.initialMs ?? 200;
   const maxBackoff = options.backoff?.maxMs ?? 60_000;
