@@ -112,6 +112,8 @@ export interface WorkerOptions {
   name: string;
   concurrency?: number;
   leaseSeconds?: number;
+  /** The projection's maxBatchSeconds (default 600). */
+  maxBatchSeconds?: number;
   batchSize?: number;
   handlerDelayMs?: number;
   hangAtOffset?: number;
@@ -149,6 +151,7 @@ export function startWorker(options: WorkerOptions): WorkerProcess {
     WORKER_NAME: options.name,
     CONCURRENCY: String(options.concurrency ?? 4),
     LEASE_SECONDS: String(options.leaseSeconds ?? 2),
+    MAX_BATCH_SECONDS: String(options.maxBatchSeconds ?? 600),
     BATCH_SIZE: String(options.batchSize ?? 100),
     HANDLER_DELAY_MS: String(options.handlerDelayMs ?? 0),
     HANG_AT_OFFSET: options.hangAtOffset === undefined ? '' : String(options.hangAtOffset),

@@ -43,6 +43,7 @@ const name = process.env.WORKER_NAME ?? `worker-${process.pid}`;
 const concurrency = numberFromEnv('CONCURRENCY', 4);
 const leaseSeconds = numberFromEnv('LEASE_SECONDS', 2);
 const batchSize = numberFromEnv('BATCH_SIZE', 100);
+const maxBatchSeconds = numberFromEnv('MAX_BATCH_SECONDS', 600);
 const pollIntervalMs = numberFromEnv('POLL_INTERVAL_MS', 200);
 const handlerDelayMs = numberFromEnv('HANDLER_DELAY_MS', 0);
 const hangAtOffset = process.env.HANG_AT_OFFSET ? numberFromEnv('HANG_AT_OFFSET', 0) : undefined;
@@ -64,6 +65,7 @@ const projection = createProjection({
   events: [counterEvents],
   concurrency,
   leaseSeconds,
+  maxBatchSeconds,
   batchSize,
   pollIntervalMs,
   backoff: { initialMs: 50, maxMs: 1000 },
