@@ -112,7 +112,7 @@ export interface WorkerOptions {
   name: string;
   concurrency?: number;
   leaseSeconds?: number;
-  /** The projection's maxBatchSeconds (default 600). */
+  /** The projection's maxBatchSeconds (default 15 here). */
   maxBatchSeconds?: number;
   batchSize?: number;
   handlerDelayMs?: number;
@@ -151,7 +151,9 @@ export function startWorker(options: WorkerOptions): WorkerProcess {
     WORKER_NAME: options.name,
     CONCURRENCY: String(options.concurrency ?? 4),
     LEASE_SECONDS: String(options.leaseSeconds ?? 2),
-    MAX_BATCH_SECONDS: String(options.maxBatchSeconds ?? 600),
+    // Scenario workers end a hung batch's session after 15 s (the product's default is ten minutes): a session cut
+    // mid-write can leave postgres.js waiting for ever (see faults.scenario.ts), and the checks wait less than that.
+    MAX_BATCH_SECONDS: String(options.maxBatchSeconds ?? 15),
     BATCH_SIZE: String(options.batchSize ?? 100),
     HANDLER_DELAY_MS: String(options.handlerDelayMs ?? 0),
     HANG_AT_OFFSET: options.hangAtOffset === undefined ? '' : String(options.hangAtOffset),
