@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { createTestDatabase } from '@fstore/testing';
 import type postgres from 'postgres';
 import { afterAll, describe, expect, test } from 'vitest';
+import { backendPid, waitUntilBlocked } from './test-support/lock-waits.js';
 
 const db = await createTestDatabase();
 afterAll(() => db.drop());
@@ -16,23 +17,6 @@ await db.sql`SELECT * FROM register_decider_event(${decider}, 'happened')`;
 function append(sql: postgres.Sql | postgres.TransactionSql, deciderId: string, previousId: string | null) {
   return sql<{ event_id: string; offset: string }[]>`
     SELECT * FROM append_event('happened', ${randomUUID()}, ${decider}, ${deciderId}, '{}', ${randomUUID()}, ${previousId})`;
-}
-
-async function backendPid(sql: postgres.Sql): Promise<number> {
-  const [row] = await sql<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
-  return row?.pid ?? -1;
-}
-
-/** Resolves once the backend `pid` waits on a lock; fails after 10 s. */
-async function waitUntilBlocked(pid: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    const [row] = await db.sql<{ waiting: boolean }[]>`
-      SELECT coalesce(wait_event_type = 'Lock', false) AS waiting FROM pg_stat_activity WHERE pid = ${pid}`;
-    if (row?.waiting) return;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  throw new Error(`backend ${pid} never waited on a lock`);
 }
 
 /** Outcome of a promise that is expected to settle later, without an unhandled rejection meanwhile. */
@@ -57,7 +41,7 @@ describe('optimistic locking between two connections', () => {
     await first.begin(async (tx) => {
       await append(tx, deciderId, null);
       late = settle(second.begin((tx2) => append(tx2, deciderId, null)));
-      await waitUntilBlocked(secondPid);
+      await waitUntilBlocked(db.sql, secondPid);
     });
     const outcome = await late;
     expect(outcome?.ok).toBe(false);
@@ -78,7 +62,7 @@ describe('optimistic locking between two connections', () => {
     await first.begin(async (tx) => {
       await append(tx, deciderId, head?.event_id ?? null);
       late = settle(second.begin((tx2) => append(tx2, deciderId, head?.event_id ?? null)));
-      await waitUntilBlocked(secondPid);
+      await waitUntilBlocked(db.sql, secondPid);
     });
     const outcome = await late;
     expect(outcome?.ok === false && outcome.error).toMatchObject({

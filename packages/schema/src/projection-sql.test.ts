@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { createTestDatabase } from '@fstore/testing';
 import type postgres from 'postgres';
 import { afterAll, describe, expect, test } from 'vitest';
+import { backendPid, waitUntilBlocked } from './test-support/lock-waits.js';
 import { describeProjectionSql } from './test-support/projection-sql.spec.js';
 import { postgresJsClient } from './test-support/sql-client.js';
 
@@ -28,23 +29,6 @@ describeProjectionSql('PostgreSQL via postgres.js', async () => postgresJsClient
 
 describe("projection workers' SQL between two connections (postgres.js)", () => {
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-  async function backendPid(sql: postgres.Sql): Promise<number> {
-    const [row] = await sql<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
-    return row?.pid ?? -1;
-  }
-
-  /** Resolves once the backend `pid` waits on a lock; fails after 10 s. */
-  async function waitUntilBlocked(pid: number): Promise<void> {
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline) {
-      const [row] = await db.sql<{ waiting: boolean }[]>`
-        SELECT coalesce(wait_event_type = 'Lock', false) AS waiting FROM pg_stat_activity WHERE pid = ${pid}`;
-      if (row?.waiting) return;
-      await sleep(10);
-    }
-    throw new Error(`backend ${pid} never waited on a lock`);
-  }
 
   /** Outcome of a promise that settles later, without an unhandled rejection meanwhile. */
   function settle<T>(promise: Promise<T>) {
@@ -108,7 +92,7 @@ describe("projection workers' SQL between two connections (postgres.js)", () => 
     const [b] = await one.begin(async (tx) => {
       const rows = await lease(tx, view, 1);
       late = settle(two`SELECT * FROM ack_events(${view}, ${deciderId}, ${a?.lease_id ?? ''}, ${offset})`);
-      await waitUntilBlocked(twoPid);
+      await waitUntilBlocked(db.sql, twoPid);
       return rows;
     });
     const outcome = await late;
@@ -155,7 +139,7 @@ describe("projection workers' SQL between two connections (postgres.js)", () => 
       await one.begin(async (tx) => {
         await tx`SELECT set_wakeups(${enabled})`;
         late = settle(two<{ set_wakeups: boolean }[]>`SELECT set_wakeups(${enabled})`);
-        await waitUntilBlocked(twoPid);
+        await waitUntilBlocked(db.sql, twoPid);
       });
       return late;
     }

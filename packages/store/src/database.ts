@@ -22,7 +22,7 @@ export async function queryRows(db: Database, query: SQL): Promise<Record<string
  * Decodes a raw row of a table (as the SQL functions return them) the way a Drizzle select would: column names to
  * field names, int8 to numbers, timestamps to Dates. jsonb is left as the driver parsed it.
  */
-function rowDecoder<TRow>(table: PgTable) {
+export function rowDecoder<TRow>(table: PgTable) {
   const columns = Object.entries(getTableColumns(table)).map(([field, column]) => ({ field, column }));
   return (raw: Record<string, unknown>): TRow => {
     const row: Record<string, unknown> = {};

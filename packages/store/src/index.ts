@@ -5,7 +5,7 @@ export {
   type Decider,
   type HandledCommand,
 } from './command-handler.js';
-export { type Database, decodeEventRow, queryRows } from './database.js';
+export { type Database, decodeEventRow, queryRows, rowDecoder } from './database.js';
 export {
   DuplicateEventError,
   databaseError,

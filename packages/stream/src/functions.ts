@@ -12,28 +12,13 @@ import {
   type View,
   views,
 } from '@fstore/schema';
-import { type Database, decodeEventRow, queryRows } from '@fstore/store';
-import { getTableColumns, sql } from 'drizzle-orm';
-import type { PgTable } from 'drizzle-orm/pg-core';
+import { type Database, decodeEventRow, queryRows, rowDecoder } from '@fstore/store';
+import { sql } from 'drizzle-orm';
 import { toLeaseError } from './errors.js';
 
-function decoder<TRow>(table: PgTable) {
-  const columns = Object.entries(getTableColumns(table));
-  return (raw: Record<string, unknown>): TRow => {
-    const row: Record<string, unknown> = {};
-    for (const [field, column] of columns) {
-      const value = raw[column.name];
-      row[field] =
-        value === null || value === undefined || value instanceof Date
-          ? (value ?? null)
-          : column.mapFromDriverValue(value);
-    }
-    return row as TRow;
-  };
-}
-const decodeView = decoder<View>(views);
-const decodeLock = decoder<Lock>(locks);
-const decodeParked = decoder<ParkedEvent>(parkedEvents);
+const decodeView = rowDecoder<View>(views);
+const decodeLock = rowDecoder<Lock>(locks);
+const decodeParked = rowDecoder<ParkedEvent>(parkedEvents);
 
 /** Dates go in as timestamptz and become the session's local `timestamp`, which is what views.start_at holds. */
 const asTimestamp = (date: Date) => sql`${date.toISOString()}::timestamptz::timestamp`;
