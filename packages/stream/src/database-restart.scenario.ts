@@ -174,9 +174,10 @@ test.each([
       `later, workers stopped in ${stoppedAt - caughtUpAt} ms; workers that died: ${JSON.stringify(deaths)}; ` +
       `replacements that failed to start: ${failedStarts.length}`,
   );
-  // Last: the workers must ride out the outage by themselves. (Seen here: postgres.js 3.4.9 can throw from a
-  // setImmediate after a connection closed, "Cannot read properties of null (reading 'write')" in nextWrite, which
-  // no caller can catch: porsager/postgres#1154, #1208.)
+  // Last: the workers must ride out the outage by themselves. (Seen here, both patched: postgres.js 3.4.9 can throw
+  // from a setImmediate after a connection closed, "Cannot read properties of null (reading 'write')" in nextWrite,
+  // porsager/postgres#1154, #1208; and a connection that dies while fetching its array types rejects a promise
+  // nobody holds, "connect ECONNREFUSED" as an unhandled rejection, #1192, #1223.)
   expect({
     deaths,
     uncleanExits: exits.filter((exit) => exit.code !== 0),

@@ -89,6 +89,18 @@ const projection = createProjection({
   },
 });
 
+// A rejection nobody handled kills the process, as it would in production; first say which promise it was (a
+// postgres.js query carries its SQL text), so that a death in the scenario logs names its cause.
+process.on('unhandledRejection', (reason, promise) => {
+  const query = promise as { strings?: readonly string[] };
+  logger.error('worker-process: unhandled rejection', {
+    error: reason instanceof Error ? (reason.stack ?? reason.message) : String(reason),
+    query: query.strings ? query.strings.join('?') : undefined,
+    promise: Object.prototype.toString.call(promise),
+  });
+  process.exit(1);
+});
+
 let stopping = false;
 async function shutdown(signal: string) {
   if (stopping) return;

@@ -1,0 +1,142 @@
+/**
+ * postgres.js as this workspace runs it (patches/postgres@3.4.9.patch): a connection that the server drops while
+ * it is still starting up must fail (or retry) the query that opened it, and nothing else. postgres.js 3.4.9 runs
+ * an internal query on every new connection (the array types, `fetch_types`) and drops its promise: if the
+ * connection dies during it, the error escapes as an unhandled rejection, which ends a Node.js process
+ * (porsager/postgres#1192, #1205, #1223). A projection worker died of it in CI when the database was restarted.
+ *
+ * A small proxy between the client and the test database finds that internal query on the wire and, at that
+ * moment, either goes away for good (the database stopped) or has the backend terminated (a fast shutdown, an
+ * administrator).
+ */
+import { createConnection, createServer, type Socket } from 'node:net';
+import { createTestDatabase } from '@fstore/testing';
+import postgres from 'postgres';
+import { afterAll, afterEach, expect, test } from 'vitest';
+
+const database = await createTestDatabase({ from: 'empty' });
+afterAll(() => database.drop());
+
+/** What reaches process.on('unhandledRejection') during a test. */
+let unhandled: unknown[] = [];
+const collect = (reason: unknown) => unhandled.push(reason);
+process.on('unhandledRejection', collect);
+afterAll(() => {
+  process.off('unhandledRejection', collect);
+});
+afterEach(() => {
+  unhandled = [];
+});
+
+/** The text of postgres.js' internal array-types query, as it travels in the client's Parse message. */
+const arrayTypesQuery = Buffer.from('b.typarray');
+
+interface StartupFaultProxy {
+  url: string;
+  /** The backend pids of the connections that sent the array-types query, in order. */
+  readonly startedTypesQuery: number[];
+  close(): Promise<void>;
+}
+
+/**
+ * Forwards every connection to the test database; when a client sends the array-types query, calls `onTypesQuery`
+ * with the backend's pid (read from the server's BackendKeyData), which says whether to forward or drop it.
+ */
+async function startStartupFaultProxy(
+  onTypesQuery: (context: {
+    pid: number;
+    client: Socket;
+    upstream: Socket;
+    stopListening(): void;
+  }) => 'forward' | 'drop',
+): Promise<StartupFaultProxy> {
+  const target = new URL(database.url);
+  const sockets = new Set<Socket>();
+  const startedTypesQuery: number[] = [];
+  const server = createServer((client) => {
+    const upstream = createConnection({ host: target.hostname, port: Number(target.port) });
+    sockets.add(client).add(upstream);
+    let pid = 0;
+    upstream.on('data', (chunk: Buffer) => {
+      // BackendKeyData: 'K', length 12, pid, secret key.
+      const at = chunk.indexOf(Buffer.from([0x4b, 0, 0, 0, 12]));
+      if (at >= 0 && pid === 0) pid = chunk.readInt32BE(at + 5);
+      client.write(chunk);
+    });
+    client.on('data', (chunk: Buffer) => {
+      if (chunk.includes(arrayTypesQuery)) {
+        startedTypesQuery.push(pid);
+        if (onTypesQuery({ pid, client, upstream, stopListening: () => server.close() }) === 'drop') return;
+      }
+      upstream.write(chunk);
+    });
+    const closeBoth = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', closeBoth).on('error', closeBoth);
+    upstream.on('close', closeBoth).on('error', closeBoth);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  const url = new URL(database.url);
+  url.hostname = '127.0.0.1';
+  url.port = String(port);
+  return {
+    url: url.toString(),
+    startedTypesQuery,
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Lets rejections that nobody handled reach process.on('unhandledRejection'). */
+const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
+
+test('the database goes away while a new connection fetches its array types: the query fails with the connection error, and nothing else escapes', async () => {
+  const proxy = await startStartupFaultProxy(({ client, upstream, stopListening }) => {
+    stopListening(); // the reconnection is refused, as by a stopped server
+    client.destroy();
+    upstream.destroy();
+    return 'drop';
+  });
+  const sql = postgres(proxy.url, { max: 1, onnotice: () => {}, connect_timeout: 5 });
+  try {
+    const failure = await sql`SELECT 1 AS one`.then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(proxy.startedTypesQuery).toHaveLength(1);
+    expect(failure).toMatchObject({ code: 'ECONNREFUSED' });
+    await settle();
+    expect(unhandled).toEqual([]);
+  } finally {
+    await sql.end({ timeout: 1 });
+    await proxy.close();
+  }
+});
+
+test('the backend is terminated while a new connection fetches its array types: postgres.js reconnects and the query succeeds, with no error from the dead backend', async () => {
+  const admin = database.connect({ max: 1 });
+  const terminated: Promise<unknown>[] = [];
+  const proxy = await startStartupFaultProxy(({ pid }) => {
+    // The first connection only: its backend reports 57P01 (as in a fast shutdown) and closes.
+    if (terminated.length > 0) return 'forward';
+    terminated.push(admin`SELECT pg_terminate_backend(${pid})`.then((rows) => [...rows]));
+    return 'drop';
+  });
+  const sql = postgres(proxy.url, { max: 1, onnotice: () => {}, connect_timeout: 5, backoff: 0 });
+  try {
+    const rows = await sql`SELECT 1 AS one`;
+    expect(await Promise.all(terminated)).toEqual([[{ pg_terminate_backend: true }]]);
+    expect(proxy.startedTypesQuery).toHaveLength(2);
+    expect(rows).toEqual([{ one: 1 }]);
+    await settle();
+    expect(unhandled).toEqual([]);
+  } finally {
+    await sql.end({ timeout: 1 });
+    await proxy.close();
+  }
+});
