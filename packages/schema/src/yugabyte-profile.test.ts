@@ -220,6 +220,9 @@ describe('the YugabyteDB profile on PostgreSQL', () => {
     const consuming = (async () => {
       const sql = connect();
       for (;;) {
+        // Read before leasing: an empty lease taken while the last writers were still committing (its snapshot
+        // older than their commits) does not mean the consumer is caught up.
+        const caughtUpIfEmpty = writersDone;
         const got = await retrying(
           () =>
             sql.begin(async (tx) => {
@@ -235,7 +238,7 @@ describe('the YugabyteDB profile on PostgreSQL', () => {
         );
         consumed.push(...got);
         if (got.length === 0) {
-          if (writersDone) return;
+          if (caughtUpIfEmpty) return;
           await new Promise((resolve) => setTimeout(resolve, 5));
         }
       }
