@@ -3,10 +3,9 @@
  * connections: the first holds its transaction open until the second is seen waiting on a lock.
  */
 import { randomUUID } from 'node:crypto';
-import { createTestDatabase } from '@fstore/testing';
+import { backendPid, createTestDatabase, waitUntilBlocked } from '@fstore/testing';
 import type postgres from 'postgres';
 import { afterAll, describe, expect, test } from 'vitest';
-import { backendPid, waitUntilBlocked } from './test-support/lock-waits.js';
 
 const db = await createTestDatabase();
 afterAll(() => db.drop());

@@ -4,10 +4,9 @@
  * transaction open until the second is seen waiting on a lock (or, for SKIP LOCKED, seen not waiting).
  */
 import { randomUUID } from 'node:crypto';
-import { createTestDatabase } from '@fstore/testing';
+import { backendPid, createTestDatabase, waitUntilBlocked } from '@fstore/testing';
 import type postgres from 'postgres';
 import { afterAll, describe, expect, test } from 'vitest';
-import { backendPid, waitUntilBlocked } from './test-support/lock-waits.js';
 import { describeProjectionSql } from './test-support/projection-sql.spec.js';
 import { postgresJsClient } from './test-support/sql-client.js';
 

@@ -390,6 +390,14 @@ describe('loading refuses bad positions, naming the field', () => {
       );
     }
   });
+
+  test('transientRetries below 0, fractional, absurd or NaN is refused when the store is made', () => {
+    for (const transientRetries of [-1, 0.5, 101, Number.NaN]) {
+      expect(() => createEventStore(db, orderEvents, { transientRetries }), String(transientRetries)).toThrow(
+        expect.objectContaining({ issues: [expect.objectContaining({ path: 'transientRetries' })] }),
+      );
+    }
+  });
 });
 
 describe('the function wrappers pass input through; the SQL refuses it', () => {

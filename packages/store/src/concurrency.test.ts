@@ -3,12 +3,12 @@
  * the command handler under any interleaving of concurrent commands (property-based, with fast-check).
  */
 import { randomUUID } from 'node:crypto';
-import { createTestDatabase } from '@fstore/testing';
+import { backendPid, createTestDatabase, waitUntilBlocked } from '@fstore/testing';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createCommandHandler, type Decider } from './command-handler.js';
-import { FstoreError, OptimisticConcurrencyError } from './errors.js';
+import { databaseError, FstoreError, OptimisticConcurrencyError } from './errors.js';
 import { createEventStore, type EventStore } from './event-store.js';
 import { defineEvents, type EventOf, event } from './events.js';
 import { startCuttingProxy } from './test-support/cutting-proxy.js';
@@ -98,6 +98,85 @@ describe('a commit whose answer is lost', () => {
     } finally {
       await through.end({ timeout: 1 }).catch(() => {});
       await proxy.close();
+    }
+  });
+});
+
+describe('an append rolled back by a serialization failure (40001)', () => {
+  /**
+   * Under REPEATABLE READ (YugabyteDB's default), an append whose stream's lock row is updated by another
+   * transaction after the append's snapshot fails with 40001 when its trigger updates that row. Staged here: a
+   * transaction holds the row (as a worker acknowledging the stream does), the append waits on it, the holder
+   * commits.
+   */
+  async function appendAgainstACommittedLockRowUpdate(options: { transientRetries?: number }) {
+    const view = `serialization-${randomUUID()}`;
+    await database.sql`SELECT register_view(${view}, 500, '2020-01-01')`;
+    const id = `order-${randomUUID()}`;
+    const [first] = await store.append(id, [created], { expectedLastEventId: null });
+    const writerClient = database.connect({
+      max: 1,
+      connection: { default_transaction_isolation: 'repeatable read' },
+    });
+    const writer = createEventStore(drizzle(writerClient), orderEvents, options);
+    const writerPid = await backendPid(writerClient);
+    const holder = await database.sql.reserve();
+    try {
+      await holder`BEGIN`;
+      await holder`UPDATE locks SET updated_at = now() WHERE view = ${view} AND decider_id = ${id}`;
+      const appending = writer.append(id, [added], { expectedLastEventId: first?.eventId ?? null }).then(
+        (events) => ({ events }),
+        (error: unknown) => ({ error }),
+      );
+      await waitUntilBlocked(database.sql, writerPid);
+      await holder`COMMIT`;
+      return { id, outcome: await appending };
+    } finally {
+      holder.release();
+      await writerClient.end();
+    }
+  }
+
+  test('store.append runs it again, once stored: the event is in the stream once', async () => {
+    const { id, outcome } = await appendAgainstACommittedLockRowUpdate({});
+    expect(outcome).toMatchObject({ events: [{ type: 'ItemAdded' }] });
+    expect((await store.load(id)).map((e) => e.type)).toEqual(['OrderCreated', 'ItemAdded']);
+  });
+
+  test('with transientRetries: 0, the 40001 reaches the caller as it is, and nothing is written', async () => {
+    const { id, outcome } = await appendAgainstACommittedLockRowUpdate({ transientRetries: 0 });
+    expect('error' in outcome && databaseError(outcome.error)?.code).toBe('40001');
+    expect((await store.load(id)).map((e) => e.type)).toEqual(['OrderCreated']);
+  });
+
+  test("inside a caller's transaction (store.with(tx)), it is never retried: the transaction is aborted", async () => {
+    const view = `serialization-${randomUUID()}`;
+    await database.sql`SELECT register_view(${view}, 500, '2020-01-01')`;
+    const id = `order-${randomUUID()}`;
+    const [first] = await store.append(id, [created], { expectedLastEventId: null });
+    const writerClient = database.connect({ max: 1 });
+    const db = drizzle(writerClient);
+    const writerPid = await backendPid(writerClient);
+    const holder = await database.sql.reserve();
+    try {
+      await holder`BEGIN`;
+      await holder`UPDATE locks SET updated_at = now() WHERE view = ${view} AND decider_id = ${id}`;
+      const appending = db
+        .transaction(
+          (tx) => store.with(tx).append(id, [added], { expectedLastEventId: first?.eventId ?? null }),
+          { isolationLevel: 'repeatable read' },
+        )
+        .then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+      await waitUntilBlocked(database.sql, writerPid);
+      await holder`COMMIT`;
+      expect(databaseError(await appending)?.code).toBe('40001');
+      expect((await store.load(id)).map((e) => e.type)).toEqual(['OrderCreated']);
+    } finally {
+      holder.release();
+      await writerClient.end();
     }
   });
 });

@@ -146,6 +146,15 @@ export function databaseError(
   return undefined;
 }
 
+/**
+ * Whether the database rolled the statement's transaction back for a serialization failure (40001) or a deadlock
+ * (40P01): PostgreSQL's way of saying "run it again". Appends and projection batches do, by themselves.
+ */
+export function isTransientDatabaseError(error: unknown): boolean {
+  const code = databaseError(error)?.code;
+  return code === '40001' || code === '40P01';
+}
+
 export interface AppendContext {
   decider: string;
   deciderId: string;

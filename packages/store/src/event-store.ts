@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { type Decider, type Event, events as eventsTable } from '@fstore/schema';
 import { and, asc, desc, eq, gt } from 'drizzle-orm';
 import type { Database } from './database.js';
-import { PayloadTooLargeError, ValidationError } from './errors.js';
+import { isTransientDatabaseError, PayloadTooLargeError, ValidationError } from './errors.js';
 import {
   checkEventForWrite,
   type DeciderEvents,
@@ -25,6 +25,14 @@ export interface EventStoreOptions {
   validateOnLoad?: boolean;
   /** How many events `iterate` reads per query. Default 500. */
   pageSize?: number;
+  /**
+   * How many times `append` runs again when the database rolled it back for a serialization failure (40001) or a
+   * deadlock (40P01), after a short jittered pause: safe, because the retry carries the same event ids and an
+   * append stored once is not stored again. These come from REPEATABLE READ or SERIALIZABLE sessions (YugabyteDB's
+   * default) when a worker touches the stream's lock rows meanwhile. Never inside `with(tx)`: such an error aborts
+   * the caller's transaction, and only the caller can run it again. Default 3; 0 turns it off.
+   */
+  transientRetries?: number;
 }
 
 export interface AppendOptions {
@@ -48,6 +56,9 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
   private readonly maxPayloadBytes: number;
   private readonly validateOnLoad: boolean;
   private readonly pageSize: number;
+  private readonly transientRetries: number;
+  /** Set by `with(tx)`: a statement that fails there aborts the caller's transaction, so it is never retried. */
+  private insideTransaction = false;
 
   constructor(
     private readonly db: Database,
@@ -58,9 +69,11 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
     this.maxPayloadBytes = options.maxPayloadBytes ?? 1024 * 1024;
     this.validateOnLoad = options.validateOnLoad ?? true;
     this.pageSize = options.pageSize ?? 500;
+    this.transientRetries = options.transientRetries ?? 3;
     const issues = new Issues();
     issues.whole('maxPayloadBytes', this.maxPayloadBytes, 1);
     issues.whole('pageSize', this.pageSize, 1, 100_000);
+    issues.whole('transientRetries', this.transientRetries, 0, 100);
     issues.text('decider', events.decider, limits.maxNameLength);
     for (const type of Object.keys(events.definitions))
       issues.text(`events.${type}`, type, limits.maxNameLength);
@@ -69,7 +82,9 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
 
   /** The same store, working inside a Drizzle transaction (to write other tables atomically with the events). */
   with(tx: Database): EventStore<TEvents> {
-    return new EventStore(tx, this.events, this.options);
+    const store = new EventStore(tx, this.events, this.options);
+    store.insideTransaction = true;
+    return store;
   }
 
   /** Registers every declared event type at its current version, with its description. Idempotent: run it at start-up. */
@@ -92,7 +107,7 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
    * Appends the events of one command to a stream, atomically and in one round trip, after the event the caller
    * saw last. Input is checked before any SQL runs. Throws OptimisticConcurrencyError, DuplicateEventError,
    * StreamClosedError, UnknownEventTypeError, ValidationError or PayloadTooLargeError; connection errors pass
-   * through as they are.
+   * through as they are. A serialization failure or a deadlock is run again (`transientRetries`).
    */
   async append(
     deciderId: string,
@@ -128,14 +143,28 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
     if (ids.size !== batch.length)
       throw new ValidationError([{ path: 'events', message: 'event ids must be distinct' }]);
 
-    const rows = await appendEvents(this.db, {
+    const input = {
       decider: this.decider,
       deciderId,
       previousId: options.expectedLastEventId,
       commandId: options.commandId ?? randomUUID(),
       events: batch,
-    });
+    };
+    const rows = await this.retryingTransient(() => appendEvents(this.db, input));
     return Promise.all(rows.map((row) => this.decode(row)));
+  }
+
+  /** Runs `statement` again after 40001 or 40P01, up to `transientRetries` times (never inside `with(tx)`). */
+  private async retryingTransient<T>(statement: () => Promise<T>): Promise<T> {
+    const retries = this.insideTransaction ? 0 : this.transientRetries;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await statement();
+      } catch (error) {
+        if (attempt >= retries || !isTransientDatabaseError(error)) throw error;
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(100, 5 * 2 ** attempt)));
+      }
+    }
   }
 
   /** The whole stream, in order (or from a point on). For very long streams, prefer `iterate`. */

@@ -10,6 +10,7 @@ export {
   DuplicateEventError,
   databaseError,
   FstoreError,
+  isTransientDatabaseError,
   OptimisticConcurrencyError,
   PayloadTooLargeError,
   StreamClosedError,

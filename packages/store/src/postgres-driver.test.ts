@@ -127,7 +127,7 @@ test('the backend is terminated while a new connection fetches its array types: 
     terminated.push(admin`SELECT pg_terminate_backend(${pid})`.then((rows) => [...rows]));
     return 'drop';
   });
-  const sql = postgres(proxy.url, { max: 1, onnotice: () => {}, connect_timeout: 5, backoff: 0 });
+  const sql = postgres(proxy.url, { max: 1, onnotice: () => {}, connect_timeout: 5, backoff: () => 0 });
   try {
     const rows = await sql`SELECT 1 AS one`;
     expect(await Promise.all(terminated)).toEqual([[{ pg_terminate_backend: true }]]);

@@ -5,6 +5,7 @@ export {
   type TestServerContext,
   withDatabase,
 } from './global-setup.js';
+export { backendPid, waitUntilBlocked } from './lock-waits.js';
 export {
   freePort,
   type RestartableServer,
