@@ -238,6 +238,34 @@ describe('failures', () => {
     expect(projection.stats).toMatchObject({ handled: 3, failed: 2, parked: 0 });
   });
 
+  test('a batch the database rolls back (serialization failure, deadlock) runs again at once, without counting a failed delivery', async () => {
+    const view = await newView();
+    const appended = await appendStreams(1, 3);
+    const [id, offsets] = [...appended][0] as [string, number[]];
+    // The database itself raises them, in the handler's transaction, on the first two runs of the batch.
+    const raised = ['40001', '40P01'];
+    const projection = project(view, {
+      maxAttempts: 1, // one counted failure would park the event
+      async handle(e, tx, context) {
+        await tx.execute(
+          sql`INSERT INTO projected (view, decider_id, "offset", type) VALUES (${view}, ${e.deciderId}, ${e.offset}, ${e.type})`,
+        );
+        expect(context.attempt).toBe(1);
+        const code = e.offset === offsets[2] ? raised.shift() : undefined;
+        if (code)
+          await tx.execute(
+            sql.raw(`DO $raise$ BEGIN RAISE EXCEPTION USING ERRCODE = '${code}'; END $raise$`),
+          );
+      },
+    });
+    await projection.start();
+    await until(async () => (await count(view)) === 3);
+    expect(raised).toEqual([]);
+    expect((await readModel(view)).get(id)).toEqual(offsets);
+    expect(projection.stats).toMatchObject({ handled: 3, failed: 0, parked: 0 });
+    expect(await listParkedEvents(db, view)).toEqual([]);
+  });
+
   test('a poison event is parked after the configured attempts, with its error, and its stream moves on', async () => {
     const view = await newView();
     const appended = await appendStreams(2, 3);

@@ -15,6 +15,7 @@ import {
   type EventDefinitions,
   type EventOf,
   Issues,
+  isTransientDatabaseError,
   limits,
   queryRows,
   type StoredEvent,
@@ -126,6 +127,9 @@ interface Batch {
   attempts: number;
   rows: LeasedEvent[];
 }
+
+/** How many times a batch rolled back by a serialization failure or a deadlock runs again before it counts as failed. */
+const maxTransientReruns = 5;
 
 class HandlerFailure extends Error {
   constructor(
@@ -414,6 +418,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
     try {
       let upTo = batch.rows.length;
       let failure: HandlerFailure | undefined;
+      let reruns = 0;
       // Commit what succeeds; when a handler throws at event i, redo [0, i) (rolled back with it) and report i.
       for (;;) {
         try {
@@ -425,6 +430,25 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
           }
           break;
         } catch (error) {
+          // A serialization failure or a deadlock (in the handler's writes or the acknowledgement) is the
+          // database asking to run the transaction again: do, at once, under the same lease, without counting a
+          // failed delivery (which would park events under mere contention).
+          const cause = error instanceof HandlerFailure ? error.cause : error;
+          if (isTransientDatabaseError(cause) && reruns < maxTransientReruns && !lease.signal.aborted) {
+            reruns++;
+            metrics?.count('fstore.projection.reruns', 1, attributes);
+            logger.warn(
+              'batch rolled back by the database (serialization failure or deadlock); running it again',
+              {
+                view,
+                deciderId: batch.deciderId,
+                rerun: reruns,
+                error: describe(cause),
+              },
+            );
+            await new Promise((resolve) => setTimeout(resolve, Math.random() * 20 * reruns));
+            continue;
+          }
           if (!(error instanceof HandlerFailure)) throw error;
           failure = error;
           upTo = error.index;
