@@ -1,13 +1,16 @@
 /**
- * postgres.js as this workspace runs it (patches/postgres@3.4.9.patch): a connection that the server drops while
- * it is still starting up must fail (or retry) the query that opened it, and nothing else. postgres.js 3.4.9 runs
- * an internal query on every new connection (the array types, `fetch_types`) and drops its promise: if the
- * connection dies during it, the error escapes as an unhandled rejection, which ends a Node.js process
- * (porsager/postgres#1192, #1205, #1223). A projection worker died of it in CI when the database was restarted.
+ * postgres.js as this workspace runs it (patches/postgres@3.4.9.patch), when the database drops a session:
  *
- * A small proxy between the client and the test database finds that internal query on the wire and, at that
- * moment, either goes away for good (the database stopped) or has the backend terminated (a fast shutdown, an
- * administrator).
+ * - A connection dropped while it is still starting up must fail (or retry) the query that opened it, and nothing
+ *   else. postgres.js 3.4.9 runs an internal query on every new connection (the array types, `fetch_types`) and
+ *   drops its promise: if the connection dies during it, the error escapes as an unhandled rejection, which ends a
+ *   Node.js process (porsager/postgres#1192, #1205, #1223). A projection worker died of it in CI when the database
+ *   was restarted. A small proxy between the client and the test database finds that internal query on the wire
+ *   and, at that moment, either goes away for good (the database stopped) or has the backend terminated.
+ * - A transaction whose session is terminated must fail as a whole. postgres.js 3.4.9 ran the transaction's later
+ *   statements on the same connection once the pool had reconnected it, outside any transaction, where each
+ *   committed on its own (porsager/postgres#1215, #1216): a projection batch could then acknowledge events whose
+ *   read-model writes had rolled back.
  */
 import { createConnection, createServer, type Socket } from 'node:net';
 import { createTestDatabase } from '@fstore/testing';
@@ -140,3 +143,58 @@ test('the backend is terminated while a new connection fetches its array types: 
     await proxy.close();
   }
 });
+
+test('a transaction whose session is terminated while idle in it: its later statements fail, and none commits on the reconnected session', async () => {
+  await database.sql`CREATE TABLE IF NOT EXISTS driver_transaction_rows (n int NOT NULL)`;
+  // One connection: the statement the pool runs after the termination reconnects that very connection.
+  const sql = postgres(database.url, { max: 1, onnotice: () => {} });
+  const later: unknown[] = [];
+  // The transaction's promise settles when its session goes; its body runs on: wait for both.
+  let body: Promise<void> | undefined;
+  try {
+    const outcome = await sql
+      .begin((tx) => {
+        body = statements(tx);
+        return body;
+      })
+      .then(
+        () => 'committed',
+        (error: { code?: string }) => error.code,
+      );
+    await body; // its own statements are caught one by one: it completes
+    expect(outcome).toBe('CONNECTION_CLOSED');
+    expect(later.map((result) => (result as { code?: string }).code)).toEqual([
+      'CONNECTION_CLOSED',
+      'CONNECTION_CLOSED',
+    ]);
+    expect(await database.sql`SELECT n FROM driver_transaction_rows ORDER BY n`).toEqual([]);
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+
+  async function statements(tx: postgres.TransactionSql) {
+    await tx`INSERT INTO driver_transaction_rows VALUES (1)`;
+    const [session] = await tx<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+    await database.sql`SELECT pg_terminate_backend(${session?.pid ?? 0})`;
+    await waitUntilSessionGone(session?.pid ?? 0);
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the client reads the close
+    expect(await sql`SELECT 1 AS reconnected`).toEqual([{ reconnected: 1 }]);
+    for (const n of [2, 3]) {
+      later.push(
+        await tx`INSERT INTO driver_transaction_rows VALUES (${n})`.catch((error: unknown) => error),
+      );
+    }
+  }
+});
+
+/** Resolves once the backend `pid` has exited (it no longer shows in pg_stat_activity); fails after 10 s. */
+async function waitUntilSessionGone(pid: number) {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    const [row] = await database.sql<{ alive: boolean }[]>`
+      SELECT count(*) > 0 AS alive FROM pg_stat_activity WHERE pid = ${pid}`;
+    if (!row?.alive) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`backend ${pid} did not exit`);
+}
