@@ -11,6 +11,8 @@ export interface LoadWorkerInput {
   durationMs: number;
   /** insert: plain INSERT into events_baseline; append: append_event after the previous event; batch: append_events. */
   kind: 'insert' | 'append' | 'batch';
+  /** The table a plain INSERT writes (default events_baseline): the ablation also inserts into events itself. */
+  insertInto?: 'events_baseline' | 'events';
   batchSize: number;
   /** Prefix for this thread's stream ids; each client writes its own stream. */
   streamPrefix: string;
@@ -47,7 +49,7 @@ async function client(index: number) {
     try {
       if (input.kind === 'insert') {
         const eventId = randomUUID();
-        await sql`INSERT INTO events_baseline (event, event_id, decider, decider_id, data, command_id, previous_id)
+        await sql`INSERT INTO ${sql(input.insertInto ?? 'events_baseline')} (event, event_id, decider, decider_id, data, command_id, previous_id)
           VALUES ('Happened', ${eventId}, 'Bench', ${stream}, '{"n": 1}', ${randomUUID()}, ${previous})`;
         previous = eventId;
         output.events++;

@@ -21,10 +21,17 @@ export function table(figures: readonly Figure[]): string {
     f.target ? `${f.target.description}: ${f.target.met ? 'met' : 'MISSED'}` : (f.note ?? ''),
   ]);
   const header = ['#', 'case', 'measured', 'baseline (same run)', 'ratio', 'target'];
-  return [header, ...rows]
-    .map((row) => `| ${row.join(' | ')} |`)
-    .join('\n')
-    .replace(/\n/, `\n|${header.map(() => '---').join('|')}|\n`);
+  return markdownTable(header, rows);
+}
+
+/** A markdown table with its columns padded to one width, so that it reads as well in a terminal as rendered. */
+export function markdownTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((cell, column) =>
+    Math.max(3, cell.length, ...rows.map((row) => (row[column] ?? '').length)),
+  );
+  const line = (cells: readonly string[]) =>
+    `| ${widths.map((width, column) => (cells[column] ?? '').padEnd(width)).join(' | ')} |`;
+  return [line(header), line(widths.map((width) => '-'.repeat(width))), ...rows.map(line)].join('\n');
 }
 
 export function writeResults(
