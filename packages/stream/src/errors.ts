@@ -16,6 +16,24 @@ export class LeaseLostError extends FstoreError {
   }
 }
 
+/**
+ * An acknowledgement that was to run in a worker's batch transaction ran somewhere else: that transaction is gone
+ * (its session ended) and the driver sent the statement on another session. Nothing was acknowledged; the batch is
+ * delivered again once its lease expires.
+ */
+export class TransactionLostError extends FstoreError {
+  override name = 'TransactionLostError';
+  constructor(
+    readonly view: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `an acknowledgement for view ${view} ran outside its batch's transaction (its session ended): nothing was acknowledged`,
+      options,
+    );
+  }
+}
+
 /** Maps a failure of the lease functions to LeaseLostError by SQLSTATE and constraint; anything else as given. */
 export function toLeaseError(error: unknown, view: string, deciderId: string, leaseId: string): unknown {
   const db = databaseError(error);

@@ -14,7 +14,7 @@ import {
 } from '@fstore/schema';
 import { type Database, decodeEventRow, queryRows, rowDecoder } from '@fstore/store';
 import { sql } from 'drizzle-orm';
-import { toLeaseError } from './errors.js';
+import { TransactionLostError, toLeaseError } from './errors.js';
 
 const decodeView = rowDecoder<View>(views);
 const decodeLock = rowDecoder<Lock>(locks);
@@ -119,6 +119,19 @@ export async function leaseEvents(
 }
 
 /**
+ * The transaction-local setting that marks a worker's batch transaction. With `transactionMarker`, an
+ * acknowledgement runs only in the transaction that set it to that value: run anywhere else (outside any
+ * transaction, or in another one), it acknowledges nothing and throws TransactionLostError.
+ */
+export const batchMarker = 'fstore.batch_transaction';
+
+/** SQL that is true only inside the transaction marked with `marker` (see batchMarker). */
+const markedBy = (marker: string | undefined) =>
+  marker === undefined
+    ? sql`true`
+    : sql`current_setting(${batchMarker}, true) IS NOT DISTINCT FROM ${marker}`;
+
+/**
  * `ack_events`: the lease's holder acknowledges the stream up to `offset`, in the caller's transaction. Throws
  * LeaseLostError if the lease is no longer held (the transaction must then roll back).
  */
@@ -126,17 +139,19 @@ export async function ackEvents(
   db: Database,
   lease: { view: string; deciderId: string; leaseId: string },
   offset: number,
-  options: { release?: boolean } = {},
+  options: { release?: boolean; transactionMarker?: string } = {},
 ): Promise<Lock> {
+  let row: Record<string, unknown> | undefined;
   try {
-    const [row] = await queryRows(
+    [row] = await queryRows(
       db,
-      sql`SELECT * FROM ack_events(${lease.view}::text, ${lease.deciderId}::text, ${lease.leaseId}::uuid, ${offset}::bigint, ${options.release ?? true}::boolean)`,
+      sql`SELECT * FROM ack_events(${lease.view}::text, ${lease.deciderId}::text, ${lease.leaseId}::uuid, ${offset}::bigint, ${options.release ?? true}::boolean) WHERE ${markedBy(options.transactionMarker)}`,
     );
-    return decodeLock(row ?? {});
   } catch (error) {
     throw toLeaseError(error, lease.view, lease.deciderId, lease.leaseId);
   }
+  if (!row) throw new TransactionLostError(lease.view);
+  return decodeLock(row);
 }
 
 /**
@@ -147,13 +162,17 @@ export async function ackLeases(
   db: Database,
   view: string,
   acks: readonly { deciderId: string; leaseId: string; offset: number }[],
+  options: { transactionMarker?: string } = {},
 ): Promise<number> {
+  let row: Record<string, unknown> | undefined;
   try {
     const batch = JSON.stringify(
       acks.map((a) => ({ decider_id: a.deciderId, lease_id: a.leaseId, offset: a.offset })),
     );
-    const [row] = await queryRows(db, sql`SELECT ack_leases(${view}::text, ${batch}::text::jsonb) AS acked`);
-    return Number(row?.acked);
+    [row] = await queryRows(
+      db,
+      sql`SELECT ack_leases(${view}::text, ${batch}::text::jsonb) AS acked WHERE ${markedBy(options.transactionMarker)}`,
+    );
   } catch (error) {
     throw toLeaseError(
       error,
@@ -162,6 +181,8 @@ export async function ackLeases(
       acks.map((a) => a.leaseId).join(', '),
     );
   }
+  if (!row) throw new TransactionLostError(view);
+  return Number(row.acked);
 }
 
 /** `renew_lease`: extends the lease; false when it is no longer held. */

@@ -1,8 +1,9 @@
-export { LeaseLostError } from './errors.js';
+export { LeaseLostError, TransactionLostError } from './errors.js';
 export {
   ack,
   ackEvents,
   ackLeases,
+  batchMarker,
   discardParkedEvent,
   type FailureOutcome,
   failEvent,

@@ -9,7 +9,18 @@ import { createTestDatabase } from '@fstore/testing';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { listParkedEvents, registerView, retryParkedEvent, setWakeups, viewStatus } from './functions.js';
+import { TransactionLostError } from './errors.js';
+import {
+  ackEvents,
+  ackLeases,
+  batchMarker,
+  leaseEvents,
+  listParkedEvents,
+  registerView,
+  retryParkedEvent,
+  setWakeups,
+  viewStatus,
+} from './functions.js';
 import { createProjection, type Projection, type ProjectionOptions } from './projection.js';
 import { rebuildProjection } from './rebuild.js';
 
@@ -364,6 +375,54 @@ describe('failures', () => {
 });
 
 describe('leases', () => {
+  test("a worker's acknowledgement is bound to its batch transaction: run anywhere else, it acknowledges nothing", async () => {
+    // What a driver that loses a transaction's session and sends its later statements elsewhere would do
+    // (postgres.js 3.4.9 without this workspace's patch, porsager/postgres#1215): the acknowledgement then runs
+    // outside any transaction, or inside another batch's. It must not acknowledge events whose writes rolled back.
+    const view = await newView();
+    const appended = await appendStreams(2, 2);
+    const leased = await leaseEvents(workerDb, view, { streams: 2, eventsPerStream: 10, lockSeconds: 60 });
+    const [first, second] = [...appended].map(([deciderId, offsets]) => ({
+      lease: { view, deciderId, leaseId: leased.find((e) => e.deciderId === deciderId)?.leaseId ?? '' },
+      offset: offsets.at(-1) as number,
+    }));
+    if (!first || !second) throw new Error('two streams were leased');
+    const marker = randomUUID();
+    const positions = async () =>
+      (
+        (await db.execute(
+          sql`SELECT last_offset FROM locks WHERE view = ${view} AND decider_id IN (${first.lease.deciderId}, ${second.lease.deciderId}) ORDER BY "offset"`,
+        )) as unknown as { last_offset: string }[]
+      ).map((row) => Number(row.last_offset));
+    const before = await positions();
+
+    // Outside any transaction.
+    await expect(
+      ackEvents(workerDb, first.lease, first.offset, { transactionMarker: marker }),
+    ).rejects.toBeInstanceOf(TransactionLostError);
+    await expect(
+      ackLeases(workerDb, view, [{ ...second.lease, offset: second.offset }], { transactionMarker: marker }),
+    ).rejects.toBeInstanceOf(TransactionLostError);
+    // Inside another batch's transaction.
+    await expect(
+      workerDb.transaction(async (tx) => {
+        await tx.execute(sql`SELECT set_config(${batchMarker}, ${randomUUID()}, true)`);
+        await ackEvents(tx, first.lease, first.offset, { transactionMarker: marker });
+      }),
+    ).rejects.toBeInstanceOf(TransactionLostError);
+    expect(await positions()).toEqual(before);
+
+    // In its own transaction, it acknowledges.
+    await workerDb.transaction(async (tx) => {
+      await tx.execute(sql`SELECT set_config(${batchMarker}, ${marker}, true)`);
+      await ackEvents(tx, first.lease, first.offset, { transactionMarker: marker });
+      await ackLeases(tx, view, [{ ...second.lease, offset: second.offset }], { transactionMarker: marker });
+    });
+    expect((await positions()).sort((a, b) => a - b)).toEqual(
+      [first.offset, second.offset].sort((a, b) => a - b),
+    );
+  });
+
   test('a handler slower than its lease renews it: no other worker gets the stream meanwhile', async () => {
     const view = await newView();
     const appended = await appendStreams(1, 2);

@@ -8,6 +8,8 @@
  * Streams run concurrently (up to `concurrency` per worker), events of one stream always in order, and any number
  * of workers, in any number of processes, share a view.
  */
+
+import { randomUUID } from 'node:crypto';
 import { events as eventsTable, parkedEvents, views } from '@fstore/schema';
 import {
   type Database,
@@ -26,6 +28,7 @@ import { LeaseLostError } from './errors.js';
 import {
   ackEvents,
   ackLeases,
+  batchMarker,
   failEvent,
   type LeasedEvent,
   leaseEvents,
@@ -298,8 +301,15 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
   /**
    * Runs `work` in a transaction whose session is ended if it outlives maxBatchSeconds (see that option): the
    * transaction's first statement notes its backend, a timer terminates it, and `onExpired` stops the renewals.
+   * That statement also marks the transaction (a transaction-local setting, `batchMarker`), which the
+   * acknowledgement requires: should a driver run it anywhere else (postgres.js 3.4.9 without this workspace's
+   * patch runs a dead transaction's later statements on the reconnected session, porsager/postgres#1215), it
+   * acknowledges nothing and fails, so no event is acknowledged without its handler's writes.
    */
-  async function guardedTransaction(work: (tx: Transaction) => Promise<void>, onExpired: () => void) {
+  async function guardedTransaction(
+    work: (tx: Transaction, transactionMarker: string) => Promise<void>,
+    onExpired: () => void,
+  ) {
     let pid: number | undefined;
     const watchdog = setTimeout(() => {
       onExpired();
@@ -307,10 +317,14 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
       if (pid !== undefined) db.execute(sql`SELECT pg_terminate_backend(${pid})`).catch(() => {});
     }, maxBatchSeconds * 1000);
     try {
+      const transactionMarker = randomUUID();
       await db.transaction(async (tx) => {
-        const [row] = await queryRows(tx, sql`SELECT pg_backend_pid() AS pid`);
+        const [row] = await queryRows(
+          tx,
+          sql`SELECT pg_backend_pid() AS pid, set_config(${batchMarker}, ${transactionMarker}, true)`,
+        );
         pid = Number(row?.pid);
-        await work(tx as Transaction);
+        await work(tx as Transaction, transactionMarker);
       });
     } finally {
       clearTimeout(watchdog);
@@ -334,7 +348,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
     let failed = false;
     try {
       await guardedTransaction(
-        async (tx) => {
+        async (tx, transactionMarker) => {
           for (const batch of group) {
             for (const row of batch.rows) {
               if (stopping.signal.aborted) throw new LeaseLostError(view, batch.deciderId, batch.leaseId);
@@ -352,6 +366,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
             tx,
             view,
             group.map((batch) => ({ ...batch, offset: (batch.rows.at(-1) as LeasedEvent).offset })),
+            { transactionMarker },
           );
         },
         () => clearInterval(renewal),
@@ -376,7 +391,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
     signal: AbortSignal,
     onExpired: () => void,
   ) {
-    await guardedTransaction(async (tx) => {
+    await guardedTransaction(async (tx, transactionMarker) => {
       for (let index = 0; index < upTo; index++) {
         const row = batch.rows[index] as LeasedEvent;
         if (signal.aborted) throw new LeaseLostError(view, batch.deciderId, batch.leaseId);
@@ -394,7 +409,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
         }
       }
       const last = batch.rows[upTo - 1] as LeasedEvent;
-      await ackEvents(tx, batch, last.offset, { release });
+      await ackEvents(tx, batch, last.offset, { release, transactionMarker });
     }, onExpired);
   }
 
