@@ -15,6 +15,18 @@ export interface LoadResult {
 }
 
 const tsx = createRequire(import.meta.url).resolve('tsx');
+/**
+ * How load and consumer processes start. With FSTORE_BENCH_CPU_PROFILE=<folder>, each writes a V8 CPU profile there
+ * when it exits (open it in Chrome DevTools' Performance panel or speedscope for a flame graph).
+ */
+const childArgs = [
+  '--conditions=@fstore/source',
+  '--import',
+  tsx,
+  ...(process.env.FSTORE_BENCH_CPU_PROFILE
+    ? ['--cpu-prof', `--cpu-prof-dir=${process.env.FSTORE_BENCH_CPU_PROFILE}`]
+    : []),
+];
 const workerFile = fileURLToPath(new URL('./load-worker.ts', import.meta.url));
 
 /** Statements that failed during the run: a smoke run fails on them (never on speed). */
@@ -44,7 +56,7 @@ export async function runLoad(
       };
       return new Promise<LoadWorkerOutput>((resolve, reject) => {
         const child = fork(workerFile, [JSON.stringify(input)], {
-          execArgv: ['--conditions=@fstore/source', '--import', tsx],
+          execArgv: childArgs,
         });
         let output: LoadWorkerOutput | undefined;
         child.once('message', (message) => {
@@ -83,7 +95,7 @@ export async function runConsumers(
   const file = fileURLToPath(new URL('./consumer-process.ts', import.meta.url));
   const started = performance.now();
   const children = Array.from({ length: count }, () =>
-    fork(file, [JSON.stringify(input)], { execArgv: ['--conditions=@fstore/source', '--import', tsx] }),
+    fork(file, [JSON.stringify(input)], { execArgv: childArgs }),
   );
   const outputs = children.map(
     (child) =>

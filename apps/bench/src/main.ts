@@ -7,6 +7,7 @@
  *   pnpm bench --quick              a smoke run in under 2 minutes (CI runs it; it fails on errors, never on speed)
  *   pnpm bench --only=A1,A4         some scenarios
  *   pnpm bench --duration=3000 --rounds=3
+ *   FSTORE_BENCH_CPU_PROFILE=/tmp/profiles pnpm bench --only=S3   CPU profiles of the load and consumer processes
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';

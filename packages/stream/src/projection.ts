@@ -250,8 +250,13 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
         continue;
       }
       for (const group of transactionGroups(groupByStream(leased), free)) {
+        // A finished batch frees a slot, and its stream may have more events: poll again at once. (It may finish
+        // while the loop is polling, before it waits: wakeUp then makes that wait return at once.)
         const work = (group.length === 1 ? processBatch(group[0] as Batch) : processGroup(group)).finally(
-          () => inFlight.delete(work),
+          () => {
+            inFlight.delete(work);
+            wakeUp();
+          },
         );
         inFlight.add(work);
       }
