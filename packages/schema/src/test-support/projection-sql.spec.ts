@@ -327,14 +327,17 @@ export function describeProjectionSql(
         expect(again.every((r) => r.attempts === 0)).toBe(true);
       });
 
-      test('a caught-up view, zero streams, and an unknown view all lease nothing', async () => {
+      test('a caught-up view and zero streams lease nothing', async () => {
         const { view, stream } = await viewWithStream(1);
         expect(await lease(view, 0)).toEqual([]);
         expect((await lockOf(view, stream.deciderId)).free).toBe(true);
         const { token } = await leaseOne(view);
         await ack(view, stream.deciderId, token, stream.events[0]?.offset);
         expect(await lease(view)).toEqual([]);
-        expect(await lease(`view-${randomUUID()}`)).toEqual([]);
+      });
+
+      test('a view that is not registered is refused with P0002, not leased from in silence', async () => {
+        await expect(lease(`view-${randomUUID()}`)).rejects.toMatchObject({ code: 'P0002' });
       });
 
       test('refuses negative or null stream counts, fewer than one event per stream, and leases under a second', async () => {
