@@ -53,9 +53,9 @@ DECLARE
     -- fires them, which, once the writes go through the functions above, is the owner.
     v_internal CONSTANT text[] := ARRAY ['check_event_append', 'on_insert_on_events', 'on_insert_or_update_on_views',
         'reset_view_positions', 'forbid_truncate', 'notify_events_appended', 'before_update_views_table',
-        'raise_lease_lost'];
+        'raise_lease_lost', 'raise_beyond_lease'];
     -- Functions that later migrations added: handled when present, so the script also runs on older installs.
-    v_later   CONSTANT text[] := ARRAY ['ack_leases'];
+    v_later   CONSTANT text[] := ARRAY ['ack_leases', 'raise_beyond_lease'];
     v_owner            oid;
     v_missing          text[];
     v_role             text;

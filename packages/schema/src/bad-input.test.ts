@@ -846,7 +846,7 @@ describe('the catalogue covers the whole SQL API', () => {
       SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' AS signature
       FROM pg_proc p
       WHERE p.pronamespace = 'public'::regnamespace AND p.prorettype <> 'trigger'::regtype
-        AND p.proname NOT IN ('reset_view_positions', 'raise_lease_lost')`;
+        AND p.proname NOT IN ('reset_view_positions', 'raise_lease_lost', 'raise_beyond_lease')`;
     const names = (s: string) =>
       s
         .replace(/\bv_\w+ /g, '')
@@ -1382,13 +1382,29 @@ describe('acknowledgements that must not move a stream', () => {
     expect(c.token).not.toBe(b.token);
   });
 
-  test('ack_events accepts an offset of the stream beyond what the lease delivered: the events in between are skipped (the lease does not record what it delivered)', async () => {
+  test('ack_events, ack_leases and fail_event refuse an offset of the stream past what the lease delivered: nothing is skipped undelivered', async () => {
     const { deciderId, view, offsets, lease, lock } = await setUp(3);
     const { token, offsets: delivered } = await lease(300, 1);
     expect(delivered).toEqual([offsets[0]]);
-    await conn`SELECT * FROM ack_events(${view}, ${deciderId}, ${token}, ${offsets[2] as string})`;
-    expect((await lock()).last_offset).toBe(offsets[2]);
-    expect((await lease()).offsets).toEqual([]); // offsets[1] and [2] were never delivered
+    const before = await lock();
+    const past = offsets[2] as string;
+    expect(
+      await failureOf(() => conn`SELECT * FROM ack_events(${view}, ${deciderId}, ${token}, ${past})`),
+    ).toMatchObject({ code: '22023', constraint: 'locks_within_lease' });
+    expect(
+      await failureOf(
+        () => conn`SELECT * FROM fail_event(${view}, ${deciderId}, ${token}, ${past}, 'boom', 0, 1, false)`,
+      ),
+    ).toMatchObject({ code: '22023', constraint: 'locks_within_lease' });
+    const acks = JSON.stringify([{ decider_id: deciderId, lease_id: token, offset: Number(past) }]);
+    expect(await failureOf(() => conn`SELECT ack_leases(${view}, ${acks}::text::jsonb)`)).toMatchObject({
+      code: '55P03',
+      constraint: 'locks_lease_held',
+    });
+    expect(await lock()).toEqual(before);
+    // The last delivered event is what the holder acknowledges; the next lease delivers the rest.
+    await conn`SELECT * FROM ack_events(${view}, ${deciderId}, ${token}, ${offsets[0] as string})`;
+    expect((await lease()).offsets).toEqual([offsets[1], offsets[2]]);
   });
 });
 

@@ -282,8 +282,8 @@ describe('the application role', () => {
     const second = await appendAs(app, deciderId, first.event_id);
 
     const leased = await app<{ lease_id: string; offset: string }[]>`
-      SELECT * FROM lease_events(${view}, 1000, 1, 30) WHERE decider_id = ${deciderId}`;
-    expect(leased).toHaveLength(1);
+      SELECT * FROM lease_events(${view}, 1000, 2, 30) WHERE decider_id = ${deciderId}`;
+    expect(leased).toHaveLength(2);
     const token = leased[0]?.lease_id as string;
     expect(await app`SELECT renew_lease(${view}, ${deciderId}, ${token}, 60) AS held`).toEqual([
       { held: true },
@@ -393,6 +393,7 @@ describe('the application role', () => {
     ['take an offset from the sequence', `SELECT nextval('events_offset_seq')`],
     ['call the trigger helper reset_view_positions', `SELECT reset_view_positions('v', now()::timestamp)`],
     ['call raise_lease_lost', `SELECT raise_lease_lost('v', 's', gen_random_uuid())`],
+    ['call raise_beyond_lease', `SELECT raise_beyond_lease('v', 's', gen_random_uuid(), 1)`],
     ['create a table in public', `CREATE TABLE public.sneaked_in (x int)`],
     [
       'create a function in public (to shadow a built-in inside the SECURITY DEFINER functions)',

@@ -132,6 +132,11 @@ export const locks = pgTable(
      * whose lease expired and was taken over cannot commit its work (fstore-sql's stream_events leaves it null).
      */
     leaseId: uuid('lease_id'),
+    /**
+     * The offset of the last event lease_events delivered under lease_id: the holder may acknowledge (or report as
+     * failed) events up to it, never past it, so no event is skipped without having been delivered.
+     */
+    leasedTo: bigint('leased_to', { mode: 'number' }),
     /** Failed deliveries of the stream's next event; back to 0 when the stream moves on. */
     attempts: integer('attempts').notNull().default(0),
     /** The last failure's error, for operators. */

@@ -488,7 +488,7 @@ export function describeProjectionSql(
 
       test('the position never moves backwards', async () => {
         const { view, stream } = await viewWithStream(3);
-        const first = await leaseOne(view, 1);
+        const first = await leaseOne(view, 2);
         await ack(view, stream.deciderId, first.token, stream.events[1]?.offset);
         const second = await leaseOne(view);
         const [lock] = await ack(view, stream.deciderId, second.token, stream.events[0]?.offset);
