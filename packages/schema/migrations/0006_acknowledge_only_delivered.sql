@@ -1,13 +1,14 @@
--- Custom SQL migration: a lease records the last offset it delivered (locks.leased_to, added by 0006), and its holder
+-- Custom SQL migration: a lease records the last offset it delivered (locks.leased_to, added by 0005), and its holder
 -- can acknowledge (ack_events, ack_leases) or report as failed (fail_event) no event past it. Before, an offset of
--- the stream beyond the lease was accepted, and the events in between were skipped without being delivered. The
--- four functions are otherwise as in 0004/0005; where packages/schema/sql/least-privilege.sql was applied, run it
--- again after this migration, as after every upgrade. fstore-sql's stream_events and ack_event are unchanged.
+-- the stream beyond the lease was accepted, and the events in between were skipped without being delivered. And
+-- lease_events refuses a view that is not registered (P0002, as reset_view does) instead of leasing nothing for
+-- ever. The four functions are otherwise as in 0004; where packages/schema/sql/least-privilege.sql was applied, run
+-- it again after this migration, as after every upgrade. fstore-sql's stream_events and ack_event are unchanged.
 
 -- Raised when the holder of a lease acknowledges or fails an event past the last one its lease delivered: events in
 -- between would be skipped without any handler having seen them. Does nothing when the offset is within the lease,
 -- when the lease is not held (the caller then raises lease lost), or when the lease predates leased_to (taken
--- before migration 0007: it is acknowledged as before).
+-- before this migration: it is acknowledged as before).
 CREATE OR REPLACE FUNCTION raise_beyond_lease(v_view text, v_decider_id text, v_lease_id uuid, v_offset bigint)
     RETURNS void
     LANGUAGE plpgsql AS
