@@ -1,4 +1,4 @@
-import { createGlobalSetup } from '@fstore/testing/global-setup';
+import { createGlobalSetup } from '@fstore/test-harness/global-setup';
 import postgres from 'postgres';
 import { migrate } from './src/migrate.js';
 

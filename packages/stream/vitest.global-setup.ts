@@ -1,5 +1,5 @@
 import { migrate } from '@fstore/schema';
-import { createGlobalSetup } from '@fstore/testing/global-setup';
+import { createGlobalSetup } from '@fstore/test-harness/global-setup';
 import postgres from 'postgres';
 
 export default createGlobalSetup({

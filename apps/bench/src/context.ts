@@ -1,5 +1,5 @@
+import { withDatabase } from '@fstore/embedded-postgres';
 import { migrate } from '@fstore/schema';
-import { withDatabase } from '@fstore/testing';
 import postgres from 'postgres';
 
 export interface BenchContext {

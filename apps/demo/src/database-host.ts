@@ -4,14 +4,10 @@
  * reports the connection URL over IPC, stops the server on 'stop' or when the demo goes away, and on 'keep' lets
  * the demo exit and stays up (`pnpm demo --keep`) until it gets SIGTERM.
  */
-import { startTestServer, withDatabase } from '@fstore/testing';
+import { startEmbeddedPostgres, withDatabase } from '@fstore/embedded-postgres';
 import postgres from 'postgres';
 
-const server = await startTestServer({
-  ...process.env,
-  DATABASE_URL: undefined,
-  FSTORE_TEST_IMAGE: undefined,
-});
+const server = await startEmbeddedPostgres();
 const admin = postgres(server.adminUrl, { max: 1, onnotice: () => {} });
 await admin`CREATE DATABASE fstore_demo`;
 await admin.end();
@@ -21,7 +17,7 @@ let stopping = false;
 const stop = async () => {
   if (stopping) return;
   stopping = true;
-  await server.stop();
+  await server.destroy();
   process.exit(0);
 };
 process.on('message', (message) => {

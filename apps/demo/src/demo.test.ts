@@ -1,6 +1,6 @@
 /** The demo end to end, at a small size: its final check must pass. */
 import { Writable } from 'node:stream';
-import { createTestDatabase } from '@fstore/testing';
+import { createTestDatabase } from '@fstore/test-harness';
 import { afterAll, expect, test } from 'vitest';
 import { runDemo } from './main.js';
 

@@ -29,7 +29,7 @@
  * parameter becomes false, a string bound to jsonb is JSON-encoded again).
  */
 import { randomUUID } from 'node:crypto';
-import { createTestDatabase } from '@fstore/testing';
+import { createTestDatabase } from '@fstore/test-harness';
 import type postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { failureOf } from './test-support/sql-client.js';

@@ -3,7 +3,7 @@
  * connections: the first holds its transaction open until the second is seen waiting on a lock.
  */
 import { randomUUID } from 'node:crypto';
-import { backendPid, createTestDatabase, waitUntilBlocked } from '@fstore/testing';
+import { backendPid, createTestDatabase, waitUntilBlocked } from '@fstore/test-harness';
 import type postgres from 'postgres';
 import { afterAll, describe, expect, test } from 'vitest';
 

@@ -9,7 +9,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createTestDatabase, type TestDatabase, withDatabase } from '@fstore/testing';
+import { createTestDatabase, type TestDatabase, withDatabase } from '@fstore/test-harness';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { migrate } from './migrate.js';

@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { PGlite } from '@electric-sql/pglite';
-import { createTestDatabase, type TestDatabase } from '@fstore/testing';
+import { createTestDatabase, type TestDatabase } from '@fstore/test-harness';
 import { afterAll, describe, expect, test } from 'vitest';
 import { migrate, migrationsFolder, migrationsSchema, migrationsTable } from './migrate.js';
 

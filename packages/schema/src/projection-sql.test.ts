@@ -4,7 +4,7 @@
  * transaction open until the second is seen waiting on a lock (or, for SKIP LOCKED, seen not waiting).
  */
 import { randomUUID } from 'node:crypto';
-import { backendPid, createTestDatabase, waitUntilBlocked } from '@fstore/testing';
+import { backendPid, createTestDatabase, waitUntilBlocked } from '@fstore/test-harness';
 import type postgres from 'postgres';
 import { afterAll, describe, expect, test } from 'vitest';
 import { describeProjectionSql } from './test-support/projection-sql.spec.js';

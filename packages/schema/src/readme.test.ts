@@ -2,8 +2,8 @@
  * The README's SQL examples (fstore-sql's own), run verbatim and in order on a fresh database, with the results the
  * README describes. They are read from README.md itself, so the README cannot drift from what the SQL does.
  */
-import { createTestDatabase } from '@fstore/testing';
-import { readmeBlocks } from '@fstore/testing/readme';
+import { createTestDatabase } from '@fstore/test-harness';
+import { readmeBlocks } from '@fstore/test-harness/readme';
 import { afterAll, expect, test } from 'vitest';
 
 const db = await createTestDatabase();

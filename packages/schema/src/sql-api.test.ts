@@ -1,4 +1,4 @@
-import { createTestDatabase } from '@fstore/testing';
+import { createTestDatabase } from '@fstore/test-harness';
 import { afterAll } from 'vitest';
 import { describeSqlApi } from './test-support/sql-api.spec.js';
 import { postgresJsClient } from './test-support/sql-client.js';

@@ -4,7 +4,7 @@
  * (custom plans for the first calls, then the cached generic plan), with the rows each step really read.
  */
 import { randomUUID } from 'node:crypto';
-import { createTestDatabase } from '@fstore/testing';
+import { createTestDatabase } from '@fstore/test-harness';
 import { afterAll, expect, test } from 'vitest';
 
 const db = await createTestDatabase();

@@ -13,7 +13,7 @@
  * client, and runs the single-connection SQL API specification under the profile.
  */
 import { randomUUID } from 'node:crypto';
-import { createTestDatabase } from '@fstore/testing';
+import { createTestDatabase } from '@fstore/test-harness';
 import type postgres from 'postgres';
 import { afterAll, describe, expect, test } from 'vitest';
 import { describeProjectionSql } from './test-support/projection-sql.spec.js';

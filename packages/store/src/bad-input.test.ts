@@ -6,7 +6,7 @@
  * purpose: what they pass through, the SQL refuses, with the SQLSTATE that @fstore/schema's bad-input test lists.
  */
 import { randomUUID } from 'node:crypto';
-import { createTestDatabase } from '@fstore/testing';
+import { createTestDatabase } from '@fstore/test-harness';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';

@@ -3,7 +3,7 @@
  * the command handler under any interleaving of concurrent commands (property-based, with fast-check).
  */
 import { randomUUID } from 'node:crypto';
-import { backendPid, createTestDatabase, waitUntilBlocked } from '@fstore/testing';
+import { backendPid, createTestDatabase, waitUntilBlocked } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';

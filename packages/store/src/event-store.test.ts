@@ -1,4 +1,4 @@
-import { createTestDatabase } from '@fstore/testing';
+import { createTestDatabase } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll } from 'vitest';
 import { describeEventStore } from './test-support/event-store.spec.js';

@@ -1,7 +1,7 @@
 /**
  * A very long stream is read page by page: iterating 100,000 events (about 100 MB of payload) keeps the heap flat.
  */
-import { createTestDatabase } from '@fstore/testing';
+import { createTestDatabase } from '@fstore/test-harness';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll, expect, test } from 'vitest';

@@ -13,7 +13,7 @@
  *   read-model writes had rolled back.
  */
 import { createConnection, createServer, type Socket } from 'node:net';
-import { createTestDatabase } from '@fstore/testing';
+import { createTestDatabase } from '@fstore/test-harness';
 import postgres from 'postgres';
 import { afterAll, afterEach, expect, test } from 'vitest';
 

@@ -9,7 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createEventStore, databaseError, defineEvents, event } from '@fstore/store';
-import { createTestDatabase } from '@fstore/testing';
+import { createTestDatabase } from '@fstore/test-harness';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';

@@ -7,7 +7,7 @@
  */
 import { migrate } from '@fstore/schema';
 import { createEventStore } from '@fstore/store';
-import { type RestartableServer, startRestartableServer, withDatabase } from '@fstore/testing';
+import { type RestartableServer, startRestartableServer, withDatabase } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import postgres from 'postgres';
 import { afterAll, afterEach, beforeAll, beforeEach, expect, onTestFailed, test } from 'vitest';

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { createEventStore, databaseError, defineEvents, event } from '@fstore/store';
-import { createTestDatabase, withDatabase } from '@fstore/testing';
+import { createTestDatabase, withDatabase } from '@fstore/test-harness';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import postgres from 'postgres';

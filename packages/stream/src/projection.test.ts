@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createEventStore, type Database, defineEvents, event } from '@fstore/store';
-import { createTestDatabase } from '@fstore/testing';
+import { createTestDatabase } from '@fstore/test-harness';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';

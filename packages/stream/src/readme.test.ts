@@ -1,6 +1,6 @@
 /** The README's @fstore/stream example, run as it is written, as its own process against a fresh database. */
-import { createTestDatabase } from '@fstore/testing';
-import { runReadmeExample } from '@fstore/testing/readme';
+import { createTestDatabase } from '@fstore/test-harness';
+import { runReadmeExample } from '@fstore/test-harness/readme';
 import { afterAll, expect, test } from 'vitest';
 
 const database = await createTestDatabase({ from: 'empty' });

@@ -5,7 +5,7 @@
  * offset order. Each runs in a database of its own.
  */
 import { createEventStore } from '@fstore/store';
-import { createTestDatabase, type TestDatabase } from '@fstore/testing';
+import { createTestDatabase, type TestDatabase } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterEach, beforeEach, expect, onTestFailed, test } from 'vitest';
 import {

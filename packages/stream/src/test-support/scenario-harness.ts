@@ -5,7 +5,7 @@
  * processes import too and which must not import vitest.
  */
 import { createEventStore, type EventStore } from '@fstore/store';
-import { createTestDatabase, type TestDatabase } from '@fstore/testing';
+import { createTestDatabase, type TestDatabase } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import type postgres from 'postgres';
 import { afterEach, beforeEach, onTestFailed } from 'vitest';

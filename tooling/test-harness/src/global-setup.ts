@@ -5,6 +5,7 @@
  * run in parallel, each alone in its database.
  */
 import { randomBytes } from 'node:crypto';
+import { withDatabase } from '@fstore/embedded-postgres';
 import postgres from 'postgres';
 import type { TestProject } from 'vitest/node';
 import { startTestServer } from './server.js';
@@ -49,10 +50,4 @@ export function createGlobalSetup(options: GlobalSetupOptions = {}) {
       await server.stop();
     };
   };
-}
-
-export function withDatabase(url: string, database: string): string {
-  const parsed = new URL(url);
-  parsed.pathname = `/${database}`;
-  return parsed.toString();
 }

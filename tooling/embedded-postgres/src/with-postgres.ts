@@ -1,13 +1,12 @@
 /**
- * Runs a command with DATABASE_URL pointing at a throwaway embedded PostgreSQL (or at the DATABASE_URL you already
- * have), then stops the server. CI uses it to run the README's `drizzle-kit migrate` line as written.
+ * Runs a command with DATABASE_URL pointing at a new database on a throwaway embedded PostgreSQL, then stops the
+ * server. CI uses it to run the README's `drizzle-kit migrate` line as written.
  *
  *   pnpm with-postgres -- pnpm --filter @fstore/schema exec drizzle-kit migrate
  */
 import { spawn } from 'node:child_process';
 import postgres from 'postgres';
-import { withDatabase } from './global-setup.js';
-import { startTestServer } from './server.js';
+import { startEmbeddedPostgres, withDatabase } from './server.js';
 
 const separator = process.argv.indexOf('--');
 const command = separator >= 0 ? process.argv.slice(separator + 1) : process.argv.slice(2);
@@ -16,7 +15,7 @@ if (command.length === 0) {
   process.exit(2);
 }
 
-const server = await startTestServer({ ...process.env, DATABASE_URL: undefined });
+const server = await startEmbeddedPostgres();
 const database = `fstore_${Date.now()}`;
 const admin = postgres(server.adminUrl, { max: 1, onnotice: () => {} });
 await admin.unsafe(`CREATE DATABASE "${database}"`);
@@ -25,9 +24,9 @@ const url = withDatabase(server.adminUrl, database);
 console.error(`with-postgres: ${server.description}, DATABASE_URL=${url}`);
 
 const [program, ...args] = command as [string, ...string[]];
-// `pnpm --filter … exec` runs this in packages/testing; the command runs where it was typed.
+// `pnpm --filter … exec` runs this in tooling/embedded-postgres; the command runs where it was typed.
 const cwd = process.env.INIT_CWD ?? process.cwd();
 const child = spawn(program, args, { stdio: 'inherit', cwd, env: { ...process.env, DATABASE_URL: url } });
 const code: number = await new Promise((resolve) => child.on('exit', (status) => resolve(status ?? 1)));
-await server.stop();
+await server.destroy();
 process.exit(code);

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
+import { withDatabase } from '@fstore/embedded-postgres';
 import postgres from 'postgres';
 import { inject } from 'vitest';
-import { type TestServerContext, testServerKey, withDatabase } from './global-setup.js';
+import { type TestServerContext, testServerKey } from './global-setup.js';
 
 export interface TestDatabase {
   /** Connection string of this test file's own database. */

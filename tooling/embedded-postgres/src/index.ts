@@ -1,0 +1,12 @@
+export {
+  type EmbeddedPostgres,
+  type EmbeddedPostgresOptions,
+  freePort,
+  type PostgresServer,
+  type PostgresVersion,
+  parseVersion,
+  serverFromEnvironment,
+  startEmbeddedPostgres,
+  supportedVersions,
+  withDatabase,
+} from './server.js';
