@@ -7,7 +7,7 @@
  *
  * The parts are taken away with DDL on a throwaway database; nothing here is a way to run fstore.
  */
-import { serverFromEnvironment } from '@fstore/embedded-postgres';
+import { exitOnEmbeddedPostgresError, serverFromEnvironment } from '@fstore/embedded-postgres';
 import postgres from 'postgres';
 import { createContext, median } from './context.js';
 import { runLoad } from './load.js';
@@ -59,7 +59,9 @@ const steps: Step[] = [
 ];
 
 const log = (message: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${message}`);
-const server = await serverFromEnvironment();
+const server = await serverFromEnvironment().catch((error: unknown) =>
+  exitOnEmbeddedPostgresError(error, 'ablation'),
+);
 try {
   const ctx = createContext({ quick: false, durationMs, rounds, adminUrl: server.adminUrl, log });
   const url = await ctx.freshDatabase('ablation');

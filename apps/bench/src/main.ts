@@ -12,7 +12,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { serverFromEnvironment } from '@fstore/embedded-postgres';
+import { exitOnEmbeddedPostgresError, serverFromEnvironment } from '@fstore/embedded-postgres';
 import postgres from 'postgres';
 import { createContext, type Figure } from './context.js';
 import { loadErrors } from './load.js';
@@ -36,7 +36,9 @@ if (unknown.length > 0) {
 }
 
 const log = (message: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${message}`);
-const server = await serverFromEnvironment();
+const server = await serverFromEnvironment().catch((error: unknown) =>
+  exitOnEmbeddedPostgresError(error, 'bench'),
+);
 try {
   const admin = postgres(server.adminUrl, { max: 1, onnotice: () => {} });
   const [row] = await admin<{ server_version: string }[]>`SHOW server_version`;

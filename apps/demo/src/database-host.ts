@@ -4,10 +4,11 @@
  * reports the connection URL over IPC, stops the server on 'stop' or when the demo goes away, and on 'keep' lets
  * the demo exit and stays up (`pnpm demo --keep`) until it gets SIGTERM.
  */
-import { startEmbeddedPostgres, withDatabase } from '@fstore/embedded-postgres';
+import { exitOnEmbeddedPostgresError, startEmbeddedPostgres, withDatabase } from '@fstore/embedded-postgres';
 import postgres from 'postgres';
 
-const server = await startEmbeddedPostgres();
+// When it cannot start, its one line goes to stderr, which the demo shows after "did not start".
+const server = await startEmbeddedPostgres().catch((error: unknown) => exitOnEmbeddedPostgresError(error));
 const admin = postgres(server.adminUrl, { max: 1, onnotice: () => {} });
 await admin`CREATE DATABASE fstore_demo`;
 await admin.end();

@@ -1,3 +1,4 @@
+export { EmbeddedPostgresError, exitOnEmbeddedPostgresError } from './errors.js';
 export {
   type EmbeddedPostgres,
   type EmbeddedPostgresOptions,

