@@ -11,11 +11,15 @@
  *   statements on the same connection once the pool had reconnected it, outside any transaction, where each
  *   committed on its own (porsager/postgres#1215, #1216): a projection batch could then acknowledge events whose
  *   read-model writes had rolled back.
+ *
+ * A host application that takes fstore's packages in runs postgres.js without this patch: postgres-client.test.ts
+ * shows these faults on that copy, and what fstore's recommended client (`@fstore/store/postgres`) does about them.
  */
-import { createConnection, createServer, type Socket } from 'node:net';
 import { createTestDatabase } from '@fstore/test-harness';
 import postgres from 'postgres';
 import { afterAll, afterEach, expect, test } from 'vitest';
+import { createPostgresClient, TransactionClosedError } from './postgres-client.js';
+import { startStartupFaultProxy } from './test-support/startup-fault-proxy.js';
 
 const database = await createTestDatabase({ from: 'empty' });
 afterAll(() => database.drop());
@@ -31,75 +35,11 @@ afterEach(() => {
   unhandled = [];
 });
 
-/** The text of postgres.js' internal array-types query, as it travels in the client's Parse message. */
-const arrayTypesQuery = Buffer.from('b.typarray');
-
-interface StartupFaultProxy {
-  url: string;
-  /** The backend pids of the connections that sent the array-types query, in order. */
-  readonly startedTypesQuery: number[];
-  close(): Promise<void>;
-}
-
-/**
- * Forwards every connection to the test database; when a client sends the array-types query, calls `onTypesQuery`
- * with the backend's pid (read from the server's BackendKeyData), which says whether to forward or drop it.
- */
-async function startStartupFaultProxy(
-  onTypesQuery: (context: {
-    pid: number;
-    client: Socket;
-    upstream: Socket;
-    stopListening(): void;
-  }) => 'forward' | 'drop',
-): Promise<StartupFaultProxy> {
-  const target = new URL(database.url);
-  const sockets = new Set<Socket>();
-  const startedTypesQuery: number[] = [];
-  const server = createServer((client) => {
-    const upstream = createConnection({ host: target.hostname, port: Number(target.port) });
-    sockets.add(client).add(upstream);
-    let pid = 0;
-    upstream.on('data', (chunk: Buffer) => {
-      // BackendKeyData: 'K', length 12, pid, secret key.
-      const at = chunk.indexOf(Buffer.from([0x4b, 0, 0, 0, 12]));
-      if (at >= 0 && pid === 0) pid = chunk.readInt32BE(at + 5);
-      client.write(chunk);
-    });
-    client.on('data', (chunk: Buffer) => {
-      if (chunk.includes(arrayTypesQuery)) {
-        startedTypesQuery.push(pid);
-        if (onTypesQuery({ pid, client, upstream, stopListening: () => server.close() }) === 'drop') return;
-      }
-      upstream.write(chunk);
-    });
-    const closeBoth = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('close', closeBoth).on('error', closeBoth);
-    upstream.on('close', closeBoth).on('error', closeBoth);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  const url = new URL(database.url);
-  url.hostname = '127.0.0.1';
-  url.port = String(port);
-  return {
-    url: url.toString(),
-    startedTypesQuery,
-    async close() {
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
-
 /** Lets rejections that nobody handled reach process.on('unhandledRejection'). */
 const settle = () => new Promise((resolve) => setTimeout(resolve, 50));
 
 test('the database goes away while a new connection fetches its array types: the query fails with the connection error, and nothing else escapes', async () => {
-  const proxy = await startStartupFaultProxy(({ client, upstream, stopListening }) => {
+  const proxy = await startStartupFaultProxy(database.url, ({ client, upstream, stopListening }) => {
     stopListening(); // the reconnection is refused, as by a stopped server
     client.destroy();
     upstream.destroy();
@@ -111,7 +51,7 @@ test('the database goes away while a new connection fetches its array types: the
       () => undefined,
       (error: unknown) => error,
     );
-    expect(proxy.startedTypesQuery).toHaveLength(1);
+    expect(proxy.firstStatements).toEqual([{ pid: expect.any(Number), typesQuery: true }]);
     expect(failure).toMatchObject({ code: 'ECONNREFUSED' });
     await settle();
     expect(unhandled).toEqual([]);
@@ -124,7 +64,7 @@ test('the database goes away while a new connection fetches its array types: the
 test('the backend is terminated while a new connection fetches its array types: postgres.js reconnects and the query succeeds, with no error from the dead backend', async () => {
   const admin = database.connect({ max: 1 });
   const terminated: Promise<unknown>[] = [];
-  const proxy = await startStartupFaultProxy(({ pid }) => {
+  const proxy = await startStartupFaultProxy(database.url, ({ pid }) => {
     // The first connection only: its backend reports 57P01 (as in a fast shutdown) and closes.
     if (terminated.length > 0) return 'forward';
     terminated.push(admin`SELECT pg_terminate_backend(${pid})`.then((rows) => [...rows]));
@@ -134,7 +74,7 @@ test('the backend is terminated while a new connection fetches its array types: 
   try {
     const rows = await sql`SELECT 1 AS one`;
     expect(await Promise.all(terminated)).toEqual([[{ pg_terminate_backend: true }]]);
-    expect(proxy.startedTypesQuery).toHaveLength(2);
+    expect(proxy.firstStatements.map((statement) => statement.typesQuery)).toEqual([true, true]);
     expect(rows).toEqual([{ one: 1 }]);
     await settle();
     expect(unhandled).toEqual([]);
@@ -144,48 +84,63 @@ test('the backend is terminated while a new connection fetches its array types: 
   }
 });
 
-test('a transaction whose session is terminated while idle in it: its later statements fail, and none commits on the reconnected session', async () => {
-  await database.sql`CREATE TABLE IF NOT EXISTS driver_transaction_rows (n int NOT NULL)`;
-  // One connection: the statement the pool runs after the termination reconnects that very connection.
-  const sql = postgres(database.url, { max: 1, onnotice: () => {} });
-  const later: unknown[] = [];
-  // The transaction's promise settles when its session goes; its body runs on: wait for both.
-  let body: Promise<void> | undefined;
-  try {
-    const outcome = await sql
-      .begin((tx) => {
-        body = statements(tx);
-        return body;
-      })
-      .then(
-        () => 'committed',
-        (error: { code?: string }) => error.code,
-      );
-    await body; // its own statements are caught one by one: it completes
-    expect(outcome).toBe('CONNECTION_CLOSED');
-    expect(later.map((result) => (result as { code?: string }).code)).toEqual([
-      'CONNECTION_CLOSED',
-      'CONNECTION_CLOSED',
-    ]);
-    expect(await database.sql`SELECT n FROM driver_transaction_rows ORDER BY n`).toEqual([]);
-  } finally {
-    await sql.end({ timeout: 1 });
-  }
-
-  async function statements(tx: postgres.TransactionSql) {
-    await tx`INSERT INTO driver_transaction_rows VALUES (1)`;
-    const [session] = await tx<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
-    await database.sql`SELECT pg_terminate_backend(${session?.pid ?? 0})`;
-    await waitUntilSessionGone(session?.pid ?? 0);
-    await new Promise((resolve) => setTimeout(resolve, 50)); // the client reads the close
-    expect(await sql`SELECT 1 AS reconnected`).toEqual([{ reconnected: 1 }]);
-    for (const n of [2, 3]) {
-      later.push(
-        await tx`INSERT INTO driver_transaction_rows VALUES (${n})`.catch((error: unknown) => error),
-      );
+test.each([
+  { client: 'postgres(url)', connect: (url: string) => postgres(url, { max: 1, onnotice: () => {} }) },
+  // Both guards at once, as in this workspace's own processes: the patch's, and the recommended client's, which
+  // stops the statements before they reach the driver.
+  {
+    client: 'createPostgresClient(url)',
+    connect: (url: string) => createPostgresClient(url, { max: 1, onnotice: () => {} }),
+  },
+])(
+  'a transaction whose session is terminated while idle in it ($client): its later statements fail, and none commits on the reconnected session',
+  async ({ client, connect }) => {
+    await database.sql`CREATE TABLE IF NOT EXISTS driver_transaction_rows (n int NOT NULL)`;
+    await database.sql`TRUNCATE driver_transaction_rows`;
+    // One connection: the statement the pool runs after the termination reconnects that very connection.
+    const sql = connect(database.url);
+    const later: unknown[] = [];
+    // The transaction's promise settles when its session goes; its body runs on: wait for both.
+    let body: Promise<void> | undefined;
+    try {
+      const outcome = await sql
+        .begin((tx) => {
+          body = statements(tx);
+          return body;
+        })
+        .then(
+          () => 'committed',
+          (error: { code?: string }) => error.code,
+        );
+      await body; // its own statements are caught one by one: it completes
+      expect(outcome).toBe('CONNECTION_CLOSED');
+      expect(later.map((result) => (result as { code?: string }).code)).toEqual([
+        'CONNECTION_CLOSED',
+        'CONNECTION_CLOSED',
+      ]);
+      for (const error of later) {
+        expect(error instanceof TransactionClosedError).toBe(client === 'createPostgresClient(url)');
+      }
+      expect(await database.sql`SELECT n FROM driver_transaction_rows ORDER BY n`).toEqual([]);
+    } finally {
+      await sql.end({ timeout: 1 });
     }
-  }
-});
+
+    async function statements(tx: postgres.TransactionSql) {
+      await tx`INSERT INTO driver_transaction_rows VALUES (1)`;
+      const [session] = await tx<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+      await database.sql`SELECT pg_terminate_backend(${session?.pid ?? 0})`;
+      await waitUntilSessionGone(session?.pid ?? 0);
+      await new Promise((resolve) => setTimeout(resolve, 50)); // the client reads the close
+      expect(await sql`SELECT 1 AS reconnected`).toEqual([{ reconnected: 1 }]);
+      for (const n of [2, 3]) {
+        later.push(
+          await tx`INSERT INTO driver_transaction_rows VALUES (${n})`.catch((error: unknown) => error),
+        );
+      }
+    }
+  },
+);
 
 /** Resolves once the backend `pid` has exited (it no longer shows in pg_stat_activity); fails after 10 s. */
 async function waitUntilSessionGone(pid: number) {
