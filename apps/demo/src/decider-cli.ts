@@ -12,8 +12,8 @@ import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { createCommandHandler, createEventStore } from '@fstore/store';
+import { createPostgresClient } from '@fstore/store/postgres';
 import { drizzle } from 'drizzle-orm/postgres-js';
-import postgres from 'postgres';
 import { type OrderCommand, orderDecider, orderEvents } from './domain/order.js';
 import { CommandRejected } from './domain/rejections.js';
 import { type RestaurantCommand, restaurantDecider, restaurantEvents } from './domain/restaurant.js';
@@ -36,7 +36,7 @@ if (!url) {
   process.exit(2);
 }
 await setUpDatabase(url);
-const sql = postgres(url, { max: 8, onnotice: () => {} });
+const sql = createPostgresClient(url, { max: 8, onnotice: () => {} });
 const db = drizzle(sql);
 const interrupted = new AbortController();
 process.on('SIGINT', () => interrupted.abort()).on('SIGTERM', () => interrupted.abort());

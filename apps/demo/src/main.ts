@@ -9,10 +9,10 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import type { Database } from '@fstore/store';
+import { createPostgresClient } from '@fstore/store/postgres';
 import { type Projection, viewStatus } from '@fstore/stream';
 import { asc } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
-import postgres from 'postgres';
 import { type CheckResult, check } from './check.js';
 import { openDatabase } from './database.js';
 import { newStats, type ProducerStats, produce } from './producers.js';
@@ -46,8 +46,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const out = options.out ?? process.stdout;
   const run = `run${randomBytes(4).toString('hex')}`;
   await setUpDatabase(options.url);
-  const sql = postgres(options.url, { max: 4 + options.producers, onnotice: () => {} });
-  const workersSql = postgres(options.url, { max: 2 + options.workers * 2 * 4, onnotice: () => {} });
+  const sql = createPostgresClient(options.url, { max: 4 + options.producers, onnotice: () => {} });
+  const workersSql = createPostgresClient(options.url, {
+    max: 2 + options.workers * 2 * 4,
+    onnotice: () => {},
+  });
   const db = drizzle(sql);
   const workersDb = drizzle(workersSql);
   const workers: Projection[] = [];

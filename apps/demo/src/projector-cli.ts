@@ -6,9 +6,9 @@
  *   projector [--workers 1] [--verbose]
  */
 import { parseArgs } from 'node:util';
+import { createPostgresClient } from '@fstore/store/postgres';
 import { jsonLogger } from '@fstore/stream';
 import { drizzle } from 'drizzle-orm/postgres-js';
-import postgres from 'postgres';
 import { orderBoardWorker, restaurantMenusWorker } from './projections.js';
 import { setUpDatabase } from './setup.js';
 
@@ -23,7 +23,7 @@ if (!url) {
 }
 await setUpDatabase(url);
 const workers = Number(values.workers);
-const sql = postgres(url, { max: 2 + workers * 8, onnotice: () => {} });
+const sql = createPostgresClient(url, { max: 2 + workers * 8, onnotice: () => {} });
 const db = drizzle(sql);
 const logger = values.verbose ? jsonLogger : undefined;
 const projections = Array.from({ length: workers }, () => [

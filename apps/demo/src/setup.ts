@@ -5,9 +5,9 @@
  */
 import { migrate } from '@fstore/schema';
 import { createEventStore } from '@fstore/store';
+import { createPostgresClient } from '@fstore/store/postgres';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { migrate as migrateReadModel } from 'drizzle-orm/postgres-js/migrator';
-import postgres from 'postgres';
 import { orderEvents } from './domain/order.js';
 import { restaurantEvents } from './domain/restaurant.js';
 
@@ -16,8 +16,8 @@ export const views = { restaurants: 'restaurant-menus', orders: 'order-board' } 
 const readModelMigrations = new URL('../drizzle', import.meta.url).pathname;
 
 export async function setUpDatabase(url: string): Promise<void> {
-  const sql = postgres(url, { max: 1, onnotice: () => {} });
-  const locker = postgres(url, { max: 1, onnotice: () => {} });
+  const sql = createPostgresClient(url, { max: 1, onnotice: () => {} });
+  const locker = createPostgresClient(url, { max: 1, onnotice: () => {} });
   try {
     await migrate(sql);
     await locker`SELECT pg_advisory_lock(hashtext('fstore-demo-read-model'))`;

@@ -3,8 +3,8 @@
  * fstore's command line. `fstore status` prints, for every view of the database at DATABASE_URL, how far behind it
  * is: streams, pending and leased streams, unread events, the age of the oldest unread event, parked events.
  */
+import { createPostgresClient } from '@fstore/store/postgres';
 import { drizzle } from 'drizzle-orm/postgres-js';
-import postgres from 'postgres';
 import { viewStatus } from './functions.js';
 import { formatStatusTable } from './status.js';
 
@@ -28,7 +28,7 @@ async function main(argv: string[]): Promise<number> {
     console.error('fstore status: set DATABASE_URL to the database to report on');
     return 2;
   }
-  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  const sql = createPostgresClient(url, { max: 1, onnotice: () => {} });
   try {
     console.log(formatStatusTable(await viewStatus(drizzle(sql))));
     return 0;
