@@ -1,15 +1,16 @@
 /**
- * The README's SQL examples (fstore-sql's own), run verbatim and in order on a fresh database, with the results the
- * README describes. They are read from README.md itself, so the README cannot drift from what the SQL does.
+ * The SQL walkthrough of docs/sql-api.md (fstore-sql's README examples), run verbatim and in order on a fresh
+ * database, with the results the page describes; and the package README's example. Both are read from the markdown
+ * itself, so the documentation cannot drift from what the SQL does.
  */
 import { createTestDatabase } from '@fstore/test-harness';
-import { readmeBlocks } from '@fstore/test-harness/readme';
+import { readmeBlocks, runReadmeExample } from '@fstore/test-harness/readme';
 import { afterAll, expect, test } from 'vitest';
 
 const db = await createTestDatabase();
 afterAll(() => db.drop());
 
-const blocks = readmeBlocks('sql', 'sql');
+const blocks = readmeBlocks('sql', 'sql', 'docs/sql-api.md');
 const statements = (block: string) =>
   block
     .split(/;\s*$/m)
@@ -30,11 +31,11 @@ const locksOf = (deciderId: string) =>
     { offset: string; last_offset: string }[]
   >`SELECT * FROM locks WHERE view = 'view1' AND decider_id = ${deciderId}`;
 
-test('the README has the six SQL examples of fstore-sql', () => {
+test('docs/sql-api.md has the six SQL examples of fstore-sql', () => {
   expect(blocks).toHaveLength(6);
 });
 
-test('the examples run in order, with the results the README describes', async () => {
+test('the examples run in order, with the results docs/sql-api.md describes', async () => {
   // 1. two event types registered
   const registered = await run(0);
   expect(registered.map(([row]) => [row?.decider, row?.event])).toEqual([
@@ -65,4 +66,19 @@ test('the examples run in order, with the results the README describes', async (
   const [streamed, acked] = await run(5);
   expect(streamed?.map((row) => [row.decider_id, row.offset])).toEqual([[first, '1']]);
   expect(acked).toMatchObject([{ view: 'view1', decider_id: first, last_offset: '1' }]);
+});
+
+test("the package README's example migrates an empty database and appends from SQL", async () => {
+  const empty = await createTestDatabase({ from: 'empty' });
+  try {
+    const stdout = await runReadmeExample(
+      'schema',
+      new URL('..', import.meta.url),
+      { DATABASE_URL: empty.url },
+      'packages/schema/README.md',
+    );
+    expect(stdout.trim()).toBe('null OrderCreated');
+  } finally {
+    await empty.drop();
+  }
 });

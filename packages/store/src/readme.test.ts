@@ -1,6 +1,9 @@
-/** The README's @fstore/store example, run as it is written, as its own process against a fresh database. */
+/**
+ * The README's @fstore/store example, run as it is written, as its own process against a fresh database. The
+ * package's own README (what a registry shows) carries the same example.
+ */
 import { createTestDatabase } from '@fstore/test-harness';
-import { runReadmeExample } from '@fstore/test-harness/readme';
+import { readmeBlocks, runReadmeExample } from '@fstore/test-harness/readme';
 import { afterAll, expect, test } from 'vitest';
 
 const database = await createTestDatabase({ from: 'empty' });
@@ -13,4 +16,8 @@ test('the README example declares events, handles commands and loads the state',
   const [state, events] = stdout.trim().split('\n');
   expect(state).toBe("{ status: 'placed', items: 2 }");
   expect(events).toMatch(/^\d+ OrderCreated, \d+ ItemAdded, \d+ OrderPlaced$/);
+});
+
+test("the package README carries the README's example, unchanged", () => {
+  expect(readmeBlocks('store', 'ts', 'packages/store/README.md')).toEqual(readmeBlocks('store', 'ts'));
 });

@@ -1,12 +1,13 @@
 /**
- * A host pnpm monorepo takes fstore in, the two ways the README describes, and uses it from a strict NodeNext app:
+ * A host pnpm monorepo takes fstore in, the two ways docs/monorepo.md describes, and uses it from a strict
+ * NodeNext app:
  * - vendored: fstore's tree in `vendor/fstore` (a git submodule or subtree), `vendor/fstore/packages/*` in the
  *   host's workspace globs, built by the host;
  * - packed: `pnpm pack` tarballs of the three public packages, installed by path.
  * Either way the host copies nothing of ours (no catalog, no patch, no build approvals of our tools), migrates with
- * its own drizzle-kit and the README's config, appends through the command handler with colliding writers, and
- * projects into its own table. Installs run `--offline`: the pnpm store of a machine that installed this repository
- * holds every package a host needs.
+ * its own drizzle-kit and the drizzle config of docs/monorepo.md, appends through the command handler with colliding
+ * writers, and projects into its own table. Installs run `--offline`: the pnpm store of a machine that installed
+ * this repository holds every package a host needs.
  */
 import { execFile } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -66,7 +67,7 @@ function pinned(name: string): string {
   return line[1];
 }
 
-/** The host's own files: its app (strict NodeNext), its drizzle config and migrations, and the README's for fstore. */
+/** The host's own files: its app (strict NodeNext), its drizzle config and migrations, and fstore's from the docs. */
 function writeHost(hostDir: string, fstoreDependencies: Record<string, string>, workspace: string): string {
   writeFileSync(
     join(hostDir, 'package.json'),
@@ -76,8 +77,8 @@ function writeHost(hostDir: string, fstoreDependencies: Record<string, string>, 
   writeFileSync(join(hostDir, 'pnpm-workspace.yaml'), `${workspace}\nallowBuilds:\n  esbuild: true\n`);
   const appDir = join(hostDir, 'app');
   cpSync(join(fixtureDir, 'app'), appDir, { recursive: true });
-  const [fstoreConfig] = readmeBlocks('drizzle-fstore-config', 'ts');
-  if (!fstoreConfig) throw new Error('README.md has no drizzle-fstore-config block');
+  const [fstoreConfig] = readmeBlocks('drizzle-fstore-config', 'ts', 'docs/monorepo.md');
+  if (!fstoreConfig) throw new Error('docs/monorepo.md has no drizzle-fstore-config block');
   writeFileSync(join(appDir, 'drizzle.fstore.config.ts'), fstoreConfig);
   const app = {
     name: 'app',
