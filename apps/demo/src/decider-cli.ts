@@ -7,18 +7,28 @@
  *     {"decider": "Order", "id": "o1", "command": {"kind": "MarkOrderPrepared", "by": "Ada"}}
  *
  * Prints what it did as one JSON line at the end ({"run", "stats"}), or one line per command with --stdin.
+ * Exit codes: 0 done, 1 it could not run (one line on stderr says why), 2 the command line is wrong.
  */
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { createCommandHandler, createEventStore } from '@fstore/store';
 import { createPostgresClient } from '@fstore/store/postgres';
+import { UsageError } from '@fstore/stream';
 import { drizzle } from 'drizzle-orm/postgres-js';
+import { failWithOneLine, wholeNumber } from './command-line.js';
 import { type OrderCommand, orderDecider, orderEvents } from './domain/order.js';
 import { CommandRejected } from './domain/rejections.js';
 import { type RestaurantCommand, restaurantDecider, restaurantEvents } from './domain/restaurant.js';
 import { newStats, produce } from './producers.js';
 import { setUpDatabase } from './setup.js';
+
+const usage = `usage: pnpm --filter @fstore/demo decider [--orders 200] [--producers 4] [--restaurants 3] [--run ID]
+       pnpm --filter @fstore/demo decider --stdin     (one JSON command a line)
+
+The demo's command side against the database at DATABASE_URL (it runs fstore's migrations there first): generated
+restaurant and order commands, as in the demo, or the commands read from stdin. Prints what it did as JSON lines.`;
+failWithOneLine('decider', 'pnpm --filter @fstore/demo decider --help');
 
 const { values } = parseArgs({
   args: process.argv.slice(2).filter((arg) => arg !== '--'),
@@ -28,13 +38,20 @@ const { values } = parseArgs({
     restaurants: { type: 'string', default: '3' },
     run: { type: 'string' },
     stdin: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
   },
 });
-const url = process.env.DATABASE_URL;
-if (!url) {
-  console.error('decider: set DATABASE_URL');
-  process.exit(2);
+if (values.help) {
+  console.log(usage);
+  process.exit(0);
 }
+const counts = {
+  orders: wholeNumber('orders', values.orders),
+  producers: wholeNumber('producers', values.producers),
+  restaurants: wholeNumber('restaurants', values.restaurants),
+};
+const url = process.env.DATABASE_URL;
+if (!url) throw new UsageError('set DATABASE_URL to the database to run on');
 await setUpDatabase(url);
 const sql = createPostgresClient(url, { max: 8, onnotice: () => {} });
 const db = drizzle(sql);
@@ -72,9 +89,7 @@ try {
     const stats = newStats();
     await produce({
       db,
-      producers: Number(values.producers),
-      orders: Number(values.orders),
-      restaurants: Number(values.restaurants),
+      ...counts,
       run,
       stats,
       signal: interrupted.signal,

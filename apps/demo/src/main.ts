@@ -5,15 +5,19 @@
  * event was projected exactly once and in stream order.
  *
  *   pnpm demo [--producers 4] [--workers 2] [--orders 1000] [--restaurants 3] [--keep]
+ *
+ * Exit codes: 0 all checks passed, 1 a check failed or the demo could not run (one line on stderr says why),
+ * 2 the command line is wrong, 130 interrupted.
  */
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import type { Database } from '@fstore/store';
 import { createPostgresClient } from '@fstore/store/postgres';
-import { type Projection, viewStatus } from '@fstore/stream';
+import { type Projection, reportFailure, viewStatus } from '@fstore/stream';
 import { asc } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { type CheckResult, check } from './check.js';
+import { wholeNumber } from './command-line.js';
 import { openDatabase } from './database.js';
 import { newStats, type ProducerStats, produce } from './producers.js';
 import { startProgress } from './progress.js';
@@ -116,6 +120,22 @@ async function printReadModels(db: Database, run: string, out: NodeJS.WriteStrea
   );
 }
 
+const usage = `usage: pnpm demo [--producers 4] [--workers 2] [--orders 1000] [--restaurants 3] [--keep]
+
+Restaurant orders through fstore, end to end: command producers, projection workers, live progress, and a final
+check that every event was projected exactly once, in order. It runs on the PostgreSQL server at DATABASE_URL when
+that is set (its database gets fstore's migrations), else on a throwaway embedded PostgreSQL.
+
+  --producers N     concurrent command producers (default 4)
+  --workers N       projection workers per view (default 2)
+  --orders N        orders to place (default 1000)
+  --restaurants N   restaurants (default 3)
+  --keep            leave the embedded PostgreSQL running at the end, and say how to reach and stop it
+  -h, --help        this text`;
+
+/** The database the demo works on, once known: failure lines name its server, never its password. */
+let databaseUrl = process.env.DATABASE_URL;
+
 async function main() {
   const { values } = parseArgs({
     // `pnpm demo -- --orders 50` passes the separator through.
@@ -126,24 +146,18 @@ async function main() {
       orders: { type: 'string', default: '1000' },
       restaurants: { type: 'string', default: '3' },
       keep: { type: 'boolean', default: false },
-      help: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) {
-    console.log('usage: pnpm demo [--producers 4] [--workers 2] [--orders 1000] [--restaurants 3] [--keep]');
+    console.log(usage);
     return 0;
   }
-  const number = (name: string, value: string, min: number) => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min)
-      throw new Error(`--${name} takes a whole number of ${min} or more, got ${value}`);
-    return n;
-  };
   const options = {
-    producers: number('producers', values.producers, 1),
-    workers: number('workers', values.workers, 1),
-    orders: number('orders', values.orders, 1),
-    restaurants: number('restaurants', values.restaurants, 1),
+    producers: wholeNumber('producers', values.producers),
+    workers: wholeNumber('workers', values.workers),
+    orders: wholeNumber('orders', values.orders),
+    restaurants: wholeNumber('restaurants', values.restaurants),
   };
   const interrupted = new AbortController();
   let stopping = false;
@@ -157,6 +171,7 @@ async function main() {
 
   const started = Date.now();
   const database = await openDatabase();
+  databaseUrl = database.url;
   console.log(
     `fstore demo on ${database.description}: ${options.producers} producers, ${options.workers} workers per view, ${options.orders} orders`,
   );
@@ -181,9 +196,7 @@ async function main() {
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop() ?? '')) {
   main().then(
     (code) => process.exit(code),
-    (error: unknown) => {
-      console.error(`demo failed: ${error instanceof Error ? error.message : String(error)}`);
-      process.exit(1);
-    },
+    (error: unknown) =>
+      process.exit(reportFailure('demo', error, { url: databaseUrl, help: 'pnpm demo --help' })),
   );
 }

@@ -1,3 +1,12 @@
+export {
+  checkInstalled,
+  describeFailure,
+  type ErrorLineOptions,
+  type Failure,
+  FstoreNotInstalledError,
+  reportFailure,
+  UsageError,
+} from './error-line.js';
 export { LeaseLostError, TransactionLostError } from './errors.js';
 export {
   ack,

@@ -1,0 +1,150 @@
+/**
+ * `fstore status` as a newcomer meets it: its help, a wrong command line, and a DATABASE_URL that does not lead to
+ * fstore (nothing listening, a host that does not resolve, a wrong password, a missing database, a database without
+ * fstore's migrations). Each failure is one line on stderr that names the problem and its fix: no stack, no password.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { createTestDatabase, freePort, withDatabase } from '@fstore/test-harness';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+
+const migrated = await createTestDatabase();
+const empty = await createTestDatabase({ from: 'empty' });
+// A login role of its own, whose password is unlike any word a message could hold.
+const role = `fstore_cli_${randomBytes(4).toString('hex')}`;
+const password = `pw-${randomBytes(8).toString('hex')}`;
+const as = (url: string, user: string, pass: string) => {
+  const parsed = new URL(url);
+  parsed.username = user;
+  parsed.password = pass;
+  return parsed.toString();
+};
+beforeAll(() => migrated.sql.unsafe(`CREATE ROLE "${role}" LOGIN PASSWORD '${password}'`));
+afterAll(async () => {
+  await migrated.sql.unsafe(`DROP ROLE IF EXISTS "${role}"`);
+  await Promise.all([migrated.drop(), empty.drop()]);
+});
+
+const tsx = createRequire(import.meta.url).resolve('tsx');
+const cli = fileURLToPath(new URL('./cli.ts', import.meta.url));
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function fstore(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['--conditions=@fstore/source', '--import', tsx, cli, ...args],
+      { env: { ...process.env, DATABASE_URL: '', ...env } },
+      (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** Exactly one line on stderr, matching `pattern`, with no stack frame and none of the secrets anywhere. */
+function expectOneLine(run: Run, code: number, pattern: RegExp, secrets: string[] = [password]) {
+  expect(run.code, run.stderr).toBe(code);
+  expect(run.stderr).toMatch(/^[^\n]+\n$/);
+  expect(run.stderr).toMatch(pattern);
+  expect(run.stderr).not.toMatch(/^\s+at /m);
+  for (const secret of secrets) expect(run.stdout + run.stderr).not.toContain(secret);
+}
+
+test('--help and -h print the usage and exit 0', async () => {
+  const argvs = [['--help'], ['-h'], ['status', '--help'], ['status', '-h']];
+  const runs = await Promise.all(argvs.map((args) => fstore(args)));
+  for (const [index, run] of runs.entries()) {
+    expect(run.code, argvs[index]?.join(' ')).toBe(0);
+    expect(run.stdout).toMatch(/^usage: fstore status/);
+    expect(run.stderr).toBe('');
+  }
+});
+
+test('a wrong command line is one line with a pointer to the usage, exit 2', async () => {
+  const [flag, command, extra, noUrl] = await Promise.all([
+    fstore(['status', '--verbose']),
+    fstore(['stats']),
+    fstore(['status', 'now']),
+    fstore(['status']),
+  ]);
+  expectOneLine(flag, 2, /^fstore status: unknown option --verbose \(see fstore --help\)$/m);
+  expectOneLine(command, 2, /^fstore: unknown command stats \(see fstore --help\)$/m);
+  expectOneLine(extra, 2, /^fstore status: unexpected argument now/m);
+  expectOneLine(noUrl, 2, /^fstore status: set DATABASE_URL/m);
+});
+
+test('nothing listening at DATABASE_URL: connection refused, exit 1', async () => {
+  const port = await freePort();
+  const run = await fstore(['status'], {
+    DATABASE_URL: `postgres://${role}:${password}@127.0.0.1:${port}/x`,
+  });
+  expectOneLine(
+    run,
+    1,
+    new RegExp(
+      `^fstore status: cannot connect to 127\\.0\\.0\\.1:${port} \\(connection refused\\): is PostgreSQL running, and is DATABASE_URL right\\?\n$`,
+    ),
+  );
+});
+
+test('a host that does not resolve: no such host, exit 1', async () => {
+  const run = await fstore(['status'], {
+    DATABASE_URL: `postgres://${role}:${password}@no-such-host.invalid:5432/x`,
+  });
+  expectOneLine(
+    run,
+    1,
+    /^fstore status: cannot connect to no-such-host\.invalid:5432 \(no such host\): .*DATABASE_URL/,
+  );
+});
+
+test('a wrong password: the server refused it (28P01), exit 1', async () => {
+  const wrong = `wrong-${randomBytes(8).toString('hex')}`;
+  const run = await fstore(['status'], { DATABASE_URL: as(migrated.url, role, wrong) });
+  expectOneLine(
+    run,
+    1,
+    new RegExp(
+      `^fstore status: PostgreSQL at \\S+ refused the password of user ${role} \\(28P01\\): check the user and password in DATABASE_URL\n$`,
+    ),
+    [wrong, password],
+  );
+});
+
+test('a database that does not exist (3D000), exit 1', async () => {
+  const missing = `fstore_missing_${randomBytes(4).toString('hex')}`;
+  const run = await fstore(['status'], {
+    DATABASE_URL: as(withDatabase(migrated.url, missing), role, password),
+  });
+  expectOneLine(
+    run,
+    1,
+    new RegExp(`^fstore status: database ${missing} does not exist on \\S+ \\(3D000\\): create it`),
+  );
+});
+
+test('a database without fstore: checked up front, one line that says to run the migrations, exit 1', async () => {
+  const run = await fstore(['status'], { DATABASE_URL: as(empty.url, role, password) });
+  expectOneLine(
+    run,
+    1,
+    new RegExp(
+      `^fstore status: fstore is not installed in database ${empty.name}: run its migrations \\(drizzle-kit migrate with @fstore/schema's config, or migrate\\(\\) from @fstore/schema\\)\n$`,
+    ),
+  );
+});
+
+test('a role without the privileges fstore needs: permission denied (42501), exit 1', async () => {
+  const run = await fstore(['status'], { DATABASE_URL: as(migrated.url, role, password) });
+  expectOneLine(
+    run,
+    1,
+    /^fstore status: permission denied for \S+ \S+ \(42501\): connect as a role that has fstore's privileges/,
+  );
+});
