@@ -154,5 +154,5 @@ test('a database that does not exist (3D000), exit 1', async () => {
 test('an embedded PostgreSQL that cannot start: its one line, exit 1', async () => {
   // No build of PostgreSQL 13 ships with the demo: the database host fails before it starts anything.
   const result = await run('demo', ['--orders', '1'], undefined, { FSTORE_PG_VERSION: '13' });
-  expectOneLine(result, 1, /^demo: .*PostgreSQL 13\b/, []);
+  expectOneLine(result, 1, /^demo: .*FSTORE_PG_VERSION=13: PostgreSQL 13\b.*DATABASE_URL/, []);
 });

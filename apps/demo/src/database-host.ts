@@ -4,14 +4,33 @@
  * reports the connection URL over IPC, stops the server on 'stop' or when the demo goes away, and on 'keep' lets
  * the demo exit and stays up (`pnpm demo --keep`) until it gets SIGTERM.
  */
-import { exitOnEmbeddedPostgresError, startEmbeddedPostgres, withDatabase } from '@fstore/embedded-postgres';
+import { EmbeddedPostgresError, startEmbeddedPostgres, withDatabase } from '@fstore/embedded-postgres';
 import postgres from 'postgres';
 
-// When it cannot start, its one line goes to stderr, which the demo shows after "did not start".
-const server = await startEmbeddedPostgres().catch((error: unknown) => exitOnEmbeddedPostgresError(error));
-const admin = postgres(server.adminUrl, { max: 1, onnotice: () => {} });
-await admin`CREATE DATABASE fstore_demo`;
-await admin.end();
+/** Tells the demo why there is no database (one line, over IPC and on stderr), and ends. */
+function fail(line: string): never {
+  process.send?.({ error: line });
+  console.error(line);
+  process.exit(1);
+}
+
+const server = await startEmbeddedPostgres().catch((error: unknown) =>
+  fail(
+    error instanceof EmbeddedPostgresError
+      ? error.message
+      : `embedded PostgreSQL cannot start: ${String(error)}`,
+  ),
+);
+try {
+  const admin = postgres(server.adminUrl, { max: 1, onnotice: () => {} });
+  await admin`CREATE DATABASE fstore_demo`;
+  await admin.end();
+} catch (error) {
+  await server.destroy().catch(() => {});
+  fail(
+    `the embedded PostgreSQL started, but creating the demo's database failed: ${(error as Error).message}`,
+  );
+}
 
 let keep = false;
 let stopping = false;

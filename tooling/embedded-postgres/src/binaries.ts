@@ -30,11 +30,12 @@ export interface Binaries {
   key: string;
 }
 
-export function parseVersion(value: string | undefined): PostgresVersion {
+/** `source` names where the value came from (an environment variable), so the message says what to change. */
+export function parseVersion(value: string | undefined, source?: string): PostgresVersion {
   const version = value || '18';
   if (!(supportedVersions as readonly string[]).includes(version)) {
     throw new EmbeddedPostgresError(
-      `PostgreSQL ${version} has no embedded build here; choose one of ${supportedVersions.join(', ')}`,
+      `${source ? `${source}=${version}: ` : ''}PostgreSQL ${version} has no embedded build here; choose one of ${supportedVersions.join(', ')}, or set DATABASE_URL to a PostgreSQL server of your own`,
     );
   }
   return version as PostgresVersion;

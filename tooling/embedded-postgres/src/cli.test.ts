@@ -26,7 +26,7 @@ describe('command-line programs', () => {
     });
     expect(ran.code).toBe(1);
     expect(ran.stderr).toBe(
-      'with-postgres: PostgreSQL 13 has no embedded build here; choose one of 14, 15, 16, 17, 18\n',
+      'with-postgres: FSTORE_PG_VERSION=13: PostgreSQL 13 has no embedded build here; choose one of 14, 15, 16, 17, 18, or set DATABASE_URL to a PostgreSQL server of your own\n',
     );
   });
 

@@ -70,7 +70,10 @@ export async function startEmbeddedPostgres(
   options: EmbeddedPostgresOptions = {},
 ): Promise<EmbeddedPostgres> {
   const version =
-    options.version ?? parseVersion(process.env.FSTORE_PG_VERSION || process.env.FSTORE_TEST_PG_VERSION);
+    options.version ??
+    (process.env.FSTORE_PG_VERSION
+      ? parseVersion(process.env.FSTORE_PG_VERSION, 'FSTORE_PG_VERSION')
+      : parseVersion(process.env.FSTORE_TEST_PG_VERSION, 'FSTORE_TEST_PG_VERSION'));
   let folder: string | undefined;
   try {
     const user = serverUser(version);

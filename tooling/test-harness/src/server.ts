@@ -21,7 +21,9 @@ export async function startTestServer(env: NodeJS.ProcessEnv = process.env): Pro
     return { adminUrl: env.DATABASE_URL, description: 'DATABASE_URL', stop: async () => {} };
   }
   if (env.FSTORE_TEST_IMAGE) return startContainer(env.FSTORE_TEST_IMAGE);
-  const server = await startEmbeddedPostgres({ version: parseVersion(env.FSTORE_TEST_PG_VERSION) });
+  const server = await startEmbeddedPostgres({
+    version: parseVersion(env.FSTORE_TEST_PG_VERSION, 'FSTORE_TEST_PG_VERSION'),
+  });
   return { adminUrl: server.adminUrl, description: server.description, stop: () => server.destroy() };
 }
 
