@@ -118,6 +118,8 @@ const fixture = {
   other: `other-${randomUUID()}`,
   view: `view-${randomUUID()}`,
   parkedView: `parked-${randomUUID()}`,
+  /** A view where the other stream's event is parked and its retry requested (claim, ack and fail parked events). */
+  retryView: `retry-${randomUUID()}`,
   offsets: [] as string[],
   ids: [] as string[],
   otherOffset: '',
@@ -155,6 +157,11 @@ beforeAll(async () => {
   const [parked] = await conn<{ lease_id: string }[]>`
     SELECT * FROM lease_events(${fixture.parkedView}, 1000, 1, 300) WHERE decider_id = ${fixture.other}`;
   await conn`SELECT fail_event(${fixture.parkedView}, ${fixture.other}, ${parked?.lease_id ?? null}, ${fixture.otherOffset}, 'boom', 0, 1)`;
+  await conn`SELECT * FROM register_view(${fixture.retryView}, '2000-01-01'::timestamp)`;
+  const [retried] = await conn<{ lease_id: string }[]>`
+    SELECT * FROM lease_events(${fixture.retryView}, 1000, 1, 300) WHERE decider_id = ${fixture.other}`;
+  await conn`SELECT fail_event(${fixture.retryView}, ${fixture.other}, ${retried?.lease_id ?? null}, ${fixture.otherOffset}, 'boom', 0, 1)`;
+  await conn`SELECT * FROM retry_parked_event(${fixture.retryView}, ${fixture.otherOffset})`;
 });
 
 // --- The catalogue -----------------------------------------------------------------------------------------------
@@ -429,6 +436,38 @@ const catalogue: Entry[] = [
     params: [text('v_decider_id', 'accepted'), text('v_decider', 'accepted')],
   },
   {
+    // get_events, one page (0008_sql_owns_state_changes).
+    fn: 'get_events',
+    select: 'rows',
+    valid: () => [fixture.stream, decider, '0', '2'],
+    params: [
+      text('v_decider_id', 'accepted'),
+      text('v_decider', 'accepted'),
+      {
+        name: 'v_after_offset',
+        type: 'bigint',
+        null: INVALID,
+        variants: [{ label: "'x'", value: 'x', code: '22P02' }, TOO_BIG_BIGINT],
+      },
+      {
+        name: 'v_limit',
+        type: 'int',
+        null: INVALID,
+        variants: [
+          { label: '0', value: '0', code: '22023' },
+          { label: '-1', value: '-1', code: '22023' },
+          TOO_BIG_INT,
+        ],
+      },
+    ],
+  },
+  {
+    fn: 'get_event',
+    select: 'rows',
+    valid: () => [fixture.ids[0] as string],
+    params: [{ name: 'v_event_id', type: 'uuid', null: 'accepted', variants: [badUuid] }],
+  },
+  {
     fn: 'register_view',
     select: 'rows',
     valid: () => [`view-${randomUUID()}`, '2000-01-01', '300', '1', 'https://example.com/hook'],
@@ -484,6 +523,32 @@ const catalogue: Entry[] = [
         type: 'timestamp',
         null: NOT_NULL,
         variants: [{ label: "'not a time'", value: 'not a time', code: '22007' }],
+      },
+    ],
+  },
+  {
+    fn: 'set_view_lock_timeout',
+    select: 'rows',
+    valid: () => [fixture.view, '60'],
+    params: [
+      {
+        name: 'v_view',
+        type: 'text',
+        null: NO_DATA,
+        variants: [
+          otherType(),
+          { label: 'a view that does not exist', value: 'no-such-view', code: 'P0002' },
+        ],
+      },
+      {
+        name: 'v_lock_timeout_s',
+        type: 'bigint',
+        null: NOT_NULL,
+        variants: [
+          { label: '0', value: '0', code: '23514', constraint: 'views_lock_timeout_s_check' },
+          { label: "'x'", value: 'x', code: '22P02' },
+          TOO_BIG_BIGINT,
+        ],
       },
     ],
   },
@@ -753,6 +818,54 @@ const catalogue: Entry[] = [
     ],
   },
   {
+    fn: 'claim_parked_event',
+    select: 'rows',
+    valid: () => [fixture.retryView],
+    params: [
+      {
+        name: 'v_view',
+        type: 'text',
+        null: NO_DATA,
+        variants: [
+          otherType(),
+          { label: 'a view that does not exist', value: 'no-such-view', code: 'P0002' },
+        ],
+      },
+    ],
+  },
+  {
+    fn: 'ack_parked_event',
+    select: 'rows',
+    valid: () => [fixture.retryView, fixture.otherOffset],
+    params: [
+      text('v_view', NO_DATA),
+      {
+        name: 'v_offset',
+        type: 'bigint',
+        null: NO_DATA,
+        variants: [
+          { label: 'an offset not parked', value: '999999999', code: 'P0002' },
+          { label: "'x'", value: 'x', code: '22P02' },
+        ],
+      },
+    ],
+  },
+  {
+    fn: 'fail_parked_event',
+    select: 'rows',
+    valid: () => [fixture.retryView, fixture.otherOffset, 'boom'],
+    params: [
+      text('v_view', NO_DATA),
+      {
+        name: 'v_offset',
+        type: 'bigint',
+        null: NO_DATA,
+        variants: [{ label: 'an offset not parked', value: '999999999', code: 'P0002' }, TOO_BIG_BIGINT],
+      },
+      text('v_error', 'accepted'),
+    ],
+  },
+  {
     fn: 'reset_view',
     select: 'rows',
     valid: () => [fixture.view, '2001-01-01'],
@@ -1001,6 +1114,20 @@ describe('nulls that are accepted, and what they do', () => {
       expect(row?.outcome).toBe('parked');
       const parked = await tx`SELECT error FROM parked_events WHERE view = ${fixture.view}`;
       expect(parked).toEqual([{ error: '' }]);
+    });
+  });
+
+  test('get_events (one page) and get_event: a null stream, decider or id matches no event, so the answer is empty', async () => {
+    expect(await conn`SELECT * FROM get_events(NULL, ${decider}, 0, 10)`).toEqual([]);
+    expect(await conn`SELECT * FROM get_events(${fixture.stream}, NULL, 0, 10)`).toEqual([]);
+    expect(await conn`SELECT * FROM get_event(NULL)`).toEqual([]);
+  });
+
+  test('fail_parked_event: a null error is recorded as an empty one', async () => {
+    await rolledBack(async (tx) => {
+      const [row] =
+        await tx`SELECT error, attempts FROM fail_parked_event(${fixture.retryView}, ${fixture.otherOffset}, NULL)`;
+      expect(row).toEqual({ error: '', attempts: 2 });
     });
   });
 

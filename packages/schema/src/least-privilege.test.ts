@@ -1,21 +1,74 @@
 /**
- * The optional least-privilege script (sql/least-privilege.sql), as the roles it creates see the database: an
- * application role that writes only through the SQL API, a read-only role for reporting, and SECURITY DEFINER
- * functions that a caller's search_path cannot hijack. Every forbidden operation is tried, as a login user in each
- * role, and must fail with 42501 and change nothing.
+ * Least privilege: the security the migrations declare, and the optional script (sql/least-privilege.sql) that
+ * creates the roles, as those roles see the database: an application role that writes only through the SQL API, a
+ * read-only role for reporting, and SECURITY DEFINER functions that a caller's search_path cannot hijack. Every
+ * forbidden operation is tried, as a login user in each role, and must fail with 42501 and change nothing. An
+ * upgrade keeps the application role working without the script running again: from a database at migration 0006
+ * with the script of then, through the later migrations and a synthetic one that replaces functions with their
+ * current definitions.
  *
  * Roles are cluster-wide and test files run in parallel on one server: this file applies the script with role
  * names of its own (the fstore.app_role and fstore.reader_role settings) and drops them at the end.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
 import { createTestDatabase, type TestDatabase, withDatabase } from '@fstore/test-harness';
+import { drizzle } from 'drizzle-orm/postgres-js';
+import { migrate as drizzleMigrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { migrate } from './migrate.js';
+import { migrate, migrationsFolder, migrationsSchema, migrationsTable } from './migrate.js';
 import { failureOf } from './test-support/sql-client.js';
 
 const script = readFileSync(new URL('../sql/least-privilege.sql', import.meta.url), 'utf8');
+
+/** The script's lists of the SQL API (v_read, v_write, v_internal): the one place that says which function is which. */
+function apiList(name: 'v_read' | 'v_write' | 'v_internal'): string[] {
+  const match = new RegExp(`\\b${name}\\s+CONSTANT\\s+text\\[\\]\\s*:=\\s*ARRAY\\s*\\[([^\\]]*)\\]`).exec(
+    script,
+  );
+  if (!match?.[1]) throw new Error(`sql/least-privilege.sql has no list ${name}`);
+  return [...match[1].matchAll(/'([^']+)'/g)].map((m) => m[1] as string);
+}
+const lists = { read: apiList('v_read'), write: apiList('v_write'), internal: apiList('v_internal') };
+const pinned = 'search_path=pg_catalog, public, pg_temp';
+
+/**
+ * What the migrations declare for every function in schema public: SECURITY DEFINER exactly for those that write,
+ * the fixed search_path for all, EXECUTE by PUBLIC for none of those that write. Empty when all is as it should be.
+ */
+const securityProblemsQuery = `
+  SELECT p.oid::regprocedure::text AS name, p.prosecdef AS definer, p.proconfig AS config,
+         has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute,
+         CASE WHEN p.proname = ANY ($1::text[]) THEN 'write'
+              WHEN p.proname = ANY ($2::text[]) THEN 'read'
+              WHEN p.proname = ANY ($3::text[]) THEN 'internal' END AS kind
+  FROM pg_proc p
+  WHERE p.pronamespace = 'public'::regnamespace`;
+interface FunctionSecurity {
+  name: string;
+  definer: boolean;
+  config: string[] | null;
+  public_execute: boolean;
+  kind: 'write' | 'read' | 'internal' | null;
+}
+function securityProblems(rows: FunctionSecurity[]): string[] {
+  return rows
+    .flatMap((row) => [
+      row.kind === null ? `${row.name}: in none of the script's lists` : '',
+      row.definer !== (row.kind === 'write')
+        ? `${row.name}: SECURITY ${row.definer ? 'DEFINER' : 'INVOKER'}`
+        : '',
+      (row.config ?? []).includes(pinned) ? '' : `${row.name}: search_path not fixed (${row.config})`,
+      row.kind === 'write' && row.public_execute ? `${row.name}: executable by PUBLIC` : '',
+    ])
+    .filter((problem) => problem !== '')
+    .sort();
+}
+const listParameters = () => [lists.write, lists.read, lists.internal];
 
 const suffix = randomBytes(4).toString('hex');
 const password = `pw-${suffix}`;
@@ -142,13 +195,36 @@ async function expectDenied(sql: postgres.Sql, statement: string, parameters: un
 }
 
 describe('sql/least-privilege.sql, the script', () => {
-  test('is not a migration: the migrated template has no SECURITY DEFINER function and no pinned search_path', async () => {
+  test('is not what makes the functions secure: the migrations alone declare SECURITY DEFINER for those that write, the fixed search_path for all, and no EXECUTE by PUBLIC on those that write', async () => {
     const fresh = await createTestDatabase();
     otherDatabases.push(fresh);
-    const rows = await fresh.sql<{ definers: number; pinned: number }[]>`
-      SELECT count(*) FILTER (WHERE p.prosecdef)::int AS definers, count(*) FILTER (WHERE p.proconfig IS NOT NULL)::int AS pinned
-      FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace`;
-    expect(rows).toEqual([{ definers: 0, pinned: 0 }]);
+    const rows = await fresh.sql.unsafe<FunctionSecurity[]>(securityProblemsQuery, listParameters());
+    expect(rows.length).toBeGreaterThan(40);
+    expect(securityProblems(rows)).toEqual([]);
+    // The lists name only functions that exist.
+    const names = new Set(rows.map((row) => row.name.replace(/\(.*/, '')));
+    expect([...lists.read, ...lists.write, ...lists.internal].filter((name) => !names.has(name))).toEqual([]);
+  });
+
+  test('the same on PGlite, where SECURITY DEFINER and the fixed search_path work too (one superuser session)', async () => {
+    const pg = new PGlite();
+    try {
+      await migrate(pg);
+      const { rows } = await pg.query<FunctionSecurity>(securityProblemsQuery, listParameters());
+      expect(securityProblems(rows)).toEqual([]);
+      await pg.exec(`SET search_path = pg_temp, public; CREATE TEMP TABLE events (LIKE public.events)`);
+      await pg.query(`SELECT * FROM register_decider_event('d', 'e')`);
+      await pg.query(
+        `SELECT * FROM append_event('e', gen_random_uuid(), 'd', 's', '{}', gen_random_uuid(), NULL)`,
+      );
+      const { rows: read } = await pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM get_events('s')`);
+      expect(read).toEqual([{ n: 1 }]);
+      expect((await pg.query<{ n: number }>('SELECT count(*)::int AS n FROM events')).rows).toEqual([
+        { n: 0 },
+      ]);
+    } finally {
+      await pg.close();
+    }
   });
 
   test('is one statement and idempotent: a second run changes no privilege, setting or rule', async () => {
@@ -158,7 +234,7 @@ describe('sql/least-privilege.sql, the script', () => {
     expect(await privileges(db.sql)).toEqual(before);
   });
 
-  test('handles every function fstore installs: each runs with the fixed search_path, and PUBLIC may execute none (a function a migration adds must be added to the script)', async () => {
+  test('handles every function fstore installs: PUBLIC may execute none, and each keeps the fixed search_path (a function a migration adds must be added to the script)', async () => {
     const unhandled = await db.sql<{ name: string }[]>`
       SELECT p.oid::regprocedure::text AS name
       FROM pg_proc p
@@ -408,42 +484,67 @@ describe('the application role', () => {
     await expectDenied(app, statement);
   });
 
-  test("may set views.lock_timeout_s, as @fstore/stream's registerView does with both pollingDelayMs and lockTimeoutS", async () => {
+  test('cannot set views.lock_timeout_s directly, but sets it through set_view_lock_timeout', async () => {
     const view = `view-${randomUUID()}`;
     await app`SELECT * FROM register_view(${view}, 500::bigint, '2000-01-01'::timestamp)`;
-    await app`UPDATE views SET lock_timeout_s = 42 WHERE view = ${view}`;
+    await expectDenied(app, `UPDATE views SET lock_timeout_s = 42 WHERE view = $1`, [view]);
+    const [row] =
+      await app`SELECT lock_timeout_s::int, pooling_delay_ms::int FROM set_view_lock_timeout(${view}, 42)`;
+    expect(row).toEqual({ lock_timeout_s: 42, pooling_delay_ms: 500 });
     expect(await app`SELECT lock_timeout_s::int FROM views WHERE view = ${view}`).toEqual([
       { lock_timeout_s: 42 },
     ]);
   });
 
-  test("may lock, update (attempts, error, retry_requested_at, parked_at) and delete parked events, as a projection worker's retry does", async () => {
+  test('cannot lock, update or delete parked events directly, but retries them as a projection worker does: claim_parked_event, ack_parked_event, fail_parked_event', async () => {
     const view = `view-${randomUUID()}`;
     await app`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp)`;
     const deciderId = `stream-${randomUUID()}`;
-    const event = await appendAs(app, deciderId, null);
+    const first = await appendAs(app, deciderId, null);
+    const second = await appendAs(app, deciderId, first.event_id);
     const [lease] = await app<
       { lease_id: string }[]
-    >`SELECT * FROM lease_events(${view}, 1000, 1, 30) WHERE decider_id = ${deciderId}`;
-    await app`SELECT fail_event(${view}, ${deciderId}, ${lease?.lease_id ?? null}, ${event.offset}, 'boom', 0, 1)`;
-    await app`SELECT * FROM retry_parked_event(${view}, ${event.offset})`;
+    >`SELECT * FROM lease_events(${view}, 1000, 2, 30) WHERE decider_id = ${deciderId}`;
+    await app`SELECT fail_event(${view}, ${deciderId}, ${lease?.lease_id ?? null}, ${first.offset}, 'boom', 0, 1)`;
+    await app`SELECT * FROM retry_parked_event(${view}, ${first.offset})`;
+
+    for (const statement of [
+      `SELECT "offset" FROM parked_events WHERE view = $1 AND retry_requested_at IS NOT NULL FOR UPDATE SKIP LOCKED`,
+      `UPDATE parked_events SET attempts = attempts + 1, error = 'again', retry_requested_at = NULL, parked_at = now() WHERE view = $1`,
+      `DELETE FROM parked_events WHERE view = $1`,
+    ]) {
+      await expectDenied(app, statement, [view]);
+    }
+
+    // A retry that fails: claimed in a transaction that rolls back, then recorded.
+    await app
+      .begin(async (tx) => {
+        const [claimed] = await tx`SELECT attempts, "offset", event FROM claim_parked_event(${view})`;
+        expect(claimed).toEqual({ attempts: 1, offset: first.offset, event: 'created' });
+        throw new Error('handler failed');
+      })
+      .catch(() => {});
+    const [failed] =
+      await app`SELECT attempts, error, retry_requested_at FROM fail_parked_event(${view}, ${first.offset}, 'again')`;
+    expect(failed).toEqual({ attempts: 2, error: 'again', retry_requested_at: null });
+    expect(await app`SELECT * FROM claim_parked_event(${view})`).toEqual([]);
+
+    // A retry that succeeds: claimed and removed in the handler's transaction.
+    await app`SELECT * FROM retry_parked_event(${view}, ${first.offset})`;
     await app.begin(async (tx) => {
-      const locked = await tx`
-        SELECT "offset" FROM parked_events WHERE view = ${view} AND retry_requested_at IS NOT NULL
-        FOR UPDATE SKIP LOCKED`;
-      expect(locked).toHaveLength(1);
-      await tx`UPDATE parked_events SET attempts = attempts + 1, error = 'again', retry_requested_at = NULL, parked_at = now()
-               WHERE view = ${view} AND "offset" = ${event.offset}`;
+      const [claimed] = await tx`SELECT "offset" FROM claim_parked_event(${view})`;
+      expect(claimed?.offset).toBe(first.offset);
+      await tx`SELECT * FROM ack_parked_event(${view}, ${first.offset})`;
     });
-    await app`DELETE FROM parked_events WHERE view = ${view} AND "offset" = ${event.offset}`;
     expect(await app`SELECT count(*)::int AS n FROM list_parked_events(${view})`).toEqual([{ n: 0 }]);
+    expect(second.offset).toBeDefined();
   });
 });
 
 describe('the read-only role', () => {
-  test('reads every table and calls the four read functions', async () => {
+  test('reads every table and calls the read functions', async () => {
     const deciderId = `stream-${randomUUID()}`;
-    await appendAs(app, deciderId, null);
+    const appended = await appendAs(app, deciderId, null);
     for (const table of ['events', 'deciders', 'views', 'locks', 'parked_events']) {
       await reader.unsafe(`SELECT count(*) FROM ${table}`);
     }
@@ -453,6 +554,12 @@ describe('the read-only role', () => {
     ]);
     expect(await reader`SELECT count(*)::int AS n FROM get_last_event(${deciderId}, ${decider})`).toEqual([
       { n: 1 },
+    ]);
+    expect(await reader`SELECT count(*)::int AS n FROM get_events(${deciderId}, ${decider}, 0, 10)`).toEqual([
+      { n: 1 },
+    ]);
+    expect(await reader`SELECT decider_id FROM get_event(${appended.event_id})`).toEqual([
+      { decider_id: deciderId },
     ]);
     await reader`SELECT * FROM view_status()`;
     await reader`SELECT * FROM list_parked_events()`;
@@ -479,6 +586,10 @@ describe('the read-only role', () => {
     `SELECT * FROM discard_parked_event('v', 1)`,
     `SELECT * FROM reset_view('v', now()::timestamp)`,
     `SELECT set_wakeups(true)`,
+    `SELECT * FROM set_view_lock_timeout('v', 60)`,
+    `SELECT * FROM claim_parked_event('v')`,
+    `SELECT * FROM ack_parked_event('v', 1)`,
+    `SELECT * FROM fail_parked_event('v', 1, 'e')`,
   ];
 
   test.each(writes)('cannot call %s: 42501, nothing written', async (statement) => {
@@ -638,7 +749,7 @@ describe('a malicious search_path cannot hijack the functions', () => {
     ).toEqual([{ n: 2 }]);
   });
 
-  test('why it matters: without the script, a function reads whatever events table the caller put first', async () => {
+  test('the migrations pin it, not the script: without the script, a function still reads public.events, not the events table the caller put first', async () => {
     const plain = await createTestDatabase();
     otherDatabases.push(plain);
     const session = plain.connect({ max: 1 });
@@ -649,7 +760,8 @@ describe('a malicious search_path cannot hijack the functions', () => {
       INSERT INTO shadow.events (event, event_id, decider, decider_id, data, command_id)
       VALUES ('forged', ${randomUUID()}, 'd', 's', '{}', ${randomUUID()})`;
     await session.unsafe('SET search_path = shadow, public');
-    expect(await session`SELECT event FROM get_events('s')`).toEqual([{ event: 'forged' }]);
+    expect(await session`SELECT event FROM events`).toEqual([{ event: 'forged' }]);
+    expect(await session`SELECT event FROM get_events('s')`).toEqual([]);
   });
 });
 
@@ -704,6 +816,141 @@ describe('with a dedicated owner role that is not a superuser (the recommended s
       for (const role of [names.ownerApp, roles.app, roles.reader, names.owner]) {
         await admin.unsafe(`DROP ROLE IF EXISTS "${role}"`);
       }
+    }
+  });
+});
+
+describe('an upgrade keeps the application role working, without the script running again', () => {
+  const journal = JSON.parse(readFileSync(join(migrationsFolder, 'meta', '_journal.json'), 'utf8')) as {
+    entries: { idx: number; version: string; when: number; tag: string; breakpoints: boolean }[];
+  };
+  const folders: string[] = [];
+  afterAll(() => {
+    for (const folder of folders) rmSync(folder, { recursive: true, force: true });
+  });
+
+  /** A copy of the migrations folder with the journal's first `count` entries, then `extra` migrations. */
+  function migrationsFolderWith(count: number, extra: { tag: string; sql: string }[] = []): string {
+    const folder = mkdtempSync(join(tmpdir(), 'fstore-upgrade-'));
+    folders.push(folder);
+    cpSync(migrationsFolder, folder, { recursive: true });
+    const entries = journal.entries.slice(0, count);
+    for (const migration of extra) {
+      const last = entries.at(-1) as (typeof entries)[number];
+      entries.push({ ...last, idx: last.idx + 1, when: last.when + 1000, tag: migration.tag });
+      writeFileSync(join(folder, `${migration.tag}.sql`), migration.sql);
+    }
+    writeFileSync(join(folder, 'meta', '_journal.json'), JSON.stringify({ ...journal, entries }, null, 2));
+    return folder;
+  }
+
+  /** drizzle-orm's own migrator, on fstore's migrations table (migrate() always reads the package's folder). */
+  const migrateFolder = (sql: postgres.Sql, folder: string) =>
+    drizzleMigrate(drizzle(sql), { migrationsFolder: folder, migrationsTable, migrationsSchema });
+
+  test('from migration 0006 and the script of then, through the later migrations and one that replaces functions with their current definition (pg_get_functiondef)', async () => {
+    const database = await createTestDatabase({ from: 'empty' });
+    otherDatabases.push(database);
+    const roles = { app: `${names.appRole}_u`, reader: `${names.readerRole}_u` };
+    const user = `upgrade_user_${suffix}`;
+    try {
+      const before0007 = journal.entries.findIndex((entry) => entry.tag === '0007_security_in_migrations');
+      expect(before0007).toBeGreaterThan(0);
+      await migrateFolder(database.sql, migrationsFolderWith(before0007));
+      const oldScript = readFileSync(
+        new URL('./test-support/least-privilege.0006.sql', import.meta.url),
+        'utf8',
+      );
+      await database.sql.begin(async (tx) => {
+        await tx`SELECT set_config('fstore.app_role', ${roles.app}, true), set_config('fstore.reader_role', ${roles.reader}, true)`;
+        await tx.unsafe(oldScript);
+      });
+      await database.sql.unsafe(`CREATE ROLE "${user}" LOGIN PASSWORD '${password}' IN ROLE "${roles.app}"`);
+      const appUser = connectAs(user, database);
+      await appUser`SELECT * FROM register_decider_event('d', 'e')`;
+
+      // The upgrade: fstore's migrations, then a later one that replaces functions with what PostgreSQL says they
+      // are now (as a migration author copies them from sql/schema.sql), revoking EXECUTE from PUBLIC as the check
+      // requires of the writing ones.
+      expect((await migrate(database.sql)).applied).toEqual(
+        journal.entries.slice(before0007).map((entry) => entry.tag),
+      );
+      const replaced = await database.sql<{ signature: string; definition: string; writes: boolean }[]>`
+        SELECT p.oid::regprocedure::text AS signature, pg_get_functiondef(p.oid) AS definition,
+               p.proname = ANY (${lists.write}) AS writes
+        FROM pg_proc p
+        WHERE p.pronamespace = 'public'::regnamespace
+          AND p.proname IN ('append_events', 'register_view', 'lease_events', 'ack_events', 'fail_event',
+                            'retry_parked_event', 'claim_parked_event', 'ack_parked_event', 'set_view_lock_timeout',
+                            'get_events', 'check_event_append')
+        ORDER BY 1`;
+      expect(replaced.length).toBe(14);
+      const synthetic = [
+        ...replaced.map((fn) => `${fn.definition.trimEnd()};`),
+        ...replaced
+          .filter((fn) => fn.writes)
+          .map((fn) => `REVOKE EXECUTE ON FUNCTION ${fn.signature} FROM PUBLIC;`),
+      ].join('\n--> statement-breakpoint\n');
+      expect(synthetic).toMatch(/SECURITY DEFINER/);
+      await migrateFolder(
+        database.sql,
+        migrationsFolderWith(journal.entries.length, [{ tag: '9999_replace_functions', sql: synthetic }]),
+      );
+      const [recorded] = await database.sql.unsafe(
+        `SELECT count(*)::int AS n FROM "${migrationsSchema}"."${migrationsTable}"`,
+      );
+      expect(recorded?.n).toBe(journal.entries.length + 1);
+      const security = await database.sql.unsafe<FunctionSecurity[]>(securityProblemsQuery, listParameters());
+      expect(securityProblems(security)).toEqual([]);
+
+      // The application role, as the script of 0006 left it: append, register a view (with a lease length), lease,
+      // acknowledge, park, retry the parked event as a worker does, read a page.
+      const view = `view-${randomUUID()}`;
+      await appUser`SELECT * FROM register_view(${view}, 250::bigint, '2000-01-01'::timestamp)`;
+      expect(await appUser`SELECT lock_timeout_s::int FROM set_view_lock_timeout(${view}, 45)`).toEqual([
+        { lock_timeout_s: 45 },
+      ]);
+      const stream = `stream-${randomUUID()}`;
+      const appended = await appUser<{ event_id: string; offset: string }[]>`
+        SELECT * FROM append_events('d', ${stream}, NULL, ${randomUUID()},
+          ${JSON.stringify([1, 2, 3].map((n) => ({ event: 'e', event_id: randomUUID(), data: { n } })))}::text::jsonb)`;
+      expect(appended).toHaveLength(3);
+      const leased = await appUser<{ lease_id: string; offset: string }[]>`
+        SELECT * FROM lease_events(${view}, 10, 10, 30) WHERE decider_id = ${stream}`;
+      expect(leased).toHaveLength(3);
+      const lease = leased[0]?.lease_id ?? null;
+      await appUser`SELECT * FROM ack_events(${view}, ${stream}, ${lease}, ${appended[0]?.offset ?? null}, false)`;
+      expect(
+        await appUser`SELECT fail_event(${view}, ${stream}, ${lease}, ${appended[1]?.offset ?? null}, 'boom', 0, 1) AS outcome`,
+      ).toEqual([{ outcome: 'parked' }]);
+      await appUser`SELECT * FROM retry_parked_event(${view}, ${appended[1]?.offset ?? null})`;
+      await appUser.begin(async (tx) => {
+        const [claimed] = await tx`SELECT "offset" FROM claim_parked_event(${view})`;
+        expect(claimed?.offset).toBe(appended[1]?.offset);
+        await tx`SELECT * FROM ack_parked_event(${view}, ${claimed?.offset ?? null})`;
+      });
+      expect(await appUser`SELECT count(*)::int AS n FROM list_parked_events(${view})`).toEqual([{ n: 0 }]);
+      expect(
+        await appUser`SELECT count(*)::int AS n FROM get_events(${stream}, 'd', ${appended[0]?.offset ?? null}::bigint, 10)`,
+      ).toEqual([{ n: 2 }]);
+      expect(await failureOf(() => appUser`DELETE FROM events`)).toMatchObject({ code: '42501' });
+
+      // The script of 0006 had granted direct writes on parked_events and views.lock_timeout_s; the current one,
+      // run again whenever convenient, takes them back.
+      const directWrites = () =>
+        database.sql`SELECT has_table_privilege(${user}, 'parked_events', 'DELETE') AS parked,
+                            has_column_privilege(${user}, 'views', 'lock_timeout_s', 'UPDATE') AS views`;
+      expect(await directWrites()).toEqual([{ parked: true, views: true }]);
+      await database.sql.begin(async (tx) => {
+        await tx`SELECT set_config('fstore.app_role', ${roles.app}, true), set_config('fstore.reader_role', ${roles.reader}, true)`;
+        await tx.unsafe(script);
+      });
+      expect(await directWrites()).toEqual([{ parked: false, views: false }]);
+      expect(await appUser`SELECT * FROM claim_parked_event(${view})`).toEqual([]);
+    } finally {
+      await database.drop();
+      otherDatabases = otherDatabases.filter((other) => other !== database);
+      for (const role of [user, roles.app, roles.reader]) await admin.unsafe(`DROP ROLE IF EXISTS "${role}"`);
     }
   });
 });

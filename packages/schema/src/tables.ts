@@ -34,7 +34,8 @@ const xid8 = customType<{ data: string; driverData: string }>({
 /**
  * Which event types (and versions) a decider may publish. An event cannot be appended before its
  * `(decider, event, event_version)` is registered here: the foreign key on `events` enforces it.
- * Rows are immutable: rules turn UPDATE and DELETE into no-ops, and a trigger refuses TRUNCATE.
+ * Rows are immutable: rules turn UPDATE and DELETE into no-ops (for roles allowed to write the table; anyone else is
+ * refused, 42501), and a trigger refuses TRUNCATE.
  */
 export const deciders = pgTable(
   'deciders',
@@ -173,7 +174,8 @@ export const viewRegistrationGate = pgTable(
 /**
  * Events a view gave up on after its configured number of attempts (a dead letter), with the last error. The
  * stream either moved on past the event, or stopped at it (`stream_stopped`) until an operator retries or discards
- * it (retry_parked_event, discard_parked_event).
+ * it (retry_parked_event, discard_parked_event). A retry of an event whose stream moved on is a worker's:
+ * claim_parked_event, then ack_parked_event or fail_parked_event.
  */
 export const parkedEvents = pgTable(
   'parked_events',

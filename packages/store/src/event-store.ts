@@ -3,8 +3,7 @@
  * iterate streams. It wraps @fstore/schema's SQL functions; every rule they enforce stays in SQL.
  */
 import { randomUUID } from 'node:crypto';
-import { type Decider, type Event, events as eventsTable } from '@fstore/schema';
-import { and, asc, desc, eq, gt } from 'drizzle-orm';
+import type { Decider, Event } from '@fstore/schema';
 import type { Database } from './database.js';
 import { isTransientDatabaseError, PayloadTooLargeError, ValidationError } from './errors.js';
 import {
@@ -15,7 +14,7 @@ import {
   type EventOf,
   type StoredEvent,
 } from './events.js';
-import { appendEvents, registerDeciderEvent } from './functions.js';
+import { appendEvents, getEvent, getEvents, getLastEvent, registerDeciderEvent } from './functions.js';
 import { Issues, limits, toJson } from './validation.js';
 
 export interface EventStoreOptions {
@@ -174,35 +173,25 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
     return loaded;
   }
 
-  /** The stream's last event, or undefined for a stream that does not exist. */
+  /** The stream's last event, or undefined for a stream that does not exist (`get_last_event`). */
   async loadLast(deciderId: string): Promise<StoredEvent<EventOf<TEvents>> | undefined> {
     checkDeciderId(deciderId);
-    const [row] = await this.db
-      .select()
-      .from(eventsTable)
-      .where(and(eq(eventsTable.deciderId, deciderId), eq(eventsTable.decider, this.decider)))
-      .orderBy(desc(eventsTable.offset))
-      .limit(1);
+    const row = await getLastEvent(this.db, deciderId, this.decider);
     return row ? this.decode(row) : undefined;
   }
 
-  /** Reads a stream page by page (`pageSize` events per query), so memory stays flat however long it is. */
+  /**
+   * Reads a stream page by page (`pageSize` events per `get_events` call, each after the last offset of the page
+   * before), so memory stays flat however long it is.
+   */
   async *iterate(deciderId: string, from?: ReadFrom): AsyncGenerator<StoredEvent<EventOf<TEvents>>> {
     checkDeciderId(deciderId);
     let after = from ? await this.resolveStart(deciderId, from) : 0;
     for (;;) {
-      const page = await this.db
-        .select()
-        .from(eventsTable)
-        .where(
-          and(
-            eq(eventsTable.deciderId, deciderId),
-            eq(eventsTable.decider, this.decider),
-            gt(eventsTable.offset, after),
-          ),
-        )
-        .orderBy(asc(eventsTable.offset))
-        .limit(this.pageSize);
+      const page = await getEvents(this.db, deciderId, this.decider, {
+        afterOffset: after,
+        limit: this.pageSize,
+      });
       for (const row of page) yield await this.decode(row);
       if (page.length < this.pageSize) return;
       after = page[page.length - 1]?.offset ?? after;
@@ -219,17 +208,8 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
     const issues = new Issues();
     issues.uuid('afterEventId', from.afterEventId);
     issues.throwIfAny();
-    const [row] = await this.db
-      .select({ offset: eventsTable.offset })
-      .from(eventsTable)
-      .where(
-        and(
-          eq(eventsTable.eventId, from.afterEventId),
-          eq(eventsTable.deciderId, deciderId),
-          eq(eventsTable.decider, this.decider),
-        ),
-      );
-    if (!row) {
+    const row = await getEvent(this.db, from.afterEventId);
+    if (!row || row.deciderId !== deciderId || row.decider !== this.decider) {
       throw new ValidationError([
         { path: 'afterEventId', message: `${from.afterEventId} is not an event of stream ${deciderId}` },
       ]);

@@ -90,15 +90,38 @@ export async function appendEvents(db: Database, input: AppendEventsInput): Prom
   }
 }
 
-/** `get_events`: a stream's events in offset order, of one decider type when `decider` is given. */
-export async function getEvents(db: Database, deciderId: string, decider?: string): Promise<Event[]> {
+/**
+ * `get_events`: a stream's events in offset order, of one decider type when `decider` is given; with `page`, only
+ * the first `limit` after `afterOffset` (read a long stream page by page, each page after the last offset before).
+ */
+export function getEvents(db: Database, deciderId: string, decider?: string): Promise<Event[]>;
+export function getEvents(
+  db: Database,
+  deciderId: string,
+  decider: string,
+  page: { afterOffset: number; limit: number },
+): Promise<Event[]>;
+export async function getEvents(
+  db: Database,
+  deciderId: string,
+  decider?: string,
+  page?: { afterOffset: number; limit: number },
+): Promise<Event[]> {
   const rows = await queryRows(
     db,
     decider === undefined
       ? sql`SELECT * FROM get_events(${deciderId}::text)`
-      : sql`SELECT * FROM get_events(${deciderId}::text, ${decider}::text)`,
+      : page === undefined
+        ? sql`SELECT * FROM get_events(${deciderId}::text, ${decider}::text)`
+        : sql`SELECT * FROM get_events(${deciderId}::text, ${decider}::text, ${page.afterOffset}::bigint, ${page.limit}::int)`,
   );
   return rows.map(decodeEventRow);
+}
+
+/** `get_event`: the event with this id, if any. */
+export async function getEvent(db: Database, eventId: string): Promise<Event | undefined> {
+  const rows = await queryRows(db, sql`SELECT * FROM get_event(${eventId}::uuid)`);
+  return rows.map(decodeEventRow)[0];
 }
 
 /** `get_last_event`: the last event of a stream of one decider type, if any. */

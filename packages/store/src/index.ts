@@ -45,6 +45,7 @@ export {
   type AppendEventsInput,
   appendEvent,
   appendEvents,
+  getEvent,
   getEvents,
   getLastEvent,
   registerDeciderEvent,

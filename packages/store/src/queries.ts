@@ -2,8 +2,8 @@
  * Typed Drizzle queries for what an application or an operator asks of the log. Each returns a query builder:
  * await it as it is, or refine it first (`.limit(100)`, `.where(…)` replaces the filter).
  */
-import { events, locks, views } from '@fstore/schema';
-import { and, asc, count, eq, gt, gte, lt, lte, max, min, sql } from 'drizzle-orm';
+import { events } from '@fstore/schema';
+import { and, asc, count, eq, gt, gte, lt, lte, max, min, type SQL, sql } from 'drizzle-orm';
 import type { Database } from './database.js';
 
 /** A stream's events, in order. */
@@ -55,24 +55,28 @@ export function streamsOfDecider(db: Database, decider: string) {
 }
 
 /**
- * A view's progress: its streams, those with unread events, those leased now, and how many stream heads it is
- * behind, summed over streams (`offset` minus `last_offset` counts positions in the global log, not events).
+ * A view's progress, as `view_status()` reports it (streams, pending, leased and stopped streams, unread events, the
+ * oldest unread, parked events: the same figures as @fstore/stream's `viewStatus`), with three more read from its
+ * lock rows: streams closed by a final event, the lowest read position and the highest stream head.
  */
 export function viewProgress(db: Database, view: string) {
+  const ofLocks = (aggregate: SQL) => sql`(SELECT ${aggregate} FROM locks l WHERE l.view = s.view)`;
   return db
     .select({
-      view: views.view,
-      streams: count(locks.deciderId),
-      pendingStreams: sql<number>`count(*) FILTER (WHERE ${locks.lastOffset} < ${locks.offset})`.mapWith(
-        Number,
+      view: sql<string>`s.view`,
+      streams: sql<number>`s.streams`.mapWith(Number),
+      pendingStreams: sql<number>`s.pending_streams`.mapWith(Number),
+      leasedStreams: sql<number>`s.leased_streams`.mapWith(Number),
+      stoppedStreams: sql<number>`s.stopped_streams`.mapWith(Number),
+      eventsBehind: sql<number>`s.events_behind`.mapWith(Number),
+      oldestUnackedAt: sql<Date | null>`s.oldest_unacked_at`.mapWith((value: Date | string) =>
+        value instanceof Date ? value : new Date(value),
       ),
-      leasedStreams: sql<number>`count(*) FILTER (WHERE ${locks.lockedUntil} > now())`.mapWith(Number),
-      closedStreams: sql<number>`count(*) FILTER (WHERE ${locks.offsetFinal})`.mapWith(Number),
-      lowestPosition: min(locks.lastOffset).mapWith(Number),
-      headOffset: max(locks.offset).mapWith(Number),
+      parkedEvents: sql<number>`s.parked_events`.mapWith(Number),
+      closedStreams: sql<number>`${ofLocks(sql`count(*) FILTER (WHERE l.offset_final)`)}`.mapWith(Number),
+      lowestPosition: sql<number>`${ofLocks(sql`min(l.last_offset)`)}`.mapWith(Number),
+      headOffset: sql<number>`${ofLocks(sql`max(l."offset")`)}`.mapWith(Number),
     })
-    .from(views)
-    .leftJoin(locks, eq(locks.view, views.view))
-    .where(eq(views.view, view))
-    .groupBy(views.view);
+    .from(sql`view_status() AS s`)
+    .where(sql`s.view = ${view}`);
 }

@@ -42,16 +42,32 @@ export async function registerView(
   options: RegisterViewOptions = {},
 ): Promise<View> {
   const startAt = options.startAt ? asTimestamp(options.startAt) : sql`now()::timestamp`;
+  const { pollingDelayMs, lockTimeoutS } = options;
+  if (pollingDelayMs === undefined) {
+    const [row] = await queryRows(
+      db,
+      sql`SELECT * FROM register_view(${view}::text, ${startAt}, ${lockTimeoutS ?? 300}::bigint)`,
+    );
+    return decodeView(row ?? {});
+  }
+  const inMilliseconds = sql`SELECT * FROM register_view(${view}::text, ${pollingDelayMs}::bigint, ${startAt})`;
+  if (lockTimeoutS === undefined) {
+    const [row] = await queryRows(db, inMilliseconds);
+    return decodeView(row ?? {});
+  }
+  // The milliseconds form has no lease length: register, then set it, both or neither.
+  return db.transaction(async (tx) => {
+    await queryRows(tx, inMilliseconds);
+    return setViewLockTimeout(tx, view, lockTimeoutS);
+  });
+}
+
+/** `set_view_lock_timeout`: how long the view's leases last, in seconds; everything else of the view is kept. */
+export async function setViewLockTimeout(db: Database, view: string, lockTimeoutS: number): Promise<View> {
   const [row] = await queryRows(
     db,
-    options.pollingDelayMs === undefined
-      ? sql`SELECT * FROM register_view(${view}::text, ${startAt}, ${options.lockTimeoutS ?? 300}::bigint)`
-      : sql`SELECT * FROM register_view(${view}::text, ${options.pollingDelayMs}::bigint, ${startAt})`,
+    sql`SELECT * FROM set_view_lock_timeout(${view}::text, ${lockTimeoutS}::bigint)`,
   );
-  if (options.pollingDelayMs !== undefined && options.lockTimeoutS !== undefined) {
-    await db.execute(sql`UPDATE views SET lock_timeout_s = ${options.lockTimeoutS} WHERE view = ${view}`);
-    return { ...decodeView(row ?? {}), lockTimeoutS: options.lockTimeoutS };
-  }
   return decodeView(row ?? {});
 }
 
@@ -248,6 +264,39 @@ export async function discardParkedEvent(db: Database, view: string, offset: num
   const [row] = await queryRows(
     db,
     sql`SELECT * FROM discard_parked_event(${view}::text, ${offset}::bigint)`,
+  );
+  return decodeParked(row ?? {});
+}
+
+/** A parked event claimed for its requested retry, with the number of its deliveries that failed so far. */
+export type ClaimedParkedEvent = Event & { attempts: number };
+
+/**
+ * `claim_parked_event`: takes the parked event of the view whose retry was requested longest ago, locked until the
+ * transaction ends (other workers skip it); undefined when there is none. Handle it in that transaction and end
+ * with `ackParkedEvent`, or, after a rollback, report `failParkedEvent`.
+ */
+export async function claimParkedEvent(db: Database, view: string): Promise<ClaimedParkedEvent | undefined> {
+  const [row] = await queryRows(db, sql`SELECT * FROM claim_parked_event(${view}::text)`);
+  return row ? { ...decodeEventRow(row), attempts: Number(row.attempts) } : undefined;
+}
+
+/** `ack_parked_event`: the claimed parked event was handled; it leaves the list with the transaction's writes. */
+export async function ackParkedEvent(db: Database, view: string, offset: number): Promise<ParkedEvent> {
+  const [row] = await queryRows(db, sql`SELECT * FROM ack_parked_event(${view}::text, ${offset}::bigint)`);
+  return decodeParked(row ?? {});
+}
+
+/** `fail_parked_event`: its requested retry failed: it stays parked, one attempt more, with the new error. */
+export async function failParkedEvent(
+  db: Database,
+  view: string,
+  offset: number,
+  error: string,
+): Promise<ParkedEvent> {
+  const [row] = await queryRows(
+    db,
+    sql`SELECT * FROM fail_parked_event(${view}::text, ${offset}::bigint, ${error}::text)`,
   );
   return decodeParked(row ?? {});
 }

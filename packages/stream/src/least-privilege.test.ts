@@ -1,9 +1,9 @@
 /**
  * @fstore/stream under @fstore/schema's optional least-privilege script (sql/least-privilege.sql): a projection
  * worker runs end to end as a login user of the application role, with its read model in a schema of its own:
- * leases, acknowledgements, failures, parking, the retry of a parked event (the one place the worker writes a table
- * directly), rebuilds, wake-ups. A user of the read-only role reads the status and the parked events, and nothing
- * more.
+ * leases, acknowledgements, failures, parking, the retry of a parked event, rebuilds, wake-ups, all through the SQL
+ * API's functions: the role may not INSERT, UPDATE or DELETE any fstore table. A user of the read-only role reads the
+ * status and the parked events, and nothing more.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -112,6 +112,18 @@ async function appendStream(count: number): Promise<{ id: string; offsets: numbe
 }
 
 describe('a projection worker as a user of the application role', () => {
+  test('holds no write privilege on any fstore table: everything below goes through functions', async () => {
+    const rows = (await appDb.execute(sql`
+      SELECT t AS "table", has_table_privilege(t, 'INSERT') OR has_table_privilege(t, 'UPDATE')
+                           OR has_table_privilege(t, 'DELETE') OR has_any_column_privilege(t, 'UPDATE') AS writes
+      FROM unnest(ARRAY ['events', 'deciders', 'views', 'locks', 'parked_events']) AS t`)) as unknown as {
+      table: string;
+      writes: boolean;
+    }[];
+    expect(rows.filter((row) => row.writes)).toEqual([]);
+    expect(rows).toHaveLength(5);
+  });
+
   test('projects every event once, parks a poison event, and handles it alone when an operator retries it', async () => {
     const view = `view-${randomUUID()}`;
     await registerView(appDb, view);
@@ -139,13 +151,15 @@ describe('a projection worker as a user of the application role', () => {
     await until(async () => (await projected(view)).length === 2);
     expect(await listParkedEvents(appDb, view)).toHaveLength(1);
 
-    // A retry that fails again: the worker records it in parked_events itself (UPDATE of four columns).
+    // A retry that fails again: the worker claims it (claim_parked_event), its transaction rolls back, and it records
+    // the failure (fail_parked_event).
     await retryParkedEvent(appDb, view, offsets[1] as number);
     await until(async () => failuresAfterRetry === 1);
     await until(async () => (await listParkedEvents(appDb, view))[0]?.retryRequestedAt === null);
     expect((await listParkedEvents(appDb, view))[0]?.attempts).toBe(2);
 
-    // A retry that succeeds: the worker locks the parked row and deletes it with the read model's write.
+    // A retry that succeeds: the worker claims the parked event and removes it (ack_parked_event) in the transaction
+    // of the read model's write.
     healthy = true;
     await retryParkedEvent(appDb, view, offsets[1] as number);
     await until(async () => (await projected(view)).length === 3);

@@ -10,7 +10,7 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import { events as eventsTable, parkedEvents, views } from '@fstore/schema';
+import { views } from '@fstore/schema';
 import {
   type Database,
   type DeciderEvents,
@@ -23,13 +23,16 @@ import {
   type StoredEvent,
   toStoredEvent,
 } from '@fstore/store';
-import { and, asc, eq, isNotNull, sql } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import { LeaseLostError } from './errors.js';
 import {
   ackEvents,
   ackLeases,
+  ackParkedEvent,
   batchMarker,
+  claimParkedEvent,
   failEvent,
+  failParkedEvent,
   type LeasedEvent,
   leaseEvents,
   registerView,
@@ -505,27 +508,21 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
 
   /**
    * Handles one parked event that an operator asked to retry (retry_parked_event) and whose stream has moved past
-   * it: alone, out of its stream's order, removed from parked_events in the same transaction when it succeeds.
+   * it: alone, out of its stream's order, claimed and removed from parked_events in the handler's transaction when
+   * it succeeds (claim_parked_event, ack_parked_event), recorded as failed again otherwise (fail_parked_event).
    * Returns whether there was one.
    */
   async function retryParked(): Promise<boolean> {
     let offset: number | undefined;
     try {
       await db.transaction(async (tx) => {
-        const [parked] = await tx
-          .select()
-          .from(parkedEvents)
-          .where(and(eq(parkedEvents.view, view), isNotNull(parkedEvents.retryRequestedAt)))
-          .orderBy(asc(parkedEvents.retryRequestedAt))
-          .limit(1)
-          .for('update', { skipLocked: true });
+        const parked = await claimParkedEvent(tx, view);
         if (!parked) return;
         offset = parked.offset;
-        const [row] = await tx.select().from(eventsTable).where(eq(eventsTable.offset, parked.offset));
-        const declared = row && byDecider.get(row.decider);
+        const declared = byDecider.get(parked.decider);
         try {
-          if (row && declared) {
-            const event = (await toStoredEvent(declared, row)) as ProjectedEvent<TDeciders>;
+          if (declared) {
+            const event = (await toStoredEvent(declared, parked)) as ProjectedEvent<TDeciders>;
             await handle(event, tx as Transaction, {
               view,
               attempt: parked.attempts + 1,
@@ -535,24 +532,14 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
         } catch (error) {
           throw new HandlerFailure(0, error);
         }
-        await tx
-          .delete(parkedEvents)
-          .where(and(eq(parkedEvents.view, view), eq(parkedEvents.offset, parked.offset)));
+        await ackParkedEvent(tx, view, parked.offset);
         stats.handled++;
         logger.info('parked event retried and handled', { view, offset: parked.offset });
       });
     } catch (error) {
       if (!(error instanceof HandlerFailure) || offset === undefined) throw error;
       stats.failed++;
-      await db
-        .update(parkedEvents)
-        .set({
-          attempts: sql`${parkedEvents.attempts} + 1`,
-          error: describe(error.cause),
-          retryRequestedAt: null,
-          parkedAt: new Date(),
-        })
-        .where(and(eq(parkedEvents.view, view), eq(parkedEvents.offset, offset)));
+      await failParkedEvent(db, view, offset, describe(error.cause));
       logger.error('parked event failed again; it stays parked', {
         view,
         offset,

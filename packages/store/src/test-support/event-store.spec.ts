@@ -354,6 +354,9 @@ export function describeEventStore(driver: string, connect: () => Promise<Connec
         expect(await store.load(id, { afterEventId: stored[1]?.eventId ?? '' })).toEqual(stored.slice(2));
         const elsewhere = await store.load(id, { afterEventId: randomUUID() }).catch((e) => e);
         expect(elsewhere).toBeInstanceOf(ValidationError);
+        const [other] = await store.append(newStream(), [created], { expectedLastEventId: null });
+        const ofAnotherStream = await store.load(id, { afterEventId: other?.eventId ?? '' }).catch((e) => e);
+        expect(ofAnotherStream).toBeInstanceOf(ValidationError);
       });
 
       test('iterates page by page, in order', async () => {
@@ -562,6 +565,45 @@ export function describeEventStore(driver: string, connect: () => Promise<Connec
           closedStreams: totals?.closed,
           headOffset: b[0]?.offset,
         });
+      });
+
+      test("a view's progress is view_status(): a stream stopped at a parked event is stopped, not leased", async () => {
+        const decider = `Progress-${randomUUID()}`;
+        const store = createEventStore(db, defineEvents(decider, { A: event<object>() }));
+        await store.register();
+        const view = `view-${randomUUID()}`;
+        await db.execute(sql`SELECT * FROM register_view(${view})`);
+        const [stopped, leased] = [newStream(), newStream()];
+        const [poison] = await store.append(stopped, [{ type: 'A', data: {} }], {
+          expectedLastEventId: null,
+        });
+        await store.append(leased, [{ type: 'A', data: {} }], { expectedLastEventId: null });
+        const rows = (await db.execute(
+          sql`SELECT decider_id, lease_id FROM lease_events(${view}, 10, 1, 300)`,
+        )) as unknown as
+          | { decider_id: string; lease_id: string }[]
+          | { rows: { decider_id: string; lease_id: string }[] };
+        const leases = Array.isArray(rows) ? rows : rows.rows;
+        const lease = leases.find((row) => row.decider_id === stopped)?.lease_id;
+        await db.execute(
+          sql`SELECT fail_event(${view}, ${stopped}, ${lease}::uuid, ${poison?.offset}::bigint, 'boom', 0, 1, true)`,
+        );
+        const statusRows = (await db.execute(
+          sql`SELECT streams, pending_streams, leased_streams, stopped_streams, parked_events FROM view_status() WHERE view = ${view}`,
+        )) as unknown as Record<string, unknown>[] | { rows: Record<string, unknown>[] };
+        const [status] = Array.isArray(statusRows) ? statusRows : statusRows.rows;
+        const [progress] = await viewProgress(db, view);
+        expect(progress).toMatchObject({
+          view,
+          streams: Number(status?.streams),
+          pendingStreams: 2,
+          leasedStreams: 1,
+          stoppedStreams: 1,
+          parkedEvents: 1,
+        });
+        expect(progress?.leasedStreams).toBe(Number(status?.leased_streams));
+        expect(progress?.stoppedStreams).toBe(Number(status?.stopped_streams));
+        expect(progress?.oldestUnackedAt).toBeInstanceOf(Date);
       });
     });
   });

@@ -1,0 +1,1257 @@
+-- fstore: the schema its migrations build, as PostgreSQL reports it from a freshly migrated database: tables,
+-- sequences, indexes, triggers, rules, and every function's current definition (pg_get_functiondef), in one place.
+-- Generated, do not edit: `pnpm check:migrations --write-schema` regenerates it (packages/schema/src/schema-dump.test.ts),
+-- and `pnpm check:migrations` fails when it is out of step with the migrations. Not a migration: migrate() builds
+-- the schema from migrations/; this file only shows the result.
+-- After the migrations 0000_tables to 0008_sql_owns_state_changes; the same text on PostgreSQL 14 to 18.
+
+-- Tables
+
+CREATE TABLE public.deciders (
+    decider text NOT NULL,
+    event text NOT NULL,
+    event_version bigint DEFAULT 1 NOT NULL,
+    description text,
+    CONSTRAINT deciders_pkey PRIMARY KEY (decider, event, event_version)
+);
+
+CREATE TABLE public.events (
+    event text NOT NULL,
+    event_id uuid NOT NULL,
+    event_version bigint DEFAULT 1 NOT NULL,
+    decider text NOT NULL,
+    decider_id text NOT NULL,
+    data jsonb NOT NULL,
+    command_id uuid NOT NULL,
+    previous_id uuid,
+    final boolean DEFAULT false NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    "offset" bigint DEFAULT nextval('events_offset_seq'::regclass) NOT NULL,
+    transaction_id xid8 DEFAULT pg_current_xact_id() NOT NULL,
+    CONSTRAINT events_decider_event_fkey FOREIGN KEY (decider, event, event_version) REFERENCES deciders(decider, event, event_version),
+    CONSTRAINT events_event_id_key UNIQUE (event_id),
+    CONSTRAINT events_pkey PRIMARY KEY ("offset"),
+    CONSTRAINT events_previous_id_key UNIQUE (previous_id)
+);
+
+CREATE TABLE public.locks (
+    view text NOT NULL,
+    decider_id text NOT NULL,
+    "offset" bigint NOT NULL,
+    last_offset bigint NOT NULL,
+    locked_until timestamp with time zone DEFAULT (now() - '00:00:00.001'::interval) NOT NULL,
+    offset_final boolean NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    lease_id uuid,
+    attempts integer DEFAULT 0 NOT NULL,
+    last_error text,
+    leased_to bigint,
+    CONSTRAINT locks_pkey PRIMARY KEY (view, decider_id),
+    CONSTRAINT locks_view_fkey FOREIGN KEY (view) REFERENCES views(view) ON DELETE CASCADE
+);
+
+CREATE TABLE public.parked_events (
+    view text NOT NULL,
+    decider_id text NOT NULL,
+    "offset" bigint NOT NULL,
+    event_id uuid NOT NULL,
+    error text NOT NULL,
+    attempts integer NOT NULL,
+    stream_stopped boolean NOT NULL,
+    parked_at timestamp with time zone DEFAULT now() NOT NULL,
+    retry_requested_at timestamp with time zone,
+    CONSTRAINT parked_events_pkey PRIMARY KEY (view, "offset"),
+    CONSTRAINT parked_events_view_fkey FOREIGN KEY (view) REFERENCES views(view) ON DELETE CASCADE
+);
+
+CREATE TABLE public.view_registration_gate (
+    id smallint DEFAULT 1 NOT NULL,
+    generation bigint DEFAULT 0 NOT NULL,
+    CONSTRAINT view_registration_gate_one_row CHECK (id = 1),
+    CONSTRAINT view_registration_gate_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE public.views (
+    view text NOT NULL,
+    start_at timestamp without time zone DEFAULT now() NOT NULL,
+    lock_timeout_s bigint DEFAULT 300 NOT NULL,
+    pooling_delay_s bigint,
+    pooling_delay_ms bigint,
+    edge_function_url text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT views_lock_timeout_s_check CHECK (lock_timeout_s > 0),
+    CONSTRAINT views_pkey PRIMARY KEY (view),
+    CONSTRAINT views_pooling_delay_ms_check CHECK (pooling_delay_ms >= 0),
+    CONSTRAINT views_pooling_delay_s_check CHECK (pooling_delay_s >= 0)
+);
+
+-- Sequences
+
+CREATE SEQUENCE public.events_offset_seq AS bigint OWNED BY public.events."offset";
+
+-- Indexes (those that back a constraint are the constraints above)
+
+CREATE INDEX events_decider_id_offset_idx ON public.events USING btree (decider_id, "offset");
+CREATE UNIQUE INDEX events_final_key ON public.events USING btree (decider_id, decider) WHERE final;
+CREATE UNIQUE INDEX events_first_event_key ON public.events USING btree (decider_id, decider) WHERE (previous_id IS NULL);
+CREATE INDEX locks_pending_idx ON public.locks USING btree (view, locked_until, "offset") WHERE (last_offset < "offset");
+CREATE INDEX parked_events_retry_idx ON public.parked_events USING btree (view, retry_requested_at) WHERE (retry_requested_at IS NOT NULL);
+
+-- Triggers
+
+CREATE TRIGGER t_forbid_truncate BEFORE TRUNCATE ON deciders FOR EACH STATEMENT EXECUTE FUNCTION forbid_truncate();
+CREATE TRIGGER t_check_event_append BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION check_event_append();
+CREATE TRIGGER t_forbid_truncate BEFORE TRUNCATE ON events FOR EACH STATEMENT EXECUTE FUNCTION forbid_truncate();
+CREATE TRIGGER t_on_insert_on_events AFTER INSERT ON events REFERENCING NEW TABLE AS new_events FOR EACH STATEMENT EXECUTE FUNCTION on_insert_on_events();
+CREATE TRIGGER t_before_update_views_table BEFORE UPDATE ON views FOR EACH ROW EXECUTE FUNCTION before_update_views_table();
+CREATE TRIGGER t_on_insert_on_views AFTER INSERT ON views FOR EACH ROW EXECUTE FUNCTION on_insert_or_update_on_views();
+CREATE TRIGGER t_on_update_of_start_at_on_views AFTER UPDATE OF start_at ON views FOR EACH ROW WHEN (old.start_at IS DISTINCT FROM new.start_at) EXECUTE FUNCTION on_insert_or_update_on_views();
+
+-- Rules
+
+CREATE RULE ignore_delete_decider_events AS
+    ON DELETE TO deciders
+   WHERE has_table_privilege('deciders'::regclass::oid, 'DELETE'::text) DO INSTEAD NOTHING;
+CREATE RULE ignore_update_decider_events AS
+    ON UPDATE TO deciders
+   WHERE has_table_privilege('deciders'::regclass::oid, 'UPDATE'::text) DO INSTEAD NOTHING;
+CREATE RULE ignore_delete_events AS
+    ON DELETE TO events
+   WHERE has_table_privilege('events'::regclass::oid, 'DELETE'::text) DO INSTEAD NOTHING;
+CREATE RULE ignore_update_events AS
+    ON UPDATE TO events
+   WHERE has_table_privilege('events'::regclass::oid, 'UPDATE'::text) DO INSTEAD NOTHING;
+
+-- Functions, by name. SECURITY DEFINER and the fixed search_path are part of each definition; EXECUTE is
+-- PostgreSQL's default (everyone) for the read functions and helpers, and the owner's alone for those that write
+-- (packages/schema/sql/least-privilege.sql grants it to an application role).
+
+-- ack_event(v_view text, v_decider_id text, v_offset bigint): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.ack_event(v_view text, v_decider_id text, v_offset bigint)
+ RETURNS SETOF locks
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM events e WHERE e."offset" = v_offset AND e.decider_id = v_decider_id) THEN
+        RAISE EXCEPTION 'ack_event: offset % is not an event of stream %', v_offset, v_decider_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY UPDATE locks l
+        SET locked_until = now(),
+            last_offset  = greatest(l.last_offset, v_offset),
+            updated_at   = now()
+        WHERE l.view = v_view
+          AND l.decider_id = v_decider_id
+        RETURNING l.*;
+END;
+$function$;
+
+-- ack_events(v_view text, v_decider_id text, v_lease_id uuid, v_offset bigint, v_release boolean): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.ack_events(v_view text, v_decider_id text, v_lease_id uuid, v_offset bigint, v_release boolean DEFAULT true)
+ RETURNS SETOF locks
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_lock locks;
+BEGIN
+    IF v_release IS NULL THEN
+        RAISE EXCEPTION 'ack_events: release must be true or false, got NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM events e WHERE e."offset" = v_offset AND e.decider_id = v_decider_id) THEN
+        RAISE EXCEPTION 'ack_events: offset % is not an event of stream %', v_offset, v_decider_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE locks l
+    SET last_offset  = greatest(l.last_offset, v_offset),
+        locked_until = CASE WHEN v_release THEN now() ELSE l.locked_until END,
+        lease_id     = CASE WHEN v_release THEN NULL ELSE l.lease_id END,
+        attempts     = 0,
+        last_error   = NULL,
+        updated_at   = now()
+    WHERE l.view = v_view
+      AND l.decider_id = v_decider_id
+      AND l.lease_id = v_lease_id
+      AND (l.leased_to IS NULL OR v_offset <= l.leased_to)
+    RETURNING l.* INTO v_lock;
+    IF NOT FOUND THEN
+        PERFORM raise_beyond_lease(v_view, v_decider_id, v_lease_id, v_offset);
+        PERFORM raise_lease_lost(v_view, v_decider_id, v_lease_id);
+    END IF;
+    RETURN NEXT v_lock;
+END;
+$function$;
+
+-- ack_leases(v_view text, v_acks jsonb): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.ack_leases(v_view text, v_acks jsonb)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_count    integer;
+    v_expected integer;
+BEGIN
+    IF v_view IS NULL OR v_acks IS NULL OR jsonb_typeof(v_acks) <> 'array' THEN
+        RAISE EXCEPTION 'ack_leases: a view and a JSON array of acknowledgements must be given'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_expected := jsonb_array_length(v_acks);
+    UPDATE locks l
+    SET last_offset  = greatest(l.last_offset, x.ack_offset),
+        locked_until = now(),
+        lease_id     = NULL,
+        attempts     = 0,
+        last_error   = NULL,
+        updated_at   = now()
+    FROM (SELECT a ->> 'decider_id' AS decider_id, (a ->> 'lease_id')::uuid AS lease_id,
+                 (a ->> 'offset')::bigint AS ack_offset
+          FROM jsonb_array_elements(v_acks) AS a) x
+    WHERE l.view = v_view
+      AND l.decider_id = x.decider_id
+      AND l.lease_id = x.lease_id
+      AND (l.leased_to IS NULL OR x.ack_offset <= l.leased_to)
+      AND EXISTS (SELECT 1 FROM events e WHERE e."offset" = x.ack_offset AND e.decider_id = x.decider_id);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF v_count <> v_expected THEN
+        RAISE EXCEPTION 'ack_leases: % of % leases of view % are no longer held (or an offset is not one they delivered)',
+            v_expected - v_count, v_expected, v_view
+            USING ERRCODE = 'lock_not_available', CONSTRAINT = 'locks_lease_held';
+    END IF;
+    RETURN v_count;
+END;
+$function$;
+
+-- ack_parked_event(v_view text, v_offset bigint): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.ack_parked_event(v_view text, v_offset bigint)
+ RETURNS SETOF parked_events
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_parked parked_events;
+BEGIN
+    DELETE
+    FROM parked_events p
+    WHERE p.view = v_view
+      AND p."offset" = v_offset
+      AND p.retry_requested_at IS NOT NULL
+    RETURNING p.* INTO v_parked;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no retry is requested for an event parked at offset % for view %', v_offset, v_view
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN NEXT v_parked;
+END;
+$function$;
+
+-- append_event(v_event text, v_event_id uuid, v_decider text, v_decider_id text, v_data jsonb, v_command_id uuid, v_previous_id uuid, v_event_version bigint): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.append_event(v_event text, v_event_id uuid, v_decider text, v_decider_id text, v_data jsonb, v_command_id uuid, v_previous_id uuid, v_event_version bigint DEFAULT 1)
+ RETURNS SETOF events
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    RETURN QUERY INSERT INTO events (event, event_id, event_version, decider, decider_id, data, command_id, previous_id)
+        VALUES (v_event, v_event_id, v_event_version, v_decider, v_decider_id, v_data, v_command_id, v_previous_id)
+        RETURNING *;
+END;
+$function$;
+
+-- append_event(v_event text, v_event_id uuid, v_decider text, v_decider_id text, v_data jsonb, v_command_id uuid, v_previous_id uuid, v_event_version bigint, v_final boolean): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.append_event(v_event text, v_event_id uuid, v_decider text, v_decider_id text, v_data jsonb, v_command_id uuid, v_previous_id uuid, v_event_version bigint, v_final boolean)
+ RETURNS SETOF events
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    RETURN QUERY INSERT INTO events (event, event_id, event_version, decider, decider_id, data, command_id,
+                                     previous_id, final)
+        VALUES (v_event, v_event_id, v_event_version, v_decider, v_decider_id, v_data, v_command_id, v_previous_id,
+                coalesce(v_final, false))
+        RETURNING *;
+END;
+$function$;
+
+-- append_events(v_decider text, v_decider_id text, v_previous_id uuid, v_command_id uuid, v_events jsonb): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.append_events(v_decider text, v_decider_id text, v_previous_id uuid, v_command_id uuid, v_events jsonb)
+ RETURNS SETOF events
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_count      int;
+    v_first_id   uuid;
+    v_last_id    uuid;
+    v_stale      boolean;
+    v_null       text := CASE
+                             WHEN v_decider IS NULL THEN 'decider'
+                             WHEN v_decider_id IS NULL THEN 'decider_id'
+                             WHEN v_command_id IS NULL THEN 'command_id' END;
+BEGIN
+    IF v_null IS NOT NULL THEN
+        RAISE EXCEPTION 'append_events: % must not be null', v_null
+            USING ERRCODE = 'not_null_violation', SCHEMA = 'public', TABLE = 'events', COLUMN = v_null;
+    END IF;
+    IF v_events IS NULL OR jsonb_typeof(v_events) <> 'array' OR jsonb_array_length(v_events) = 0 THEN
+        RAISE EXCEPTION 'append_events: events must be a non-empty JSON array'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_count := jsonb_array_length(v_events);
+    v_first_id := (v_events -> 0 ->> 'event_id')::uuid;
+
+    -- A retry of a batch that was already stored?
+    IF EXISTS (SELECT 1 FROM events e WHERE e.event_id = v_first_id) THEN
+        IF (SELECT count(*)
+            FROM jsonb_array_elements(v_events) WITH ORDINALITY AS x(element, n)
+                     JOIN events e ON e.event_id = (x.element ->> 'event_id')::uuid
+            WHERE e.decider = v_decider
+              AND e.decider_id = v_decider_id
+              AND e.command_id = v_command_id
+              AND e.event = x.element ->> 'event'
+              AND e.event_version = coalesce((x.element ->> 'event_version')::bigint, 1)
+              AND e.data = x.element -> 'data'
+              AND e.final = coalesce((x.element ->> 'final')::boolean, false)
+              AND e.previous_id IS NOT DISTINCT FROM
+                  CASE WHEN x.n = 1 THEN v_previous_id ELSE (v_events -> (x.n::int - 2) ->> 'event_id')::uuid END
+           ) = v_count THEN
+            RETURN QUERY SELECT e.*
+                         FROM jsonb_array_elements(v_events) WITH ORDINALITY AS x(element, n)
+                                  JOIN events e ON e.event_id = (x.element ->> 'event_id')::uuid
+                         ORDER BY x.n;
+            RETURN;
+        END IF;
+        RAISE EXCEPTION 'append_events: event % is already stored, with other content', v_first_id
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'events_event_id_key',
+                  DETAIL = json_build_object('event_id', v_first_id)::text;
+    END IF;
+
+    -- The same one-probe questions as the append trigger (see check_event_append), asked once for the batch.
+    IF EXISTS (SELECT 1 FROM events e WHERE e.decider_id = v_decider_id AND e.decider = v_decider AND e.final) THEN
+        RAISE EXCEPTION 'last event for this decider stream is already final. the stream is closed, you can not append events to it.'
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'events_stream_not_final',
+                  DETAIL = format('decider %s, decider_id %s', v_decider, v_decider_id);
+    END IF;
+    IF v_previous_id IS NULL THEN
+        v_stale := EXISTS (SELECT 1
+                           FROM events e
+                           WHERE e.decider_id = v_decider_id
+                             AND e.decider = v_decider
+                             AND e.previous_id IS NULL);
+    ELSE
+        -- v_previous_id is the stream's last event if it is in the stream and nothing follows it.
+        v_stale := NOT EXISTS (SELECT 1
+                               FROM events e
+                               WHERE e.event_id = v_previous_id
+                                 AND e.decider_id = v_decider_id
+                                 AND e.decider = v_decider)
+            OR EXISTS (SELECT 1 FROM events e WHERE e.previous_id = v_previous_id);
+    END IF;
+    IF v_stale THEN
+        -- Only on this error path: where does the stream really end?
+        SELECT e.event_id
+        INTO v_last_id
+        FROM events e
+        WHERE e.decider_id = v_decider_id
+          AND e.decider = v_decider
+        ORDER BY e."offset" DESC
+        LIMIT 1;
+        RAISE EXCEPTION 'append_events: stream % of % was expected to end at %, but it ends at %',
+            v_decider_id, v_decider, coalesce(v_previous_id::text, '(nothing: a new stream)'),
+            coalesce(v_last_id::text, '(nothing: no event yet)')
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'events_expected_last_event',
+                  DETAIL = json_build_object('expected', v_previous_id, 'found', v_last_id)::text;
+    END IF;
+
+    -- One statement for the batch: each row still passes the append trigger (which sees the rows before it in
+    -- the same statement), and the lock rows are advanced once per stream.
+    RETURN QUERY
+        WITH batch AS (SELECT x.n,
+                              x.element ->> 'event'                                       AS event,
+                              (x.element ->> 'event_id')::uuid                            AS event_id,
+                              coalesce((x.element ->> 'event_version')::bigint, 1)        AS event_version,
+                              x.element -> 'data'                                         AS data,
+                              coalesce((x.element ->> 'final')::boolean, false)           AS final
+                       FROM jsonb_array_elements(v_events) WITH ORDINALITY AS x(element, n)),
+             inserted AS (
+                 INSERT INTO events (event, event_id, event_version, decider, decider_id, data, command_id,
+                                     previous_id, final)
+                     SELECT b.event, b.event_id, b.event_version, v_decider, v_decider_id, b.data, v_command_id,
+                            coalesce(lag(b.event_id) OVER (ORDER BY b.n), v_previous_id), b.final
+                     FROM batch b
+                     ORDER BY b.n
+                     RETURNING *)
+        SELECT *
+        FROM inserted
+        ORDER BY inserted."offset";
+END;
+$function$;
+
+-- before_update_views_table(): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.before_update_views_table()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    NEW.updated_at := now();
+    RETURN NEW;
+END;
+$function$;
+
+-- check_event_append(): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.check_event_append()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_previous_offset bigint;
+BEGIN
+    -- A null stream or decider fails on the columns' NOT NULL constraints, which PostgreSQL checks after this
+    -- trigger: leave it to them, rather than report it as a previous_id in another stream.
+    IF NEW.decider IS NULL OR NEW.decider_id IS NULL THEN
+        RETURN NEW;
+    END IF;
+    IF EXISTS (SELECT 1
+               FROM events e
+               WHERE e.decider_id = NEW.decider_id
+                 AND e.decider = NEW.decider
+                 AND e.final) THEN
+        RAISE EXCEPTION 'last event for this decider stream is already final. the stream is closed, you can not append events to it.'
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'events_stream_not_final',
+                  DETAIL = format('decider %s, decider_id %s', NEW.decider, NEW.decider_id);
+    END IF;
+    IF NEW.previous_id IS NULL THEN
+        IF EXISTS (SELECT 1
+                   FROM events e
+                   WHERE e.decider_id = NEW.decider_id
+                     AND e.decider = NEW.decider
+                     AND e.previous_id IS NULL) THEN
+            RAISE EXCEPTION 'previous_id can only be null for the first decider event'
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'events_previous_id_required',
+                      DETAIL = format('decider %s, decider_id %s', NEW.decider, NEW.decider_id);
+        END IF;
+    ELSE
+        SELECT e."offset"
+        INTO v_previous_offset
+        FROM events e
+        WHERE e.event_id = NEW.previous_id
+          AND e.decider_id = NEW.decider_id
+          AND e.decider = NEW.decider;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'previous_id must be in the same decider'
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'events_previous_id_same_stream',
+                      DETAIL = format('decider %s, decider_id %s, previous_id %s', NEW.decider, NEW.decider_id,
+                                      NEW.previous_id);
+        END IF;
+        -- A sequence that hands out cached blocks per connection (YugabyteDB's default) can give this event a
+        -- smaller offset than the one before it. Within a stream the order must hold, so draw again until it does.
+        WHILE NEW."offset" <= v_previous_offset LOOP
+            NEW."offset" := nextval(pg_get_serial_sequence('events', 'offset'));
+        END LOOP;
+    END IF;
+    RETURN NEW;
+END;
+$function$;
+
+-- claim_parked_event(v_view text): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.claim_parked_event(v_view text)
+ RETURNS TABLE(attempts integer, event text, event_id uuid, event_version bigint, decider text, decider_id text, data jsonb, command_id uuid, previous_id uuid, final boolean, created_at timestamp with time zone, "offset" bigint, transaction_id xid8)
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    v_parked parked_events;
+BEGIN
+    -- As lease_events: a view that does not exist is an error, not nothing to do for ever.
+    IF NOT EXISTS (SELECT 1 FROM views v WHERE v.view = v_view) THEN
+        RAISE EXCEPTION 'claim_parked_event: there is no view %', v_view USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT *
+    INTO v_parked
+    FROM parked_events p
+    WHERE p.view = v_view
+      AND p.retry_requested_at IS NOT NULL
+    ORDER BY p.retry_requested_at
+    LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT v_parked.attempts, e.* FROM events e WHERE e."offset" = v_parked."offset";
+END;
+$function$;
+
+-- discard_parked_event(v_view text, v_offset bigint): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.discard_parked_event(v_view text, v_offset bigint)
+ RETURNS SETOF parked_events
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_parked parked_events;
+BEGIN
+    DELETE FROM parked_events p WHERE p.view = v_view AND p."offset" = v_offset RETURNING p.* INTO v_parked;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no event is parked at offset % for view %', v_offset, v_view USING ERRCODE = 'no_data_found';
+    END IF;
+    IF v_parked.stream_stopped THEN
+        UPDATE locks l
+        SET last_offset  = greatest(l.last_offset, v_offset),
+            locked_until = now(),
+            attempts     = 0,
+            last_error   = NULL,
+            updated_at   = now()
+        WHERE l.view = v_view
+          AND l.decider_id = v_parked.decider_id;
+    END IF;
+    RETURN NEXT v_parked;
+END;
+$function$;
+
+-- fail_event(v_view text, v_decider_id text, v_lease_id uuid, v_offset bigint, v_error text, v_retry_ms bigint, v_max_attempts integer, v_stop_stream boolean): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.fail_event(v_view text, v_decider_id text, v_lease_id uuid, v_offset bigint, v_error text, v_retry_ms bigint, v_max_attempts integer, v_stop_stream boolean DEFAULT false)
+ RETURNS text
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_attempts int;
+    v_event_id uuid;
+BEGIN
+    IF v_retry_ms IS NULL OR v_retry_ms < 0 THEN
+        RAISE EXCEPTION 'fail_event: retry delay must be zero or more milliseconds, got %', v_retry_ms
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_max_attempts IS NULL OR v_stop_stream IS NULL THEN
+        RAISE EXCEPTION 'fail_event: max attempts and stop stream must not be null, got % and %', v_max_attempts,
+            v_stop_stream
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT e.event_id INTO v_event_id FROM events e WHERE e."offset" = v_offset AND e.decider_id = v_decider_id;
+    IF v_event_id IS NULL THEN
+        RAISE EXCEPTION 'fail_event: offset % is not an event of stream %', v_offset, v_decider_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE locks l
+    SET attempts   = l.attempts + 1,
+        last_error = v_error,
+        updated_at = now()
+    WHERE l.view = v_view
+      AND l.decider_id = v_decider_id
+      AND l.lease_id = v_lease_id
+      AND (l.leased_to IS NULL OR v_offset <= l.leased_to)
+    RETURNING l.attempts INTO v_attempts;
+    IF NOT FOUND THEN
+        PERFORM raise_beyond_lease(v_view, v_decider_id, v_lease_id, v_offset);
+        PERFORM raise_lease_lost(v_view, v_decider_id, v_lease_id);
+    END IF;
+    IF v_attempts < greatest(v_max_attempts, 1) THEN
+        UPDATE locks l
+        SET locked_until = now() + v_retry_ms * interval '1 millisecond',
+            lease_id     = NULL
+        WHERE l.view = v_view
+          AND l.decider_id = v_decider_id;
+        RETURN 'retry';
+    END IF;
+    INSERT INTO parked_events (view, decider_id, "offset", event_id, error, attempts, stream_stopped)
+    VALUES (v_view, v_decider_id, v_offset, v_event_id, coalesce(v_error, ''), v_attempts, v_stop_stream)
+    ON CONFLICT ON CONSTRAINT parked_events_pkey DO UPDATE
+        SET error              = EXCLUDED.error,
+            attempts           = EXCLUDED.attempts,
+            stream_stopped     = EXCLUDED.stream_stopped,
+            parked_at          = now(),
+            retry_requested_at = NULL;
+    IF v_stop_stream THEN
+        UPDATE locks l
+        SET locked_until = 'infinity',
+            lease_id     = NULL
+        WHERE l.view = v_view
+          AND l.decider_id = v_decider_id;
+        RETURN 'stopped';
+    END IF;
+    UPDATE locks l
+    SET last_offset  = greatest(l.last_offset, v_offset),
+        locked_until = now(),
+        lease_id     = NULL,
+        attempts     = 0,
+        last_error   = NULL
+    WHERE l.view = v_view
+      AND l.decider_id = v_decider_id;
+    RETURN 'parked';
+END;
+$function$;
+
+-- fail_parked_event(v_view text, v_offset bigint, v_error text): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.fail_parked_event(v_view text, v_offset bigint, v_error text)
+ RETURNS SETOF parked_events
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_parked parked_events;
+BEGIN
+    UPDATE parked_events p
+    SET attempts           = p.attempts + 1,
+        error              = coalesce(v_error, ''),
+        retry_requested_at = NULL,
+        parked_at          = now()
+    WHERE p.view = v_view
+      AND p."offset" = v_offset
+      AND p.retry_requested_at IS NOT NULL
+    RETURNING p.* INTO v_parked;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no retry is requested for an event parked at offset % for view %', v_offset, v_view
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN NEXT v_parked;
+END;
+$function$;
+
+-- forbid_truncate(): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.forbid_truncate()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    RAISE EXCEPTION '% is append-only: TRUNCATE is not allowed', TG_TABLE_NAME
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              HINT = 'fstore never deletes history. Drop the trigger t_forbid_truncate only if you really mean to.';
+END;
+$function$;
+
+-- get_event(v_event_id uuid): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.get_event(v_event_id uuid)
+ RETURNS SETOF events
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+SELECT *
+FROM events
+WHERE event_id = v_event_id;
+$function$;
+
+-- get_events(v_decider_id text): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.get_events(v_decider_id text)
+ RETURNS SETOF events
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+SELECT *
+FROM events
+WHERE decider_id = v_decider_id
+ORDER BY "offset";
+$function$;
+
+-- get_events(v_decider_id text, v_decider text): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.get_events(v_decider_id text, v_decider text)
+ RETURNS SETOF events
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+SELECT *
+FROM events
+WHERE decider_id = v_decider_id
+  AND decider = v_decider
+ORDER BY "offset";
+$function$;
+
+-- get_events(v_decider_id text, v_decider text, v_after_offset bigint, v_limit integer): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.get_events(v_decider_id text, v_decider text, v_after_offset bigint, v_limit integer)
+ RETURNS SETOF events
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    IF v_after_offset IS NULL OR v_limit IS NULL OR v_limit < 1 THEN
+        RAISE EXCEPTION 'get_events: after_offset must be given and limit must be one or more, got % and %',
+            v_after_offset, v_limit
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- PL/pgSQL keeps the plan across pages (a SQL function with a SET clause would plan every call).
+    RETURN QUERY SELECT *
+                 FROM events e
+                 WHERE e.decider_id = v_decider_id
+                   AND e.decider = v_decider
+                   AND e."offset" > v_after_offset
+                 ORDER BY e."offset"
+                 LIMIT v_limit;
+END;
+$function$;
+
+-- get_last_event(v_decider_id text, v_decider text): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.get_last_event(v_decider_id text, v_decider text)
+ RETURNS SETOF events
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+SELECT *
+FROM events
+WHERE decider_id = v_decider_id
+  AND decider = v_decider
+ORDER BY "offset" DESC
+LIMIT 1;
+$function$;
+
+-- lease_events(v_view text, v_streams integer, v_events_per_stream integer, v_lock_seconds integer): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.lease_events(v_view text, v_streams integer DEFAULT 10, v_events_per_stream integer DEFAULT 100, v_lock_seconds integer DEFAULT 300)
+ RETURNS TABLE(lease_id uuid, attempts integer, event text, event_id uuid, event_version bigint, decider text, decider_id text, data jsonb, command_id uuid, previous_id uuid, final boolean, created_at timestamp with time zone, "offset" bigint, transaction_id xid8)
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+BEGIN
+    IF v_streams IS NULL OR v_streams < 0 OR v_events_per_stream IS NULL OR v_events_per_stream < 1 THEN
+        RAISE EXCEPTION 'lease_events: streams must be zero or more and events per stream one or more, got % and %',
+            v_streams, v_events_per_stream
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_lock_seconds IS NULL OR v_lock_seconds < 1 THEN
+        RAISE EXCEPTION 'lease_events: lock seconds must be one or more, got %', v_lock_seconds
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- A view that does not exist (a typo, or one deleted while its workers run) is an error, not an empty lease
+    -- for ever: a worker polling it would otherwise look idle. (stream_events keeps fstore-sql's empty answer.)
+    IF NOT EXISTS (SELECT 1 FROM views v WHERE v.view = v_view) THEN
+        RAISE EXCEPTION 'lease_events: there is no view %', v_view USING ERRCODE = 'no_data_found';
+    END IF;
+    -- The lease records the last offset it delivers (leased_to), read from the index on (decider_id, offset)
+    -- before the rows: its holder can then acknowledge no further than what it was given.
+    RETURN QUERY
+        WITH candidates AS (SELECT l.view, l.decider_id
+                            FROM locks l
+                            WHERE l.view = v_view
+                              AND l.last_offset < l."offset"
+                              AND l.locked_until <= now()
+                            ORDER BY l.locked_until, l."offset"
+                            LIMIT v_streams FOR UPDATE SKIP LOCKED),
+             leased AS (UPDATE locks l
+                 SET locked_until = now() + make_interval(secs => v_lock_seconds),
+                     lease_id = gen_random_uuid(),
+                     leased_to = (SELECT max(d."offset")
+                                  FROM (SELECT ev."offset"
+                                        FROM events ev
+                                        WHERE ev.decider_id = l.decider_id
+                                          AND ev."offset" > l.last_offset
+                                        ORDER BY ev."offset"
+                                        LIMIT v_events_per_stream) d),
+                     updated_at = now()
+                 FROM candidates c
+                 WHERE l.view = c.view
+                   AND l.decider_id = c.decider_id
+                 RETURNING l.decider_id, l.last_offset, l.leased_to, l.lease_id, l.attempts)
+        SELECT leased.lease_id, leased.attempts, e.*
+        FROM leased
+                 CROSS JOIN LATERAL (SELECT *
+                                     FROM events ev
+                                     WHERE ev.decider_id = leased.decider_id
+                                       AND ev."offset" > leased.last_offset
+                                       AND ev."offset" <= leased.leased_to
+                                     ORDER BY ev."offset") e
+        ORDER BY e."offset";
+END;
+$function$;
+
+-- list_parked_events(v_view text): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.list_parked_events(v_view text DEFAULT NULL::text)
+ RETURNS SETOF parked_events
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+SELECT *
+FROM parked_events p
+WHERE v_view IS NULL
+   OR p.view = v_view
+ORDER BY p.parked_at, p."offset";
+$function$;
+
+-- nack_event(v_view text, v_decider_id text): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.nack_event(v_view text, v_decider_id text)
+ RETURNS SETOF locks
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    RETURN QUERY UPDATE locks l
+        SET locked_until = now(),
+            updated_at   = now()
+        WHERE l.view = v_view
+          AND l.decider_id = v_decider_id
+        RETURNING l.*;
+END;
+$function$;
+
+-- notify_events_appended(): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.notify_events_appended()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM pg_notify('fstore_events', '');
+    RETURN NULL;
+END;
+$function$;
+
+-- on_insert_on_events(): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.on_insert_on_events()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    -- Wait for a view registration in progress, then see its view (this is a new statement, with a new snapshot).
+    PERFORM 1 FROM view_registration_gate g WHERE g.id = 1 FOR SHARE;
+    INSERT INTO locks (view, decider_id, "offset", last_offset, locked_until, offset_final)
+    SELECT v.view, n.decider_id, max(n."offset"), 0, now(), bool_or(n.final)
+    FROM new_events n
+             CROSS JOIN views v
+    GROUP BY v.view, n.decider_id
+    ON CONFLICT ON CONSTRAINT locks_pkey DO UPDATE
+        SET "offset"     = greatest(locks."offset", EXCLUDED."offset"),
+            offset_final = locks.offset_final OR EXCLUDED.offset_final,
+            updated_at   = now();
+    RETURN NULL;
+END;
+$function$;
+
+-- on_insert_or_update_on_views(): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.on_insert_or_update_on_views()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM reset_view_positions(NEW.view, NEW.start_at);
+    RETURN NULL;
+END;
+$function$;
+
+-- raise_beyond_lease(v_view text, v_decider_id text, v_lease_id uuid, v_offset bigint): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.raise_beyond_lease(v_view text, v_decider_id text, v_lease_id uuid, v_offset bigint)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_leased_to bigint;
+BEGIN
+    SELECT l.leased_to INTO v_leased_to
+    FROM locks l
+    WHERE l.view = v_view
+      AND l.decider_id = v_decider_id
+      AND l.lease_id = v_lease_id;
+    IF v_offset > v_leased_to THEN
+        RAISE EXCEPTION 'offset % of stream % is past the last event lease % delivered (%)', v_offset, v_decider_id,
+            v_lease_id, v_leased_to
+            USING ERRCODE = 'invalid_parameter_value', CONSTRAINT = 'locks_within_lease',
+                  HINT = 'Acknowledge the last event you handled: the ones after it have not been delivered.';
+    END IF;
+END;
+$function$;
+
+-- raise_lease_lost(v_view text, v_decider_id text, v_lease_id uuid): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.raise_lease_lost(v_view text, v_decider_id text, v_lease_id uuid)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    RAISE EXCEPTION 'the lease % on stream % of view % is no longer held', v_lease_id, v_decider_id, v_view
+        USING ERRCODE = 'lock_not_available', CONSTRAINT = 'locks_lease_held',
+              HINT = 'It expired and another consumer took the stream, or the view was reset. Renew long leases.';
+END;
+$function$;
+
+-- register_decider_event(v_decider text, v_event text): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.register_decider_event(v_decider text, v_event text)
+ RETURNS SETOF deciders
+ LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+SELECT *
+FROM register_decider_event(v_decider, v_event, NULL::text, 1::bigint);
+$function$;
+
+-- register_decider_event(v_decider text, v_event text, v_description text, v_event_version bigint): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.register_decider_event(v_decider text, v_event text, v_description text, v_event_version bigint DEFAULT 1)
+ RETURNS SETOF deciders
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    IF NOT EXISTS (SELECT 1
+                   FROM deciders d
+                   WHERE d.decider = v_decider
+                     AND d.event = v_event
+                     AND d.event_version = v_event_version) THEN
+        BEGIN
+            INSERT INTO deciders (decider, event, event_version, description)
+            VALUES (v_decider, v_event, v_event_version, v_description);
+        EXCEPTION
+            -- Another session registered the same type meanwhile: that is the outcome we wanted.
+            WHEN unique_violation THEN NULL;
+        END;
+    END IF;
+    RETURN QUERY SELECT *
+                 FROM deciders d
+                 WHERE d.decider = v_decider
+                   AND d.event = v_event
+                   AND d.event_version = v_event_version;
+END;
+$function$;
+
+-- register_view(v_view text, v_pooling_delay bigint, v_start_at timestamp without time zone): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.register_view(v_view text, v_pooling_delay bigint, v_start_at timestamp without time zone)
+ RETURNS SETOF views
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    RETURN QUERY INSERT INTO views AS v (view, start_at, pooling_delay_s, pooling_delay_ms)
+        VALUES (v_view, v_start_at, (v_pooling_delay + 999) / 1000, v_pooling_delay)
+        ON CONFLICT (view) DO UPDATE
+            SET start_at         = EXCLUDED.start_at,
+                pooling_delay_s  = EXCLUDED.pooling_delay_s,
+                pooling_delay_ms = EXCLUDED.pooling_delay_ms
+        RETURNING v.*;
+END;
+$function$;
+
+-- register_view(v_view text, v_start_at timestamp without time zone, v_lock_timeout_s bigint, v_pooling_delay_s bigint, v_edge_function_url text): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.register_view(v_view text, v_start_at timestamp without time zone DEFAULT now(), v_lock_timeout_s bigint DEFAULT 300, v_pooling_delay_s bigint DEFAULT NULL::bigint, v_edge_function_url text DEFAULT NULL::text)
+ RETURNS SETOF views
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    RETURN QUERY INSERT INTO views AS v (view, start_at, lock_timeout_s, pooling_delay_s, pooling_delay_ms,
+                                         edge_function_url)
+        VALUES (v_view, v_start_at, v_lock_timeout_s, v_pooling_delay_s, v_pooling_delay_s * 1000, v_edge_function_url)
+        ON CONFLICT (view) DO UPDATE
+            SET start_at          = EXCLUDED.start_at,
+                lock_timeout_s    = EXCLUDED.lock_timeout_s,
+                pooling_delay_s   = EXCLUDED.pooling_delay_s,
+                pooling_delay_ms  = EXCLUDED.pooling_delay_ms,
+                edge_function_url = EXCLUDED.edge_function_url
+        RETURNING v.*;
+END;
+$function$;
+
+-- release_lease(v_view text, v_decider_id text, v_lease_id uuid, v_delay_ms bigint): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.release_lease(v_view text, v_decider_id text, v_lease_id uuid, v_delay_ms bigint DEFAULT 0)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    IF v_delay_ms IS NULL OR v_delay_ms < 0 THEN
+        RAISE EXCEPTION 'release_lease: delay must be zero or more milliseconds, got %', v_delay_ms
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE locks l
+    SET locked_until = now() + v_delay_ms * interval '1 millisecond',
+        lease_id     = NULL,
+        updated_at   = now()
+    WHERE l.view = v_view
+      AND l.decider_id = v_decider_id
+      AND l.lease_id = v_lease_id;
+    RETURN FOUND;
+END;
+$function$;
+
+-- renew_lease(v_view text, v_decider_id text, v_lease_id uuid, v_lock_seconds integer): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.renew_lease(v_view text, v_decider_id text, v_lease_id uuid, v_lock_seconds integer)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    IF v_lock_seconds IS NULL OR v_lock_seconds < 1 THEN
+        RAISE EXCEPTION 'renew_lease: lock seconds must be one or more, got %', v_lock_seconds
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE locks l
+    SET locked_until = now() + make_interval(secs => v_lock_seconds),
+        updated_at   = now()
+    WHERE l.view = v_view
+      AND l.decider_id = v_decider_id
+      AND l.lease_id = v_lease_id;
+    RETURN FOUND;
+END;
+$function$;
+
+-- reset_view(v_view text, v_start_at timestamp without time zone): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.reset_view(v_view text, v_start_at timestamp without time zone)
+ RETURNS SETOF views
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_current timestamp;
+BEGIN
+    SELECT v.start_at INTO v_current FROM views v WHERE v.view = v_view FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'reset_view: there is no view %', v_view USING ERRCODE = 'no_data_found';
+    END IF;
+    IF v_current IS NOT DISTINCT FROM v_start_at THEN
+        -- The start_at trigger will not fire for an unchanged value: reset here.
+        PERFORM reset_view_positions(v_view, v_start_at);
+    END IF;
+    RETURN QUERY UPDATE views v SET start_at = v_start_at WHERE v.view = v_view RETURNING v.*;
+END;
+$function$;
+
+-- reset_view_positions(v_view text, v_start_at timestamp without time zone): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.reset_view_positions(v_view text, v_start_at timestamp without time zone)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    -- Wait for appends in flight to commit (they hold the gate FOR SHARE) and hold back new ones until this
+    -- registration commits: the read of the log below then sees every event whose append did not see the view.
+    -- The table lock comes first because row locks are not queued: with appends always in flight, new FOR SHARE
+    -- lockers would keep joining the current ones and the UPDATE would wait for ever. A table lock request is
+    -- queued, and new appends wait behind it. (Where LOCK TABLE is not supported, the row lock alone still orders
+    -- registrations and appends, without that guarantee of progress.)
+    BEGIN
+        LOCK TABLE view_registration_gate IN EXCLUSIVE MODE;
+    EXCEPTION
+        WHEN feature_not_supported THEN NULL;
+    END;
+    UPDATE view_registration_gate g SET generation = g.generation + 1 WHERE g.id = 1;
+    INSERT INTO locks (view, decider_id, "offset", last_offset, locked_until, offset_final)
+    SELECT v_view,
+           s.decider_id,
+           s.head,
+           coalesce(s.first_to_read - 1, s.head),
+           now(),
+           s.final
+    FROM (SELECT e.decider_id,
+                 max(e."offset")                                         AS head,
+                 min(e."offset") FILTER (WHERE e.created_at >= v_start_at) AS first_to_read,
+                 bool_or(e.final)                                        AS final
+          FROM events e
+          GROUP BY e.decider_id) s
+    ON CONFLICT ON CONSTRAINT locks_pkey DO UPDATE
+        SET "offset"     = EXCLUDED."offset",
+            last_offset  = EXCLUDED.last_offset,
+            offset_final = EXCLUDED.offset_final,
+            locked_until = now(),
+            lease_id     = NULL,
+            attempts     = 0,
+            last_error   = NULL,
+            updated_at   = now();
+    DELETE FROM parked_events p WHERE p.view = v_view;
+END;
+$function$;
+
+-- retry_parked_event(v_view text, v_offset bigint): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.retry_parked_event(v_view text, v_offset bigint)
+ RETURNS SETOF parked_events
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_parked parked_events;
+BEGIN
+    SELECT * INTO v_parked FROM parked_events p WHERE p.view = v_view AND p."offset" = v_offset FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no event is parked at offset % for view %', v_offset, v_view USING ERRCODE = 'no_data_found';
+    END IF;
+    IF v_parked.stream_stopped THEN
+        DELETE FROM parked_events p WHERE p.view = v_view AND p."offset" = v_offset;
+        UPDATE locks l
+        SET locked_until = now(),
+            attempts     = 0,
+            last_error   = NULL,
+            updated_at   = now()
+        WHERE l.view = v_view
+          AND l.decider_id = v_parked.decider_id;
+        RETURN NEXT v_parked;
+        RETURN;
+    END IF;
+    RETURN QUERY UPDATE parked_events p
+        SET retry_requested_at = now()
+        WHERE p.view = v_view
+          AND p."offset" = v_offset
+        RETURNING p.*;
+END;
+$function$;
+
+-- schedule_nack_event(v_view text, v_decider_id text, v_milliseconds bigint): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.schedule_nack_event(v_view text, v_decider_id text, v_milliseconds bigint)
+ RETURNS SETOF locks
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    IF v_milliseconds IS NULL OR v_milliseconds < 0 THEN
+        RAISE EXCEPTION 'schedule_nack_event: milliseconds must be zero or more, got %', v_milliseconds
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY UPDATE locks l
+        SET locked_until = now() + v_milliseconds * interval '1 millisecond',
+            updated_at   = now()
+        WHERE l.view = v_view
+          AND l.decider_id = v_decider_id
+        RETURNING l.*;
+END;
+$function$;
+
+-- set_view_lock_timeout(v_view text, v_lock_timeout_s bigint): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.set_view_lock_timeout(v_view text, v_lock_timeout_s bigint)
+ RETURNS SETOF views
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    RETURN QUERY UPDATE views v SET lock_timeout_s = v_lock_timeout_s WHERE v.view = v_view RETURNING v.*;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'set_view_lock_timeout: there is no view %', v_view USING ERRCODE = 'no_data_found';
+    END IF;
+END;
+$function$;
+
+-- set_wakeups(v_enabled boolean): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.set_wakeups(v_enabled boolean)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    IF v_enabled IS NULL THEN
+        RAISE EXCEPTION 'set_wakeups: enabled must be true or false, got NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_enabled THEN
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = 'events'::regclass AND t.tgname = 't_notify_events_appended') THEN
+            BEGIN
+                CREATE TRIGGER t_notify_events_appended
+                    AFTER INSERT
+                    ON events
+                    FOR EACH STATEMENT
+                EXECUTE FUNCTION notify_events_appended();
+            EXCEPTION
+                -- Another session created it meanwhile (it committed while this one waited for the table's lock).
+                WHEN duplicate_object THEN NULL;
+            END;
+        END IF;
+    ELSE
+        DROP TRIGGER IF EXISTS t_notify_events_appended ON events;
+    END IF;
+    RETURN v_enabled;
+END;
+$function$;
+
+-- stream_events(v_view_name text, v_limit integer, v_seconds integer): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.stream_events(v_view_name text, v_limit integer DEFAULT 1, v_seconds integer DEFAULT 300)
+ RETURNS SETOF events
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    IF v_limit IS NULL OR v_limit < 0 THEN
+        RAISE EXCEPTION 'stream_events: limit must be zero or more, got %', v_limit
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_seconds IS NULL OR v_seconds < 1 THEN
+        RAISE EXCEPTION 'stream_events: lock seconds must be one or more, got %', v_seconds
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+        WITH candidates AS (SELECT l.view, l.decider_id
+                            FROM locks l
+                            WHERE l.view = v_view_name
+                              AND l.last_offset < l."offset"
+                              AND l.locked_until <= now()
+                            ORDER BY l.locked_until, l."offset"
+                            LIMIT v_limit FOR UPDATE SKIP LOCKED),
+             leased AS (UPDATE locks l
+                 SET locked_until = now() + make_interval(secs => v_seconds),
+                     updated_at = now()
+                 FROM candidates c
+                 WHERE l.view = c.view
+                   AND l.decider_id = c.decider_id
+                 RETURNING l.decider_id, l.last_offset)
+        SELECT e.*
+        FROM leased
+                 CROSS JOIN LATERAL (SELECT *
+                                     FROM events ev
+                                     WHERE ev.decider_id = leased.decider_id
+                                       AND ev."offset" > leased.last_offset
+                                     ORDER BY ev."offset"
+                                     LIMIT 1) e
+        ORDER BY e."offset";
+END;
+$function$;
+
+-- view_status(): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.view_status()
+ RETURNS TABLE(view text, streams bigint, pending_streams bigint, leased_streams bigint, stopped_streams bigint, events_behind bigint, oldest_unacked_at timestamp with time zone, parked_events bigint)
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+SELECT v.view,
+       (SELECT count(*) FROM locks l WHERE l.view = v.view),
+       coalesce(p.pending_streams, 0),
+       coalesce(p.leased_streams, 0),
+       coalesce(p.stopped_streams, 0),
+       coalesce(p.events_behind, 0),
+       p.oldest_unacked_at,
+       (SELECT count(*) FROM parked_events pe WHERE pe.view = v.view)
+FROM views v
+         LEFT JOIN LATERAL (SELECT count(*)                                                        AS pending_streams,
+                                   count(*) FILTER (WHERE l.locked_until > now() AND l.locked_until < 'infinity')
+                                                                                                   AS leased_streams,
+                                   count(*) FILTER (WHERE l.locked_until = 'infinity')             AS stopped_streams,
+                                   sum(behind.events)                                              AS events_behind,
+                                   min(behind.oldest)                                              AS oldest_unacked_at
+                            FROM locks l
+                                     CROSS JOIN LATERAL (SELECT count(*) AS events, min(e.created_at) AS oldest
+                                                         FROM events e
+                                                         WHERE e.decider_id = l.decider_id
+                                                           AND e."offset" > l.last_offset) behind
+                            WHERE l.view = v.view
+                              AND l.last_offset < l."offset") p ON true
+ORDER BY v.view;
+$function$;

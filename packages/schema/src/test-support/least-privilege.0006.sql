@@ -1,0 +1,186 @@
+-- TEST FIXTURE, not shipped: packages/schema/sql/least-privilege.sql as it was up to migration 0006 (commit 676c6cf),
+-- when the script itself made the functions SECURITY DEFINER with ALTER FUNCTION. An installation upgraded from then has
+-- applied this; src/least-privilege.test.ts upgrades such a database without running the current script.
+-- fstore: least-privilege roles for the event store. OPTIONAL, and not a migration: migrate() never runs it.
+--
+-- What it does (see README.md beside this file):
+--   * creates, if missing, two NOLOGIN roles, by default `fstore_app` and `fstore_reader`;
+--   * fstore_app may read every fstore table and call every function of the SQL API, but may not INSERT, UPDATE,
+--     DELETE or TRUNCATE events, deciders, views or locks directly: every write goes through a function, so it
+--     passes the append checks. (Two narrow exceptions that @fstore/stream needs, on parked_events and
+--     views.lock_timeout_s, are described below.)
+--   * fstore_reader may read every fstore table and call the four read-only functions (get_events, get_last_event,
+--     view_status, list_parked_events), nothing else;
+--   * the functions that write become SECURITY DEFINER: they run with the rights of their owner (the role that ran
+--     the migrations), so the application role needs no write right on any table. Every fstore function gets a
+--     fixed search_path (pg_catalog, public, pg_temp) so that objects a caller puts on its own search_path (a
+--     schema of its own, or temporary tables) can never stand in for fstore's tables, functions or operators;
+--   * EXECUTE on every fstore function is revoked from PUBLIC, and CREATE on schema public too (PostgreSQL 15 and
+--     later already default to that): a role that can create objects in public could shadow built-in functions
+--     there, inside the SECURITY DEFINER functions;
+--   * fstore-sql's rules that turn UPDATE and DELETE of events and deciders into silent no-ops now apply only to
+--     roles that hold UPDATE (or DELETE) on the table: for everybody else the statement fails with "permission
+--     denied" (42501) instead of answering UPDATE 0. Rules are applied before privileges are checked, so without
+--     this a forbidden UPDATE by fstore_app would succeed silently (changing nothing, but saying nothing either).
+--
+-- Apply it as the owner of fstore's tables and functions (the role that ran the migrations) or as a superuser:
+--   psql -v ON_ERROR_STOP=1 -d "$DATABASE_URL" -f packages/schema/sql/least-privilege.sql
+-- Other role names (they are created if missing, or may be existing roles):
+--   psql -v ON_ERROR_STOP=1 -d "$DATABASE_URL" -c "SET fstore.app_role = 'orders_app'" \
+--        -c "SET fstore.reader_role = 'orders_reports'" -f packages/schema/sql/least-privilege.sql
+--   (or PGOPTIONS='-c fstore.app_role=orders_app -c fstore.reader_role=orders_reports' psql …)
+--
+-- It is one statement, so it applies atomically with any client, and it is idempotent: run it again after every
+-- fstore upgrade. A migration that replaces a function (CREATE OR REPLACE FUNCTION) resets SECURITY DEFINER and the
+-- search_path (it keeps the grants), so until this script runs again the application role is refused its writes
+-- (permission denied on the table): it fails closed, never open.
+DO
+$fstore_least_privilege$
+DECLARE
+    -- Role names: the settings fstore.app_role and fstore.reader_role, when set.
+    v_app              text := coalesce(nullif(current_setting('fstore.app_role', true), ''), 'fstore_app');
+    v_reader           text := coalesce(nullif(current_setting('fstore.reader_role', true), ''), 'fstore_reader');
+    -- The search_path every fstore function runs with. pg_temp last: a temporary table named events must never be
+    -- found before public.events (PostgreSQL searches pg_temp first unless it is listed).
+    v_path    CONSTANT text := 'pg_catalog, public, pg_temp';
+    v_tables  CONSTANT text[] := ARRAY ['events', 'deciders', 'views', 'locks', 'parked_events'];
+    -- The SQL API, by function name (every overload). Read-only ones run with the caller's rights (SECURITY
+    -- INVOKER): SELECT on the tables is all they need.
+    v_read    CONSTANT text[] := ARRAY ['get_events', 'get_last_event', 'view_status', 'list_parked_events'];
+    -- The ones that write run with their owner's rights (SECURITY DEFINER).
+    v_write   CONSTANT text[] := ARRAY ['register_decider_event', 'append_event', 'append_events', 'register_view',
+        'stream_events', 'ack_event', 'nack_event', 'schedule_nack_event', 'lease_events', 'ack_events',
+        'renew_lease', 'release_lease', 'fail_event', 'retry_parked_event', 'discard_parked_event', 'reset_view',
+        'set_wakeups', 'ack_leases'];
+    -- Trigger functions and helpers: nobody calls them directly. They keep running with the rights of whoever
+    -- fires them, which, once the writes go through the functions above, is the owner.
+    v_internal CONSTANT text[] := ARRAY ['check_event_append', 'on_insert_on_events', 'on_insert_or_update_on_views',
+        'reset_view_positions', 'forbid_truncate', 'notify_events_appended', 'before_update_views_table',
+        'raise_lease_lost', 'raise_beyond_lease'];
+    -- Functions that later migrations added: handled when present, so the script also runs on older installs.
+    v_later   CONSTANT text[] := ARRAY ['ack_leases', 'raise_beyond_lease'];
+    v_owner            oid;
+    v_missing          text[];
+    v_role             text;
+    v_table            text;
+    v_function         record;
+BEGIN
+    -- Inside this block, resolve names the way the functions will.
+    PERFORM set_config('search_path', v_path, true);
+
+    -- 0. Is fstore installed here, and are the role names sensible?
+    SELECT array_agg(t) INTO v_missing FROM unnest(v_tables) t WHERE to_regclass(format('public.%I', t)) IS NULL;
+    IF v_missing IS NOT NULL THEN
+        RAISE EXCEPTION 'fstore least-privilege: tables % are missing from schema public: run fstore''s migrations first',
+            v_missing;
+    END IF;
+    SELECT array_agg(f) INTO v_missing
+    FROM unnest(v_read || v_write || v_internal) f
+    WHERE f <> ALL (v_later)
+      AND NOT EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace AND p.proname = f);
+    IF v_missing IS NOT NULL THEN
+        RAISE EXCEPTION 'fstore least-privilege: functions % are missing from schema public: run fstore''s migrations first',
+            v_missing;
+    END IF;
+    IF v_app = v_reader THEN
+        RAISE EXCEPTION 'fstore least-privilege: fstore.app_role and fstore.reader_role must differ (both are %)', v_app;
+    END IF;
+    SELECT c.relowner INTO v_owner FROM pg_class c WHERE c.oid = 'public.events'::regclass;
+
+    -- 1. The roles, NOLOGIN: grant them to login users (CREATE ROLE … LOGIN IN ROLE fstore_app).
+    FOREACH v_role IN ARRAY ARRAY [v_app, v_reader]
+        LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = v_role) THEN
+                BEGIN
+                    EXECUTE format('CREATE ROLE %I NOLOGIN', v_role);
+                EXCEPTION
+                    -- Another session created it meanwhile (roles are cluster-wide).
+                    WHEN duplicate_object OR unique_violation THEN NULL;
+                END;
+            END IF;
+            -- A superuser, or a member of the owner, would bypass every privilege below.
+            IF EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = v_role AND (r.rolsuper OR r.rolbypassrls))
+                OR pg_has_role(v_role, v_owner, 'USAGE') THEN
+                RAISE EXCEPTION 'fstore least-privilege: role % is a superuser or acts as the owner of fstore''s tables (%): privileges cannot restrict it',
+                    v_role, pg_get_userbyid(v_owner);
+            END IF;
+        END LOOP;
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I, %I', current_database(), v_app, v_reader);
+
+    -- 2. Nobody but trusted roles may create objects in public: the SECURITY DEFINER functions search it.
+    REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+    EXECUTE format('REVOKE CREATE ON SCHEMA public FROM %I, %I', v_app, v_reader);
+    EXECUTE format('GRANT USAGE ON SCHEMA public TO %I, %I', v_app, v_reader);
+    FOR v_role IN SELECT pg_get_userbyid(a.grantee)
+                  FROM pg_namespace n
+                           CROSS JOIN LATERAL aclexplode(n.nspacl) a
+                  WHERE n.oid = 'public'::regnamespace
+                    AND a.privilege_type = 'CREATE'
+                    AND a.grantee <> v_owner
+                    AND a.grantee <> n.nspowner
+                    AND a.grantee <> 0
+        LOOP
+            RAISE WARNING 'fstore least-privilege: role % may create objects in schema public, which fstore''s SECURITY DEFINER functions search: trust it, or revoke CREATE from it',
+                v_role;
+        END LOOP;
+
+    -- 3. Tables: read, never write directly. REVOKE ALL first, so that running this again converges.
+    FOREACH v_table IN ARRAY v_tables
+        LOOP
+            EXECUTE format('REVOKE ALL ON TABLE public.%I FROM PUBLIC, %I, %I', v_table, v_app, v_reader);
+            EXECUTE format('GRANT SELECT ON TABLE public.%I TO %I, %I', v_table, v_app, v_reader);
+        END LOOP;
+    EXECUTE format('REVOKE ALL ON SEQUENCE public.events_offset_seq FROM PUBLIC, %I, %I', v_app, v_reader);
+    -- The two direct writes @fstore/stream makes, and nothing more:
+    --   * a projection worker retrying a parked event locks its row (SELECT … FOR UPDATE SKIP LOCKED), deletes it
+    --     when the retry succeeds, and records the failure otherwise (attempts, error, retry_requested_at,
+    --     parked_at). parked_events is the dead-letter list, not the log: no event is touched.
+    --   * registerView() with both pollingDelayMs and lockTimeoutS sets views.lock_timeout_s with an UPDATE.
+    --     start_at, which decides where the view reads from, stays out of reach (register_view and reset_view).
+    EXECUTE format('GRANT UPDATE (attempts, error, retry_requested_at, parked_at), DELETE ON TABLE public.parked_events TO %I',
+                   v_app);
+    EXECUTE format('GRANT UPDATE (lock_timeout_s) ON TABLE public.views TO %I', v_app);
+
+    -- 4. Functions: fixed search_path for all; SECURITY DEFINER for those that write; EXECUTE only where granted.
+    FOR v_function IN SELECT p.proname                                                    AS name,
+                             format('public.%I(%s)', p.proname,
+                                    pg_get_function_identity_arguments(p.oid))           AS signature
+                      FROM pg_proc p
+                      WHERE p.pronamespace = 'public'::regnamespace
+                        AND p.proname = ANY (v_read || v_write || v_internal)
+                      ORDER BY 2
+        LOOP
+            EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, %I, %I', v_function.signature, v_app, v_reader);
+            IF v_function.name = ANY (v_write) THEN
+                EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = %s', v_function.signature, v_path);
+                EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', v_function.signature, v_app);
+            ELSIF v_function.name = ANY (v_read) THEN
+                -- SET search_path keeps these SQL functions from being inlined into the caller's query: each call
+                -- runs its own plan. They are small; a reporting tool's search_path never changes what they read.
+                EXECUTE format('ALTER FUNCTION %s SECURITY INVOKER SET search_path = %s', v_function.signature, v_path);
+                EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I, %I', v_function.signature, v_app, v_reader);
+            ELSE
+                EXECUTE format('ALTER FUNCTION %s SECURITY INVOKER SET search_path = %s', v_function.signature, v_path);
+            END IF;
+        END LOOP;
+
+    -- 5. A forbidden UPDATE or DELETE of the log fails loudly (42501). Roles that hold the privilege (the owner,
+    --    or a legacy client you grant it to) keep fstore-sql's silent no-op; the rows never change either way.
+    CREATE OR REPLACE RULE ignore_update_events AS ON UPDATE TO public.events
+        WHERE has_table_privilege('public.events'::regclass, 'UPDATE') DO INSTEAD NOTHING;
+    CREATE OR REPLACE RULE ignore_delete_events AS ON DELETE TO public.events
+        WHERE has_table_privilege('public.events'::regclass, 'DELETE') DO INSTEAD NOTHING;
+    CREATE OR REPLACE RULE ignore_update_decider_events AS ON UPDATE TO public.deciders
+        WHERE has_table_privilege('public.deciders'::regclass, 'UPDATE') DO INSTEAD NOTHING;
+    CREATE OR REPLACE RULE ignore_delete_decider_events AS ON DELETE TO public.deciders
+        WHERE has_table_privilege('public.deciders'::regclass, 'DELETE') DO INSTEAD NOTHING;
+
+    -- 6. The SECURITY DEFINER functions run as their owner: a superuser owner works, but a dedicated owner role
+    --    (the one that runs the migrations, without SUPERUSER) limits what a mistake in them could do.
+    IF (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = v_owner) THEN
+        RAISE WARNING 'fstore least-privilege: fstore''s functions are owned by superuser %, so the SECURITY DEFINER ones run as a superuser: prefer running the migrations as a dedicated owner role',
+            pg_get_userbyid(v_owner);
+    END IF;
+    RAISE NOTICE 'fstore least-privilege: applied for roles % (application) and % (read-only)', v_app, v_reader;
+END
+$fstore_least_privilege$;
