@@ -1,7 +1,7 @@
 import { PGlite } from '@electric-sql/pglite';
 import { afterAll } from 'vitest';
 import { migrate } from './migrate.js';
-import { describeProjectionSql } from './test-support/projection-sql.spec.js';
+import { describeProjectionSql } from './test-support/projection-sql.suite.js';
 import { pgliteClient } from './test-support/sql-client.js';
 
 // PGlite is one session: its listener hears the notifications of its own transactions, as a LISTENing

@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { backendPid, createTestDatabase, waitUntilBlocked } from '@fstore/test-harness';
 import type postgres from 'postgres';
 import { afterAll, describe, expect, test } from 'vitest';
-import { describeProjectionSql } from './test-support/projection-sql.spec.js';
+import { describeProjectionSql } from './test-support/projection-sql.suite.js';
 import { postgresJsClient } from './test-support/sql-client.js';
 
 const db = await createTestDatabase();

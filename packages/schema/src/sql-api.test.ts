@@ -1,6 +1,6 @@
 import { createTestDatabase } from '@fstore/test-harness';
 import { afterAll } from 'vitest';
-import { describeSqlApi } from './test-support/sql-api.spec.js';
+import { describeSqlApi } from './test-support/sql-api.suite.js';
 import { postgresJsClient } from './test-support/sql-client.js';
 
 const db = await createTestDatabase();

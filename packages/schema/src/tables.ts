@@ -89,8 +89,9 @@ export const events = pgTable(
 );
 
 /**
- * Registered views (subscribers). `pooling_delay_ms` keeps the README's millisecond polling delay without loss;
- * `pooling_delay_s` is fstore-sql's seconds column, kept for its clients.
+ * Registered views (subscribers). Field names mirror fstore-sql's columns; the TypeScript API calls
+ * `lock_timeout_s` `leaseSeconds` and `pooling_delay_ms` `pollIntervalMs` (`pooling_delay_s` is fstore-sql's
+ * seconds column, kept for its clients).
  */
 export const views = pgTable(
   'views',
@@ -202,8 +203,13 @@ export const parkedEvents = pgTable(
   ],
 );
 
-export type Decider = typeof deciders.$inferSelect;
-export type NewDecider = typeof deciders.$inferInsert;
+/** A row of `deciders`: one event type (and version) a decider may publish. */
+export type DeciderEventType = typeof deciders.$inferSelect;
+export type NewDeciderEventType = typeof deciders.$inferInsert;
+/** @deprecated use DeciderEventType (`Decider` is @fstore/store's decide/evolve interface); removed in 0.3 */
+export type Decider = DeciderEventType;
+/** @deprecated use NewDeciderEventType; removed in 0.3 */
+export type NewDecider = NewDeciderEventType;
 export type Event = typeof events.$inferSelect;
 export type NewEvent = typeof events.$inferInsert;
 export type View = typeof views.$inferSelect;

@@ -16,8 +16,8 @@ import { randomUUID } from 'node:crypto';
 import { createTestDatabase } from '@fstore/test-harness';
 import type postgres from 'postgres';
 import { afterAll, describe, expect, test } from 'vitest';
-import { describeProjectionSql } from './test-support/projection-sql.spec.js';
-import { describeSqlApi } from './test-support/sql-api.spec.js';
+import { describeProjectionSql } from './test-support/projection-sql.suite.js';
+import { describeSqlApi } from './test-support/sql-api.suite.js';
 import { postgresJsClient } from './test-support/sql-client.js';
 
 const db = await createTestDatabase();
