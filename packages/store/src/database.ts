@@ -1,4 +1,4 @@
-import { type Decider, deciders, type Event, events } from '@fstore/schema';
+import { type DeciderEventType, deciders, type Event, events } from '@fstore/schema';
 import { getTableColumns, type SQL } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT, PgTable } from 'drizzle-orm/pg-core';
 
@@ -38,4 +38,4 @@ export function rowDecoder<TRow>(table: PgTable) {
 }
 
 export const decodeEventRow = rowDecoder<Event>(events);
-export const decodeDeciderRow = rowDecoder<Decider>(deciders);
+export const decodeDeciderRow = rowDecoder<DeciderEventType>(deciders);

@@ -2,7 +2,7 @@ import { PGlite } from '@electric-sql/pglite';
 import { migrate } from '@fstore/schema';
 import { drizzle } from 'drizzle-orm/pglite';
 import { afterAll } from 'vitest';
-import { describeEventStore } from './test-support/event-store.spec.js';
+import { describeEventStore } from './test-support/event-store.suite.js';
 
 // PGlite is one session: the single-connection specification runs here; races are in concurrency.test.ts.
 const pg = new PGlite();

@@ -1,7 +1,7 @@
 import { createTestDatabase } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll } from 'vitest';
-import { describeEventStore } from './test-support/event-store.spec.js';
+import { describeEventStore } from './test-support/event-store.suite.js';
 
 const database = await createTestDatabase();
 afterAll(() => database.drop());

@@ -3,7 +3,7 @@
  * iterate streams. It wraps @fstore/schema's SQL functions; every rule they enforce stays in SQL.
  */
 import { randomUUID } from 'node:crypto';
-import type { Decider, Event } from '@fstore/schema';
+import type { DeciderEventType, Event } from '@fstore/schema';
 import type { Database } from './database.js';
 import { isTransientDatabaseError, PayloadTooLargeError, ValidationError } from './errors.js';
 import {
@@ -87,8 +87,8 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
   }
 
   /** Registers every declared event type at its current version, with its description. Idempotent: run it at start-up. */
-  async register(): Promise<Decider[]> {
-    const registered: Decider[] = [];
+  async register(): Promise<DeciderEventType[]> {
+    const registered: DeciderEventType[] = [];
     for (const [type, definition] of Object.entries(this.events.definitions)) {
       registered.push(
         ...(await registerDeciderEvent(this.db, {

@@ -3,7 +3,7 @@
  * in whatever Drizzle database or transaction they are given, and return rows as Drizzle would select them.
  * Failures of the append functions are mapped to typed errors (errors.ts); the rest pass through.
  */
-import type { Decider, Event } from '@fstore/schema';
+import type { DeciderEventType, Event } from '@fstore/schema';
 import { sql } from 'drizzle-orm';
 import { type Database, decodeDeciderRow, decodeEventRow, queryRows } from './database.js';
 import { toAppendError } from './errors.js';
@@ -12,7 +12,7 @@ import { toAppendError } from './errors.js';
 export async function registerDeciderEvent(
   db: Database,
   input: { decider: string; event: string; description?: string | null; version?: number },
-): Promise<Decider[]> {
+): Promise<DeciderEventType[]> {
   const rows = await queryRows(
     db,
     sql`SELECT * FROM register_decider_event(${input.decider}, ${input.event}, ${input.description ?? null}::text, ${input.version ?? 1}::bigint)`,

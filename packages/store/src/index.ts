@@ -5,10 +5,10 @@ export {
   type Decider,
   type HandledCommand,
 } from './command-handler.js';
-export { type Database, decodeEventRow, queryRows, rowDecoder } from './database.js';
+export type { Database } from './database.js';
+export * from './deprecated.js';
 export {
   DuplicateEventError,
-  databaseError,
   FstoreError,
   isTransientDatabaseError,
   OptimisticConcurrencyError,
@@ -58,4 +58,3 @@ export {
   streamsOfDecider,
   viewProgress,
 } from './queries.js';
-export { Issues, limits } from './validation.js';

@@ -33,7 +33,7 @@ import {
   recommendedPostgresOptions,
   TransactionClosedError,
 } from './postgres-client.js';
-import { describeEventStore } from './test-support/event-store.spec.js';
+import { describeEventStore } from './test-support/event-store.suite.js';
 import { orderEvents } from './test-support/orders.js';
 import { startStartupFaultProxy } from './test-support/startup-fault-proxy.js';
 

@@ -1,0 +1,7 @@
+/**
+ * `@fstore/store/internal`: the helpers @fstore/stream builds on (raw statements, row decoding, input checks, the
+ * database error under a driver's wrapping). Not public API: they may change in any release.
+ */
+export { decodeEventRow, queryRows, rowDecoder } from './database.js';
+export { databaseError } from './errors.js';
+export { Issues, limits } from './validation.js';
