@@ -30,6 +30,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createTestDatabase } from '@fstore/test-harness';
+import { budget } from '@fstore/test-harness/budget';
 import type postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { failureOf } from './test-support/sql-client.js';
@@ -1557,10 +1558,19 @@ describe('views registered while appends run', () => {
    * the same view. Afterwards every stream of the log must have the view's lock row, with its head at the stream's
    * last offset: otherwise the view never reads those events (until the stream gets another one).
    */
+  /**
+   * Counted in the writers' progress, not in time, so that a slow machine changes how long it takes, not what it
+   * shows: the registrations start once every writer has committed three transactions (two new streams, one append
+   * to its own), and the writers stop once each has committed three more after the registrations finished (one of
+   * each kind begun after them). The registrations must get through while appends keep coming: they may wait for
+   * the appends in flight (one transaction per writer) and hold back new ones, but if the writers commit
+   * `starvationBound` transactions meanwhile, the registrations are starved (a first fix, with row locks only, left
+   * them waiting for ever).
+   */
   async function registerDuringAppends(options: {
     holdMs: number;
     writers: number;
-    registrationTimeoutMs: number;
+    starvationBound: number;
   }) {
     const view = `view-${randomUUID()}`;
     const writers = Array.from({ length: options.writers }, () => db.connect({ max: 1 }));
@@ -1569,45 +1579,64 @@ describe('views registered while appends run', () => {
     const heads = new Map<number, string>();
     for (const [i, id] of streams.entries()) heads.set(i, (await appendOne(id, null)).event_id);
     let stop = false;
+    let failure: unknown;
     const appended: string[] = [];
+    /** Transactions each writer has committed. */
+    const commits = writers.map(() => 0);
+    const committed = () => commits.reduce((sum, n) => sum + n, 0);
     const work = writers.map(async (writer, w) => {
-      let n = 0;
-      while (!stop) {
-        n++;
-        await writer.begin(async (tx) => {
-          if (n % 2 === 0) {
-            // An existing stream (each writer its own, so that they do not conflict).
-            const row = await appendOne(
-              streams[w] as string,
-              heads.get(w) ?? null,
-              tx as unknown as postgres.Sql,
-            );
-            heads.set(w, row.event_id);
-          } else {
-            const id = `fresh-${randomUUID()}`;
-            await appendOne(id, null, tx as unknown as postgres.Sql);
-            appended.push(id);
-          }
-          await tx`SELECT pg_sleep(${options.holdMs / 1000})`;
-        });
+      try {
+        while (!stop) {
+          const n = commits[w] as number;
+          await writer.begin(async (tx) => {
+            if (n % 2 === 1) {
+              // An existing stream (each writer its own, so that they do not conflict).
+              const row = await appendOne(
+                streams[w] as string,
+                heads.get(w) ?? null,
+                tx as unknown as postgres.Sql,
+              );
+              heads.set(w, row.event_id);
+            } else {
+              const id = `fresh-${randomUUID()}`;
+              await appendOne(id, null, tx as unknown as postgres.Sql);
+              appended.push(id);
+            }
+            await tx`SELECT pg_sleep(${options.holdMs / 1000})`;
+          });
+          commits[w] = n + 1;
+        }
+      } catch (error) {
+        failure ??= error;
+        throw error;
       }
     });
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    // The registrations must not wait for ever while appends keep coming (a lock they cannot get while others
-    // keep sharing it): bounded, and timed.
+    for (const w of work) w.catch(() => {});
+    const until = async (condition: () => boolean) => {
+      while (!condition()) {
+        if (failure) throw failure;
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    };
+    await until(() => commits.every((n) => n >= 3));
     const started = Date.now();
-    let timer: NodeJS.Timeout | undefined;
-    const registered = await Promise.race([
-      Promise.all(
-        registrars.map((r) => r`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp)`),
-      ).then(() => true),
-      new Promise<false>((resolve) => {
-        timer = setTimeout(() => resolve(false), options.registrationTimeoutMs);
-      }),
-    ]);
-    clearTimeout(timer);
+    const bound = committed() + options.starvationBound;
+    let settled = false;
+    const registration = Promise.all(
+      registrars.map((r) => r`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp)`),
+    ).finally(() => {
+      settled = true;
+    });
+    registration.catch(() => {});
+    await until(() => settled || committed() >= bound);
+    const registered = settled;
     const registrationMs = Date.now() - started;
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    const commitsDuringRegistration = committed() - (bound - options.starvationBound);
+    if (registered) {
+      await registration;
+      const after = [...commits];
+      await until(() => commits.every((n, w) => n >= (after[w] as number) + 3));
+    }
     stop = true;
     await Promise.all(work);
     const missed = await db.sql<{ decider_id: string; head: string; lock_offset: string | null }[]>`
@@ -1616,7 +1645,7 @@ describe('views registered while appends run', () => {
       GROUP BY e.decider_id, l."offset"
       HAVING l."offset" IS DISTINCT FROM max(e."offset")`;
     await Promise.all([...writers, ...registrars].map((c) => c.end({ timeout: 1 })));
-    return { missed, appended: appended.length, registered, registrationMs };
+    return { missed, appended: appended.length, registered, registrationMs, commitsDuringRegistration };
   }
 
   test('two connections register one view at once: it is registered once, with every existing stream', async () => {
@@ -1665,7 +1694,7 @@ describe('views registered while appends run', () => {
         },
       );
       registration.catch(() => {});
-      const deadline = Date.now() + 10_000;
+      const deadline = Date.now() + budget(10_000);
       while (!settled && !outcome) {
         const [row] = await db.sql<{ waiting: boolean }[]>`
           SELECT coalesce(wait_event_type = 'Lock', false) AS waiting FROM pg_stat_activity WHERE pid = ${pid}`;
@@ -1703,15 +1732,18 @@ describe('views registered while appends run', () => {
   });
 
   test('under load: two registrations of one view while eight writers append finish, and leave no stream behind', async () => {
-    const { missed, appended, registered, registrationMs } = await registerDuringAppends({
-      holdMs: 20,
-      writers: 8,
-      registrationTimeoutMs: 15_000,
-    });
-    expect(appended).toBeGreaterThan(20);
-    expect(registered, `the registrations did not finish in ${registrationMs} ms while appends ran`).toBe(
-      true,
+    const starvationBound = 8 * 25;
+    const { missed, appended, registered, registrationMs, commitsDuringRegistration } =
+      await registerDuringAppends({ holdMs: 20, writers: 8, starvationBound });
+    console.log(
+      `registrations: ${registrationMs} ms, ${commitsDuringRegistration} writer transactions meanwhile; ${appended} new streams, ${missed.length} left behind`,
     );
+    // Two new streams per writer before the registrations, one after (at least): counted, not hoped for.
+    expect(appended).toBeGreaterThan(20);
+    expect(
+      registered,
+      `the registrations did not finish while the writers committed ${commitsDuringRegistration} transactions (${registrationMs} ms)`,
+    ).toBe(true);
     expect(
       missed,
       `${missed.length} streams have no lock row for the view, or one behind their head`,

@@ -1,10 +1,16 @@
 import type { ViteUserConfig } from 'vitest/config';
 
 export interface FstoreVitestOptions {
-  /** The package's global setup file (it prepares the template database). */
-  globalSetup: string;
+  /** The package's global setup file (it prepares the template database); none for a package without a server. */
+  globalSetup?: string;
   /** Which files: the fast suite, `*.test.ts` (default), or the slow scenario suite, `*.scenario.ts`. */
   suite?: 'unit' | 'scenarios';
 }
 
-export declare function fstoreVitestConfig(options: FstoreVitestOptions): ViteUserConfig;
+/** How many packages turbo tests at once (turbo.json's `"concurrency": "50%"`): half the cores, at least one. */
+export declare const packagesAtOnce: number;
+
+/** How many test files one package runs at once: 1.5 times its share of the cores (`FSTORE_TEST_WORKERS` overrides it). */
+export declare const testWorkers: number;
+
+export declare function fstoreVitestConfig(options?: FstoreVitestOptions): ViteUserConfig;
