@@ -8,26 +8,27 @@
  *
  */
 import { randomUUID } from 'node:crypto';
-import { createEventStore, databaseError, defineEvents, event } from '@fstore/store';
+import { createEventStore, defineEvents, event } from '@fstore/store';
+import { databaseError } from '@fstore/store/internal';
 import { createTestDatabase } from '@fstore/test-harness';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { LeaseLostError } from './errors.js';
 import {
-  ack,
+  ackEvent,
   ackEvents,
   ackLeases,
   discardParkedEvent,
   failEvent,
   leaseEvents,
-  nack,
+  nackEvent,
   registerView,
   releaseLease,
   renewLease,
   resetView,
   retryParkedEvent,
-  scheduleNack,
+  scheduleNackEvent,
   setWakeups,
   streamEvents,
 } from './functions.js';
@@ -70,7 +71,7 @@ beforeAll(async () => {
   fixture.offsets = await appendStream(fixture.stream, 3);
   [fixture.otherOffset] = (await appendStream(fixture.other, 1)) as [number];
   await registerView(db, fixture.view, { startAt: new Date(0) });
-  const leased = await leaseEvents(db, fixture.view, { streams: 100, eventsPerStream: 1, lockSeconds: 300 });
+  const leased = await leaseEvents(db, fixture.view, { streams: 100, eventsPerStream: 1, leaseSeconds: 300 });
   fixture.lease = leased.find((row) => row.deciderId === fixture.stream)?.leaseId as string;
 });
 
@@ -111,73 +112,81 @@ describe('the wrappers refuse bad input through the SQL: clear SQLSTATE, nothing
     ['registerView: a null name', () => registerView(db, null as unknown as string), '23502'],
     [
       'registerView: a lease length of 0 seconds',
-      () => registerView(db, `v-${randomUUID()}`, { lockTimeoutS: 0 }),
+      () => registerView(db, `v-${randomUUID()}`, { leaseSeconds: 0 }),
       '23514',
     ],
     [
       'registerView: a negative lease length',
-      () => registerView(db, `v-${randomUUID()}`, { lockTimeoutS: -5 }),
+      () => registerView(db, `v-${randomUUID()}`, { leaseSeconds: -5 }),
       '23514',
     ],
     [
       'registerView: a fractional lease length',
-      () => registerView(db, `v-${randomUUID()}`, { lockTimeoutS: 1.5 }),
+      () => registerView(db, `v-${randomUUID()}`, { leaseSeconds: 1.5 }),
       '22P02',
     ],
     [
       'registerView: NaN seconds',
-      () => registerView(db, `v-${randomUUID()}`, { lockTimeoutS: Number.NaN }),
+      () => registerView(db, `v-${randomUUID()}`, { leaseSeconds: Number.NaN }),
       '22P02',
     ],
     [
       'registerView: a negative polling delay',
-      () => registerView(db, `v-${randomUUID()}`, { pollingDelayMs: -1 }),
+      () => registerView(db, `v-${randomUUID()}`, { pollIntervalMs: -1 }),
       '23514',
     ],
     [
       'registerView: an infinite polling delay',
-      () => registerView(db, `v-${randomUUID()}`, { pollingDelayMs: Infinity }),
+      () => registerView(db, `v-${randomUUID()}`, { pollIntervalMs: Infinity }),
       '22P02',
     ],
     ['streamEvents: a negative limit', () => streamEvents(db, fixture.view, -1), '22023'],
-    ['streamEvents: 0 lock seconds', () => streamEvents(db, fixture.view, 1, 0), '22023'],
+    ['streamEvents: 0 lease seconds', () => streamEvents(db, fixture.view, 1, 0), '22023'],
     ['streamEvents: a limit beyond int', () => streamEvents(db, fixture.view, 2 ** 31), '22003'],
     ['streamEvents: a fractional limit', () => streamEvents(db, fixture.view, 1.5), '22P02'],
     [
       'leaseEvents: a negative stream count',
-      () => leaseEvents(db, fixture.view, { streams: -1, eventsPerStream: 1, lockSeconds: 5 }),
+      () => leaseEvents(db, fixture.view, { streams: -1, eventsPerStream: 1, leaseSeconds: 5 }),
       '22023',
     ],
     [
       'leaseEvents: 0 events per stream',
-      () => leaseEvents(db, fixture.view, { streams: 1, eventsPerStream: 0, lockSeconds: 5 }),
+      () => leaseEvents(db, fixture.view, { streams: 1, eventsPerStream: 0, leaseSeconds: 5 }),
       '22023',
     ],
     [
-      'leaseEvents: 0 lock seconds',
-      () => leaseEvents(db, fixture.view, { streams: 1, eventsPerStream: 1, lockSeconds: 0 }),
+      'leaseEvents: 0 lease seconds',
+      () => leaseEvents(db, fixture.view, { streams: 1, eventsPerStream: 1, leaseSeconds: 0 }),
       '22023',
     ],
     [
-      'leaseEvents: lock seconds beyond int',
-      () => leaseEvents(db, fixture.view, { streams: 1, eventsPerStream: 1, lockSeconds: 2 ** 31 }),
+      'leaseEvents: lease seconds beyond int',
+      () => leaseEvents(db, fixture.view, { streams: 1, eventsPerStream: 1, leaseSeconds: 2 ** 31 }),
       '22003',
     ],
     [
       'leaseEvents: NaN streams',
-      () => leaseEvents(db, fixture.view, { streams: Number.NaN, eventsPerStream: 1, lockSeconds: 5 }),
+      () => leaseEvents(db, fixture.view, { streams: Number.NaN, eventsPerStream: 1, leaseSeconds: 5 }),
       '22P02',
     ],
-    ['ack: an offset of no event', () => ack(db, fixture.view, fixture.stream, 999_999_999), '22023'],
     [
-      "ack: an offset of another stream's event",
-      () => ack(db, fixture.view, fixture.stream, fixture.otherOffset),
+      'ackEvent: an offset of no event',
+      () => ackEvent(db, fixture.view, fixture.stream, 999_999_999),
       '22023',
     ],
-    ['scheduleNack: a negative delay', () => scheduleNack(db, fixture.view, fixture.stream, -1), '22023'],
     [
-      'scheduleNack: 10^16 ms, beyond any timestamp',
-      () => scheduleNack(db, fixture.view, fixture.stream, 1e16),
+      "ackEvent: an offset of another stream's event",
+      () => ackEvent(db, fixture.view, fixture.stream, fixture.otherOffset),
+      '22023',
+    ],
+    [
+      'scheduleNackEvent: a negative delay',
+      () => scheduleNackEvent(db, fixture.view, fixture.stream, -1),
+      '22023',
+    ],
+    [
+      'scheduleNackEvent: 10^16 ms, beyond any timestamp',
+      () => scheduleNackEvent(db, fixture.view, fixture.stream, 1e16),
       '22008',
     ],
     ['ackEvents: an offset of no event', () => ackEvents(db, lease(), 999_999_999), '22023'],
@@ -295,7 +304,7 @@ describe('the wrappers refuse bad input through the SQL: clear SQLSTATE, nothing
   test('the largest safe integer of milliseconds (285,000 years) is accepted: the stream is held until a year JavaScript cannot show', async () => {
     const view = `view-${randomUUID()}`;
     await registerView(db, view, { startAt: new Date(0) });
-    const [held] = await scheduleNack(db, view, fixture.stream, Number.MAX_SAFE_INTEGER);
+    const [held] = await scheduleNackEvent(db, view, fixture.stream, Number.MAX_SAFE_INTEGER);
     // Beyond JavaScript's last date (year 275760): the decoded lock says Invalid Date.
     expect(Number.isNaN(held?.lockedUntil.getTime())).toBe(true);
     const [row] = await database.sql`
@@ -303,10 +312,10 @@ describe('the wrappers refuse bad input through the SQL: clear SQLSTATE, nothing
     expect(row?.year).toBeGreaterThan(280_000);
   });
 
-  test("fstore-sql's ack and nack answer an unknown view with no row, not an error; nothing changes", async () => {
+  test("fstore-sql's ackEvent and nackEvent answer an unknown view with no row, not an error; nothing changes", async () => {
     const before = await contents();
-    expect(await ack(db, `no-such-${randomUUID()}`, fixture.stream, first())).toEqual([]);
-    expect(await nack(db, `no-such-${randomUUID()}`, fixture.stream)).toEqual([]);
+    expect(await ackEvent(db, `no-such-${randomUUID()}`, fixture.stream, first())).toEqual([]);
+    expect(await nackEvent(db, `no-such-${randomUUID()}`, fixture.stream)).toEqual([]);
     expect(await contents()).toEqual(before);
   });
 });
@@ -317,11 +326,11 @@ describe('acknowledgements that come late', () => {
     const id = `task-${randomUUID()}`;
     await registerView(db, view, { startAt: new Date(0) });
     const offsets = await appendStream(id, 2);
-    const [a] = await leaseEvents(db, view, { streams: 100, eventsPerStream: 1, lockSeconds: 300 }).then(
+    const [a] = await leaseEvents(db, view, { streams: 100, eventsPerStream: 1, leaseSeconds: 300 }).then(
       (rows) => rows.filter((row) => row.deciderId === id),
     );
     await database.sql`UPDATE locks SET locked_until = now() - interval '1 second' WHERE view = ${view} AND decider_id = ${id}`;
-    const [b] = await leaseEvents(db, view, { streams: 100, eventsPerStream: 2, lockSeconds: 300 }).then(
+    const [b] = await leaseEvents(db, view, { streams: 100, eventsPerStream: 2, leaseSeconds: 300 }).then(
       (rows) => rows.filter((row) => row.deciderId === id),
     );
     expect(b?.leaseId).not.toBe(a?.leaseId);
@@ -358,7 +367,7 @@ describe('names: quotes, separators, control characters, unicode', () => {
       await registerView(db, view, { startAt: new Date(0) });
       const [offset] = await appendStream(id, 1);
       const [row] = (
-        await leaseEvents(db, view, { streams: 1000, eventsPerStream: 1, lockSeconds: 30 })
+        await leaseEvents(db, view, { streams: 1000, eventsPerStream: 1, leaseSeconds: 30 })
       ).filter((r) => r.deciderId === id);
       const acked = await ackEvents(
         db,
@@ -375,7 +384,7 @@ describe('names: quotes, separators, control characters, unicode', () => {
     await registerView(db, view, { startAt: new Date(0) });
     const [offset] = await appendStream(id, 1);
     const [row] = (
-      await leaseEvents(db, view, { streams: 1000, eventsPerStream: 1, lockSeconds: 30 })
+      await leaseEvents(db, view, { streams: 1000, eventsPerStream: 1, leaseSeconds: 30 })
     ).filter((r) => r.deciderId === id);
     return ackLeases(db, view, [
       { deciderId: id, leaseId: row?.leaseId as string, offset: offset as number },

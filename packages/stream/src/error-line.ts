@@ -6,7 +6,8 @@
  * network codes (ECONNREFUSED, ENOTFOUND, ETIMEDOUT, …), postgres.js' own (CONNECT_TIMEOUT, CONNECTION_CLOSED, …),
  * parseArgs' (ERR_PARSE_ARGS_*). A message is shown, never read.
  */
-import { type Database, databaseError, FstoreError, queryRows } from '@fstore/store';
+import { type Database, FstoreError } from '@fstore/store';
+import { databaseError, queryRows } from '@fstore/store/internal';
 import { sql } from 'drizzle-orm';
 
 const runMigrations =

@@ -1,4 +1,5 @@
-import { databaseError, FstoreError } from '@fstore/store';
+import { FstoreError } from '@fstore/store';
+import { databaseError } from '@fstore/store/internal';
 
 /**
  * The lease on a stream is no longer held: it expired and another consumer took the stream, or the view was

@@ -1,7 +1,7 @@
 /**
- * The streaming SQL functions, one small typed wrapper each. fstore-sql's own (`register_view`, `stream_events`,
- * `ack_event`, `nack_event`, `schedule_nack_event`) are `registerView`, `streamEvents`, `ack`, `nack` and
- * `scheduleNack`; the rest are named after their function in camelCase.
+ * The streaming SQL functions, one small typed wrapper each, named after its function in camelCase (`ack_event` is
+ * `ackEvent`, `ack_events` is `ackEvents`). Durations are `leaseSeconds` and `pollIntervalMs` whatever fstore-sql
+ * calls the parameter (`lock_timeout_s`, `lock_seconds`, `pooling_delay_ms`).
  */
 import {
   type Event,
@@ -12,7 +12,8 @@ import {
   type View,
   views,
 } from '@fstore/schema';
-import { type Database, decodeEventRow, queryRows, rowDecoder } from '@fstore/store';
+import type { Database } from '@fstore/store';
+import { decodeEventRow, queryRows, rowDecoder } from '@fstore/store/internal';
 import { sql } from 'drizzle-orm';
 import { TransactionLostError, toLeaseError } from './errors.js';
 
@@ -26,9 +27,13 @@ const asTimestamp = (date: Date) => sql`${date.toISOString()}::timestamptz::time
 export interface RegisterViewOptions {
   /** Where reading starts: events created at or after it. Default: now. */
   startAt?: Date;
-  /** How long a lease lasts, in seconds. Default 300. */
+  /** How long a lease lasts, in seconds (`lock_timeout_s`). Default 300. */
+  leaseSeconds?: number;
+  /** The polling delay workers use when idle, in milliseconds (`pooling_delay_ms`, kept exactly). */
+  pollIntervalMs?: number;
+  /** @deprecated use leaseSeconds; removed in 0.3 */
   lockTimeoutS?: number;
-  /** The polling delay workers use when idle, in milliseconds (kept exactly). */
+  /** @deprecated use pollIntervalMs; removed in 0.3 */
   pollingDelayMs?: number;
 }
 
@@ -42,31 +47,32 @@ export async function registerView(
   options: RegisterViewOptions = {},
 ): Promise<View> {
   const startAt = options.startAt ? asTimestamp(options.startAt) : sql`now()::timestamp`;
-  const { pollingDelayMs, lockTimeoutS } = options;
-  if (pollingDelayMs === undefined) {
+  const leaseSeconds = options.leaseSeconds ?? options.lockTimeoutS;
+  const pollIntervalMs = options.pollIntervalMs ?? options.pollingDelayMs;
+  if (pollIntervalMs === undefined) {
     const [row] = await queryRows(
       db,
-      sql`SELECT * FROM register_view(${view}::text, ${startAt}, ${lockTimeoutS ?? 300}::bigint)`,
+      sql`SELECT * FROM register_view(${view}::text, ${startAt}, ${leaseSeconds ?? 300}::bigint)`,
     );
     return decodeView(row ?? {});
   }
-  const inMilliseconds = sql`SELECT * FROM register_view(${view}::text, ${pollingDelayMs}::bigint, ${startAt})`;
-  if (lockTimeoutS === undefined) {
+  const inMilliseconds = sql`SELECT * FROM register_view(${view}::text, ${pollIntervalMs}::bigint, ${startAt})`;
+  if (leaseSeconds === undefined) {
     const [row] = await queryRows(db, inMilliseconds);
     return decodeView(row ?? {});
   }
   // The milliseconds form has no lease length: register, then set it, both or neither.
   return db.transaction(async (tx) => {
     await queryRows(tx, inMilliseconds);
-    return setViewLockTimeout(tx, view, lockTimeoutS);
+    return setViewLockTimeout(tx, view, leaseSeconds);
   });
 }
 
 /** `set_view_lock_timeout`: how long the view's leases last, in seconds; everything else of the view is kept. */
-export async function setViewLockTimeout(db: Database, view: string, lockTimeoutS: number): Promise<View> {
+export async function setViewLockTimeout(db: Database, view: string, leaseSeconds: number): Promise<View> {
   const [row] = await queryRows(
     db,
-    sql`SELECT * FROM set_view_lock_timeout(${view}::text, ${lockTimeoutS}::bigint)`,
+    sql`SELECT * FROM set_view_lock_timeout(${view}::text, ${leaseSeconds}::bigint)`,
   );
   return decodeView(row ?? {});
 }
@@ -76,17 +82,22 @@ export async function streamEvents(
   db: Database,
   view: string,
   limit = 1,
-  lockSeconds = 300,
+  leaseSeconds = 300,
 ): Promise<Event[]> {
   const rows = await queryRows(
     db,
-    sql`SELECT * FROM stream_events(${view}::text, ${limit}::int, ${lockSeconds}::int)`,
+    sql`SELECT * FROM stream_events(${view}::text, ${limit}::int, ${leaseSeconds}::int)`,
   );
   return rows.map(decodeEventRow);
 }
 
 /** `ack_event`: the view handled the stream up to `offset`: move on and release it. */
-export async function ack(db: Database, view: string, deciderId: string, offset: number): Promise<Lock[]> {
+export async function ackEvent(
+  db: Database,
+  view: string,
+  deciderId: string,
+  offset: number,
+): Promise<Lock[]> {
   const rows = await queryRows(
     db,
     sql`SELECT * FROM ack_event(${view}::text, ${deciderId}::text, ${offset}::bigint)`,
@@ -95,13 +106,13 @@ export async function ack(db: Database, view: string, deciderId: string, offset:
 }
 
 /** `nack_event`: release the stream; its next event is delivered again. */
-export async function nack(db: Database, view: string, deciderId: string): Promise<Lock[]> {
+export async function nackEvent(db: Database, view: string, deciderId: string): Promise<Lock[]> {
   const rows = await queryRows(db, sql`SELECT * FROM nack_event(${view}::text, ${deciderId}::text)`);
   return rows.map(decodeLock);
 }
 
 /** `schedule_nack_event`: release the stream after `milliseconds`. */
-export async function scheduleNack(
+export async function scheduleNackEvent(
   db: Database,
   view: string,
   deciderId: string,
@@ -117,15 +128,24 @@ export async function scheduleNack(
 /** An event leased by `leaseEvents`, with its stream's lease token and failed deliveries so far. */
 export type LeasedEvent = Event & { leaseId: string; attempts: number };
 
+export type LeaseEventsOptions = { streams: number; eventsPerStream: number } & (
+  | { leaseSeconds: number }
+  | {
+      /** @deprecated use leaseSeconds; removed in 0.3 */
+      lockSeconds: number;
+    }
+);
+
 /** `lease_events`: leases up to `streams` streams and returns up to `eventsPerStream` unread events of each. */
 export async function leaseEvents(
   db: Database,
   view: string,
-  options: { streams: number; eventsPerStream: number; lockSeconds: number },
+  options: LeaseEventsOptions,
 ): Promise<LeasedEvent[]> {
+  const leaseSeconds = 'leaseSeconds' in options ? options.leaseSeconds : options.lockSeconds;
   const rows = await queryRows(
     db,
-    sql`SELECT * FROM lease_events(${view}::text, ${options.streams}::int, ${options.eventsPerStream}::int, ${options.lockSeconds}::int)`,
+    sql`SELECT * FROM lease_events(${view}::text, ${options.streams}::int, ${options.eventsPerStream}::int, ${leaseSeconds}::int)`,
   );
   return rows.map((row) => ({
     ...decodeEventRow(row),
@@ -205,11 +225,11 @@ export async function ackLeases(
 export async function renewLease(
   db: Database,
   lease: { view: string; deciderId: string; leaseId: string },
-  lockSeconds: number,
+  leaseSeconds: number,
 ): Promise<boolean> {
   const [row] = await queryRows(
     db,
-    sql`SELECT renew_lease(${lease.view}::text, ${lease.deciderId}::text, ${lease.leaseId}::uuid, ${lockSeconds}::int) AS held`,
+    sql`SELECT renew_lease(${lease.view}::text, ${lease.deciderId}::text, ${lease.leaseId}::uuid, ${leaseSeconds}::int) AS held`,
   );
   return row?.held === true;
 }

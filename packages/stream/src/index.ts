@@ -1,3 +1,4 @@
+export * from './deprecated.js';
 export {
   checkInstalled,
   describeFailure,
@@ -9,7 +10,7 @@ export {
 } from './error-line.js';
 export { LeaseLostError, TransactionLostError } from './errors.js';
 export {
-  ack,
+  ackEvent,
   ackEvents,
   ackLeases,
   batchMarker,
@@ -19,14 +20,14 @@ export {
   type LeasedEvent,
   leaseEvents,
   listParkedEvents,
-  nack,
+  nackEvent,
   type RegisterViewOptions,
   registerView,
   releaseLease,
   renewLease,
   resetView,
   retryParkedEvent,
-  scheduleNack,
+  scheduleNackEvent,
   setWakeups,
   streamEvents,
   type ViewStatus,

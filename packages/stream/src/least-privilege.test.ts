@@ -9,7 +9,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { createEventStore, databaseError, defineEvents, event } from '@fstore/store';
+import { createEventStore, defineEvents, event } from '@fstore/store';
+import { databaseError } from '@fstore/store/internal';
 import { createTestDatabase, withDatabase } from '@fstore/test-harness';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
@@ -169,7 +170,7 @@ describe('a projection worker as a user of the application role', () => {
 
   test('rebuilds the read model, and registers a view with both a polling delay and a lease length', async () => {
     const view = `view-${randomUUID()}`;
-    await registerView(appDb, view, { pollingDelayMs: 250, lockTimeoutS: 45 });
+    await registerView(appDb, view, { pollIntervalMs: 250, leaseSeconds: 45 });
     const [registered] = (await appDb.execute(
       sql`SELECT lock_timeout_s::int AS s, pooling_delay_ms::int AS ms FROM views WHERE view = ${view}`,
     )) as unknown as { s: number; ms: number }[];
@@ -242,7 +243,7 @@ describe('a user of the read-only role', () => {
     const view = `view-${randomUUID()}`;
     const failures = await Promise.all([
       registerView(readerDb, view).catch((error: unknown) => error),
-      leaseEvents(readerDb, view, { streams: 1, eventsPerStream: 1, lockSeconds: 5 }).catch(
+      leaseEvents(readerDb, view, { streams: 1, eventsPerStream: 1, leaseSeconds: 5 }).catch(
         (error: unknown) => error,
       ),
       setWakeups(readerDb, true).catch((error: unknown) => error),

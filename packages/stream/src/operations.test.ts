@@ -33,7 +33,7 @@ test('view_status reports streams, pending, leased and stopped streams, events b
     );
   }
   // Stream a: fully handled. Stream b: leased now. Stream c: its first event parked, and the stream stopped.
-  const leased = await leaseEvents(db, view, { streams: 3, eventsPerStream: 3, lockSeconds: 60 });
+  const leased = await leaseEvents(db, view, { streams: 3, eventsPerStream: 3, leaseSeconds: 60 });
   const lease = (id: string) => {
     const row = leased.find((e) => e.deciderId === id);
     return {
@@ -123,7 +123,7 @@ test('leasing and acknowledging read only pending streams, whatever the number o
     const leased = await leaseEvents(explainedDb, view, {
       streams: 10,
       eventsPerStream: 100,
-      lockSeconds: 60,
+      leaseSeconds: 60,
     });
     for (const id of new Set(leased.map((e) => e.deciderId))) {
       const rows = leased.filter((e) => e.deciderId === id);

@@ -381,7 +381,7 @@ describe('leases', () => {
     // outside any transaction, or inside another batch's. It must not acknowledge events whose writes rolled back.
     const view = await newView();
     const appended = await appendStreams(2, 2);
-    const leased = await leaseEvents(workerDb, view, { streams: 2, eventsPerStream: 10, lockSeconds: 60 });
+    const leased = await leaseEvents(workerDb, view, { streams: 2, eventsPerStream: 10, leaseSeconds: 60 });
     const [first, second] = [...appended].map(([deciderId, offsets]) => ({
       lease: { view, deciderId, leaseId: leased.find((e) => e.deciderId === deciderId)?.leaseId ?? '' },
       offset: offsets.at(-1) as number,

@@ -1,0 +1,39 @@
+/** The transaction a batch runs in, ended if it outlives maxBatchSeconds and marked for its acknowledgement. */
+import { randomUUID } from 'node:crypto';
+import { queryRows } from '@fstore/store/internal';
+import { sql } from 'drizzle-orm';
+import { batchMarker } from '../functions.js';
+import type { ProjectionContext } from './context.js';
+import type { Transaction } from './types.js';
+
+/**
+ * Runs `work` in a transaction whose first statement notes its backend, for the watchdog that terminates it after
+ * maxBatchSeconds (calling `onExpired` first), and sets `batchMarker`, without which the acknowledgement refuses
+ * to run: a driver that sends it on another session acknowledges nothing (see docs/drivers.md).
+ */
+export async function guardedTransaction(
+  context: ProjectionContext,
+  work: (tx: Transaction, transactionMarker: string) => Promise<void>,
+  onExpired: () => void,
+): Promise<void> {
+  const { db, view, maxBatchSeconds, logger } = context;
+  let pid: number | undefined;
+  const watchdog = setTimeout(() => {
+    onExpired();
+    logger.error('batch outlived maxBatchSeconds; ending its session', { view, maxBatchSeconds, pid });
+    if (pid !== undefined) db.execute(sql`SELECT pg_terminate_backend(${pid})`).catch(() => {});
+  }, maxBatchSeconds * 1000);
+  try {
+    const transactionMarker = randomUUID();
+    await db.transaction(async (tx) => {
+      const [row] = await queryRows(
+        tx,
+        sql`SELECT pg_backend_pid() AS pid, set_config(${batchMarker}, ${transactionMarker}, true)`,
+      );
+      pid = Number(row?.pid);
+      await work(tx as Transaction, transactionMarker);
+    });
+  } finally {
+    clearTimeout(watchdog);
+  }
+}

@@ -1,0 +1,84 @@
+import type { Database, DeciderEvents, EventDefinitions, EventOf, StoredEvent } from '@fstore/store';
+import type { Logger, ProjectionMetrics } from '../observability.js';
+
+/** The events a projection reads: the union of the events of the deciders it declares. */
+export type ProjectedEvent<TDeciders extends readonly DeciderEvents<EventDefinitions>[]> = StoredEvent<
+  EventOf<TDeciders[number]>
+>;
+
+/** A Drizzle transaction, as handed to a handler. */
+export type Transaction = Parameters<Parameters<Database['transaction']>[0]>[0];
+
+export interface HandlerContext {
+  view: string;
+  /** 1 for a first delivery; more when earlier deliveries of this event failed. */
+  attempt: number;
+  /** Aborted when the worker stops or the lease is lost: a long handler should give up. */
+  signal: AbortSignal;
+}
+
+export interface ProjectionOptions<TDeciders extends readonly DeciderEvents<EventDefinitions>[]> {
+  /** A Drizzle database (postgres.js or PGlite) with a pool large enough for `concurrency` transactions. */
+  db: Database;
+  /** The view's name. It is registered at start if it does not exist yet (see `startAt`). */
+  view: string;
+  /**
+   * The deciders whose events the handler reads. Events of other deciders are acknowledged without a call; an
+   * event of a declared decider that the declaration cannot read fails like a throwing handler (and is parked).
+   */
+  events: TDeciders;
+  /** Handles one event; its writes through `tx` commit together with the acknowledgement. */
+  handle(event: ProjectedEvent<TDeciders>, tx: Transaction, context: HandlerContext): Promise<void> | void;
+  /** Streams handled at once by this worker. Default 4. */
+  concurrency?: number;
+  /** Events leased per stream at once (one transaction, one acknowledgement). Default 100. */
+  batchSize?: number;
+  /**
+   * Streams handled in one transaction, when their batches are small (one event each, say): one transaction and
+   * one acknowledgement for them all. If any of them fails, each is handled again on its own. Default 20.
+   */
+  streamsPerTransaction?: number;
+  /** Lease length in seconds; renewed every third of it while a batch runs. Default 30. */
+  leaseSeconds?: number;
+  /**
+   * The longest a batch's transaction may run, in seconds: past it the worker ends the transaction's session, so a
+   * hung handler or driver cannot hold a stream for ever; the stream is delivered again. Default 600.
+   */
+  maxBatchSeconds?: number;
+  /** Longest wait between polls when idle. Default: the view's registered polling delay, else 1000 ms. */
+  pollIntervalMs?: number;
+  /** Where a view created by this worker starts reading. Default: the beginning of the log. */
+  startAt?: Date;
+  /** Deliveries of one event before it is parked. Default 5. */
+  maxAttempts?: number;
+  /** Retry delays: `initialMs` doubled per attempt up to `maxMs`, with jitter. Default 200 ms to 60 s. */
+  backoff?: { initialMs?: number; maxMs?: number };
+  /** What parking does to the stream: move on past the event (default), or stop at it until an operator acts. */
+  onParked?: 'continue' | 'stop';
+  /** Listen for NOTIFY wake-ups (when the database sends them; see set_wakeups). Default true. */
+  wakeups?: boolean;
+  logger?: Logger;
+  metrics?: ProjectionMetrics;
+}
+
+export interface ProjectionStats {
+  handled: number;
+  failed: number;
+  parked: number;
+  leaseLost: number;
+  polls: number;
+}
+
+export interface Projection {
+  readonly view: string;
+  readonly stats: Readonly<ProjectionStats>;
+  /** Starts polling (registering the view first if needed). Resolves once running. */
+  start(): Promise<void>;
+  /**
+   * Stops leasing, lets in-flight batches finish (up to `timeoutMs`, default 10 s; then signals them to abort),
+   * and stops listening. Resolves within about `timeoutMs`.
+   */
+  stop(options?: { timeoutMs?: number }): Promise<void>;
+  /** Resolves at the next moment the worker has nothing leased and the last poll found nothing (for tests, tools). */
+  idle(): Promise<void>;
+}

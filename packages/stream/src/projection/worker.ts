@@ -1,0 +1,171 @@
+/**
+ * A projection worker: leases streams of a view and hands their events, in order, to a handler with a Drizzle
+ * transaction that also acknowledges them, so a read model in the same database sees each event exactly once;
+ * handlers with outside effects get at-least-once delivery and the event id to deduplicate on. Any number of
+ * workers, in any number of processes, share a view. See docs/operations.md.
+ */
+import { views } from '@fstore/schema';
+import type { DeciderEvents, EventDefinitions } from '@fstore/store';
+import { eq } from 'drizzle-orm';
+import { type LeasedEvent, leaseEvents, registerView } from '../functions.js';
+import { listenForWakeups, type Wakeups } from '../wakeups.js';
+import { groupByStream, processTransaction, transactionGroups } from './batching.js';
+import { type AnyDeciders, describeError, type ProjectionContext, projectionContext } from './context.js';
+import { handleParkedRetry } from './parked-events.js';
+import type { Projection, ProjectionOptions } from './types.js';
+
+/** Creates a projection worker. Call `start()`; call `stop()` on shutdown. */
+export function createProjection<const TDeciders extends readonly DeciderEvents<EventDefinitions>[]>(
+  options: ProjectionOptions<TDeciders>,
+): Projection {
+  const stopping = new AbortController();
+  const context = projectionContext(options as unknown as ProjectionOptions<AnyDeciders>, stopping.signal);
+  const { db, view, logger, stats } = context;
+
+  let running = false;
+  let loop: Promise<void> | undefined;
+  let wakeups: Wakeups | undefined;
+  let wake: (() => void) | undefined;
+  let woken = false;
+  const inFlight = new Set<Promise<void>>();
+  let idleWaiters: (() => void)[] = [];
+
+  /** Waits `ms`, or less if woken (a wake-up that came while no one waited ends the next wait at once). */
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      if (woken || !running) {
+        woken = false;
+        resolve();
+        return;
+      }
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        wake = undefined;
+        woken = false;
+        resolve();
+      }
+      wake = done;
+    });
+  const wakeUp = () => {
+    if (wake) wake();
+    else woken = true;
+  };
+
+  async function run() {
+    const ceiling = await pollIntervalCeiling(context);
+    let idleDelay = Math.min(25, ceiling);
+    let errorDelay = 100;
+    while (running) {
+      const free = context.concurrency - inFlight.size;
+      if (free <= 0) {
+        await Promise.race(inFlight);
+        continue;
+      }
+      let leased: LeasedEvent[];
+      try {
+        stats.polls++;
+        leased = await leaseEvents(db, view, {
+          streams: free * context.streamsPerTransaction,
+          eventsPerStream: context.batchSize,
+          leaseSeconds: context.leaseSeconds,
+        });
+        errorDelay = 100;
+      } catch (error) {
+        // The database went away, or refused: back off, keep our place (the leases and positions are in SQL).
+        logger.warn('leasing failed; retrying', { view, error: describeError(error), retryInMs: errorDelay });
+        await sleep(errorDelay);
+        errorDelay = Math.min(errorDelay * 2, 30_000);
+        continue;
+      }
+      for (const group of transactionGroups(groupByStream(view, leased), free)) {
+        // A finished batch frees a slot and its stream may have more events: poll again at once.
+        const work = processTransaction(context, group).finally(() => {
+          inFlight.delete(work);
+          wakeUp();
+        });
+        inFlight.add(work);
+      }
+      if (leased.length > 0) {
+        idleDelay = Math.min(25, ceiling);
+        continue; // a backlog: poll again at once (for the slots still free)
+      }
+      try {
+        if (await handleParkedRetry(context)) continue;
+      } catch (error) {
+        logger.warn('retrying a parked event failed', { view, error: describeError(error) });
+      }
+      if (inFlight.size === 0) {
+        for (const resolve of idleWaiters) resolve();
+        idleWaiters = [];
+      }
+      await Promise.race([sleep(idleDelay), ...(inFlight.size > 0 ? [Promise.race(inFlight)] : [])]);
+      idleDelay = Math.min(idleDelay * 2, ceiling);
+    }
+  }
+
+  return {
+    view,
+    stats,
+    async start() {
+      if (running) return;
+      await ensureRegistered(context);
+      running = true;
+      if (context.wakeups) {
+        wakeups = await listenForWakeups(db, wakeUp, logger);
+      }
+      loop = run().catch((error) => {
+        logger.error('projection loop stopped', { view, error: describeError(error) });
+      });
+    },
+    async stop({ timeoutMs = 10_000 } = {}) {
+      if (!running && !loop) return;
+      running = false;
+      wakeUp();
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), timeoutMs);
+      });
+      const finished = await Promise.race([
+        Promise.allSettled([loop, ...inFlight]).then(() => 'done' as const),
+        timeout,
+      ]);
+      if (finished === 'timeout') {
+        stopping.abort();
+        logger.warn('stopping: in-flight batches did not finish in time; their leases will expire', { view });
+      }
+      clearTimeout(timer);
+      await wakeups?.close();
+      wakeups = undefined;
+      loop = undefined;
+    },
+    idle() {
+      return new Promise<void>((resolve) => idleWaiters.push(resolve));
+    },
+  };
+}
+
+/** The longest idle wait: the option, else the view's registered polling delay, else 1000 ms. */
+async function pollIntervalCeiling({ db, view, pollIntervalMs }: ProjectionContext): Promise<number> {
+  if (pollIntervalMs !== undefined) return pollIntervalMs;
+  const [row] = await db
+    .select({ ms: views.poolingDelayMs, s: views.poolingDelayS })
+    .from(views)
+    .where(eq(views.view, view));
+  return row?.ms ?? (row?.s != null ? row.s * 1000 : 1000);
+}
+
+/** Registers the view, starting at `startAt`, unless it exists. */
+async function ensureRegistered({
+  db,
+  view,
+  startAt,
+  leaseSeconds,
+  logger,
+}: ProjectionContext): Promise<void> {
+  const [existing] = await db.select({ view: views.view }).from(views).where(eq(views.view, view));
+  if (!existing) {
+    await registerView(db, view, { startAt, leaseSeconds });
+    logger.info('registered view', { view });
+  }
+}
