@@ -11,21 +11,16 @@ import { type RestartableServer, startRestartableServer, withDatabase } from '@f
 import { drizzle } from 'drizzle-orm/postgres-js';
 import postgres from 'postgres';
 import { afterAll, afterEach, beforeAll, beforeEach, expect, onTestFailed, test } from 'vitest';
+import { produce } from './test-support/event-production.js';
 import {
   caughtUp,
-  counterEvents,
-  createReadModel,
   describeView,
   inspectLog,
   inspectReadModel,
-  produce,
-  sleep,
-  startWorker,
-  stopWorker,
-  type WorkerProcess,
   waitUntil,
-  workerLogs,
-} from './test-support/scenarios.js';
+} from './test-support/invariants.js';
+import { startWorker, stopWorker, type WorkerProcess, workerLogs } from './test-support/process-control.js';
+import { counterEvents, createReadModel, sleep } from './test-support/scenario-fixtures.js';
 
 let server: RestartableServer;
 let workers: WorkerProcess[] = [];

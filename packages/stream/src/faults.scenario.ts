@@ -15,21 +15,11 @@
 import { randomUUID } from 'node:crypto';
 import { expect, test } from 'vitest';
 import { type CutAcknowledgement, startCommitCuttingProxy } from './test-support/commit-cutting-proxy.js';
+import { produce } from './test-support/event-production.js';
+import { checkInvariants, cleanReport, waitForViews, waitUntil } from './test-support/invariants.js';
+import { stopWorker, type WorkerProcess, workerLogs } from './test-support/process-control.js';
+import { sleep, streamIds, withApplicationName, withTimeout } from './test-support/scenario-fixtures.js';
 import { producerApplicationName, useScenarioHarness } from './test-support/scenario-harness.js';
-import {
-  checkInvariants,
-  cleanReport,
-  produce,
-  sleep,
-  stopWorker,
-  streamIds,
-  type WorkerProcess,
-  waitForViews,
-  waitUntil,
-  withApplicationName,
-  withTimeout,
-  workerLogs,
-} from './test-support/scenarios.js';
 
 const harness = useScenarioHarness();
 const logs = () => workerLogs(harness.workers);

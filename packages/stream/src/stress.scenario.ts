@@ -24,16 +24,10 @@ import {
   StreamClosedError,
 } from '@fstore/store';
 import { expect, test } from 'vitest';
+import { checkInvariants, cleanReport, waitForViews } from './test-support/invariants.js';
+import { stopWorker, workerLogs } from './test-support/process-control.js';
+import { type counterEvents, sleep } from './test-support/scenario-fixtures.js';
 import { useScenarioHarness } from './test-support/scenario-harness.js';
-import {
-  checkInvariants,
-  cleanReport,
-  type counterEvents,
-  sleep,
-  stopWorker,
-  waitForViews,
-  workerLogs,
-} from './test-support/scenarios.js';
 
 const harness = useScenarioHarness();
 

@@ -8,23 +8,22 @@ import { createEventStore } from '@fstore/store';
 import { createTestDatabase, type TestDatabase } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterEach, beforeEach, expect, onTestFailed, test } from 'vitest';
+import { produce } from './test-support/event-production.js';
 import {
   caughtUp,
-  counterEvents,
-  createReadModel,
   describeView,
   inspectReadModel,
-  produce,
   type ReadModelReport,
-  sleep,
+  waitUntil,
+} from './test-support/invariants.js';
+import {
   startWorker,
   stopWorker,
-  streamIds,
   type WorkerOptions,
   type WorkerProcess,
-  waitUntil,
   workerLogs,
-} from './test-support/scenarios.js';
+} from './test-support/process-control.js';
+import { counterEvents, createReadModel, sleep, streamIds } from './test-support/scenario-fixtures.js';
 
 let workers: WorkerProcess[] = [];
 let databases: TestDatabase[] = [];

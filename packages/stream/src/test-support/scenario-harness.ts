@@ -1,22 +1,16 @@
 /**
  * The hooks a scenario file (faults.scenario.ts, stress.scenario.ts) shares: a database of each test's own with the
  * read models and a Counter store, the worker processes the test starts (SIGKILLed after it if still alive, their
- * logs printed when it fails), and whatever else it asks to close. Kept apart from scenarios.ts, which the worker
- * processes import too and which must not import vitest.
+ * logs printed when it fails), and whatever else it asks to close. Kept apart from the modules worker processes
+ * import, which must not import vitest.
  */
 import { createEventStore, type EventStore } from '@fstore/store';
 import { createTestDatabase, type TestDatabase } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import type postgres from 'postgres';
 import { afterEach, beforeEach, onTestFailed } from 'vitest';
-import {
-  counterEvents,
-  createReadModel,
-  startWorker,
-  type WorkerOptions,
-  type WorkerProcess,
-  workerLogs,
-} from './scenarios.js';
+import { startWorker, type WorkerOptions, type WorkerProcess, workerLogs } from './process-control.js';
+import { counterEvents, createReadModel } from './scenario-fixtures.js';
 
 export interface ScenarioDatabase {
   database: TestDatabase;

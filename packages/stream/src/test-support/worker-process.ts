@@ -23,7 +23,7 @@ import { drizzle } from 'drizzle-orm/postgres-js';
 import postgres from 'postgres';
 import { jsonLogger } from '../observability.js';
 import { createProjection } from '../projection.js';
-import { counterEvents, projectCounterEvent } from './scenarios.js';
+import { counterEvents, projectCounterEvent } from './scenario-fixtures.js';
 
 function numberFromEnv(name: string, fallback: number): number {
   const value = process.env[name];
