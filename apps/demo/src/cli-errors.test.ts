@@ -4,11 +4,14 @@
  * embedded PostgreSQL that cannot start. Each failure is one line on stderr that names the problem and its fix: no
  * stack, no password. (A database without fstore is no failure here: these programs run its migrations.)
  */
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { createTestDatabase, freePort, withDatabase } from '@fstore/test-harness';
+import {
+  expectOneLine as expectLine,
+  type ProcessRun,
+  runTypeScript,
+} from '@fstore/test-harness/cli-process';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 
 const database = await createTestDatabase({ from: 'empty' });
@@ -34,41 +37,18 @@ const programs = {
 } as const;
 type Program = keyof typeof programs;
 
-const tsx = createRequire(import.meta.url).resolve('tsx');
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs a program with DATABASE_URL (none when undefined), as `pnpm demo` runs it. */
 function run(program: Program, args: string[], url: string | undefined, env: NodeJS.ProcessEnv = {}) {
   const { DATABASE_URL: _, ...inherited } = process.env;
-  return new Promise<Run>((resolve) => {
-    execFile(
-      process.execPath,
-      [
-        '--conditions=@fstore/source',
-        '--import',
-        tsx,
-        fileURLToPath(new URL(programs[program], import.meta.url)),
-        ...args,
-      ],
-      { env: { ...inherited, ...(url === undefined ? {} : { DATABASE_URL: url }), ...env } },
-      (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
-    );
+  return runTypeScript(fileURLToPath(new URL(programs[program], import.meta.url)), args, {
+    ...inherited,
+    ...(url === undefined ? {} : { DATABASE_URL: url }),
+    ...env,
   });
 }
 
-/** Exactly one line on stderr, matching `pattern`, with no stack frame and none of the secrets anywhere. */
-function expectOneLine(result: Run, code: number, pattern: RegExp, secrets: string[] = [password]) {
-  expect(result.code, result.stderr).toBe(code);
-  expect(result.stderr).toMatch(/^[^\n]+\n$/);
-  expect(result.stderr).toMatch(pattern);
-  expect(result.stderr).not.toMatch(/^\s+at /m);
-  for (const secret of secrets) expect(result.stdout + result.stderr).not.toContain(secret);
-}
+const expectOneLine = (result: ProcessRun, code: number, pattern: RegExp, secrets: string[] = [password]) =>
+  expectLine(result, code, pattern, secrets);
 
 test('--help and -h print the usage and exit 0', async () => {
   const runs = await Promise.all([
@@ -113,7 +93,7 @@ test('nothing listening at DATABASE_URL: connection refused, exit 1', async () =
   const runs = await Promise.all([run('demo', [], url), run('decider', [], url), run('projector', [], url)]);
   for (const [index, program] of (['demo', 'decider', 'projector'] as const).entries()) {
     expectOneLine(
-      runs[index] as Run,
+      runs[index] as ProcessRun,
       1,
       new RegExp(
         `^${program}: cannot connect to 127\\.0\\.0\\.1:${port} \\(connection refused\\): is PostgreSQL running, and is DATABASE_URL right\\?\n$`,
@@ -128,7 +108,7 @@ test('a wrong password: the server refused it (28P01), exit 1', async () => {
   const runs = await Promise.all([run('demo', [], url), run('decider', [], url), run('projector', [], url)]);
   for (const [index, program] of (['demo', 'decider', 'projector'] as const).entries()) {
     expectOneLine(
-      runs[index] as Run,
+      runs[index] as ProcessRun,
       1,
       new RegExp(
         `^${program}: PostgreSQL at \\S+ refused the password of user ${role} \\(28P01\\): check the user and password in DATABASE_URL\n$`,
@@ -144,7 +124,7 @@ test('a database that does not exist (3D000), exit 1', async () => {
   const runs = await Promise.all([run('demo', [], url), run('decider', [], url), run('projector', [], url)]);
   for (const [index, program] of (['demo', 'decider', 'projector'] as const).entries()) {
     expectOneLine(
-      runs[index] as Run,
+      runs[index] as ProcessRun,
       1,
       new RegExp(`^${program}: database ${missing} does not exist on \\S+ \\(3D000\\): create it`),
     );

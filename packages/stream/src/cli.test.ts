@@ -3,11 +3,14 @@
  * fstore (nothing listening, a host that does not resolve, a wrong password, a missing database, a database without
  * fstore's migrations). Each failure is one line on stderr that names the problem and its fix: no stack, no password.
  */
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { createTestDatabase, freePort, withDatabase } from '@fstore/test-harness';
+import {
+  expectOneLine as expectLine,
+  type ProcessRun,
+  runTypeScript,
+} from '@fstore/test-harness/cli-process';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 
 const migrated = await createTestDatabase();
@@ -27,34 +30,14 @@ afterAll(async () => {
   await Promise.all([migrated.drop(), empty.drop()]);
 });
 
-const tsx = createRequire(import.meta.url).resolve('tsx');
 const cli = fileURLToPath(new URL('./cli.ts', import.meta.url));
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
+function fstore(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ProcessRun> {
+  return runTypeScript(cli, args, { ...process.env, DATABASE_URL: '', ...env });
 }
 
-function fstore(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--conditions=@fstore/source', '--import', tsx, cli, ...args],
-      { env: { ...process.env, DATABASE_URL: '', ...env } },
-      (error, stdout, stderr) => resolve({ code: error ? Number(error.code) : 0, stdout, stderr }),
-    );
-  });
-}
-
-/** Exactly one line on stderr, matching `pattern`, with no stack frame and none of the secrets anywhere. */
-function expectOneLine(run: Run, code: number, pattern: RegExp, secrets: string[] = [password]) {
-  expect(run.code, run.stderr).toBe(code);
-  expect(run.stderr).toMatch(/^[^\n]+\n$/);
-  expect(run.stderr).toMatch(pattern);
-  expect(run.stderr).not.toMatch(/^\s+at /m);
-  for (const secret of secrets) expect(run.stdout + run.stderr).not.toContain(secret);
-}
+const expectOneLine = (run: ProcessRun, code: number, pattern: RegExp, secrets: string[] = [password]) =>
+  expectLine(run, code, pattern, secrets);
 
 test('--help and -h print the usage and exit 0', async () => {
   const argvs = [['--help'], ['-h'], ['status', '--help'], ['status', '-h']];
