@@ -1,12 +1,4 @@
-import { defineConfig } from 'vitest/config';
+import { fstoreVitestConfig } from '@fstore/test-harness/vitest-config';
 
-// No shared server here: each test starts the embedded PostgreSQL it is about.
-export default defineConfig({
-  test: {
-    include: ['src/**/*.test.ts'],
-    testTimeout: 120_000,
-    hookTimeout: 120_000,
-    // Every test starts real servers; two cores gain nothing from more at once.
-    maxWorkers: 2,
-  },
-});
+// No shared server here: each test starts the embedded PostgreSQL it is about, which takes longer than most tests.
+export default fstoreVitestConfig({ testBudgetMs: 120_000 });

@@ -5,6 +5,11 @@ export interface FstoreVitestOptions {
   globalSetup?: string;
   /** Which files: the fast suite, `*.test.ts` (default), or the slow scenario suite, `*.scenario.ts`. */
   suite?: 'unit' | 'scenarios';
+  /**
+   * What one test may take on a quiet machine, in milliseconds (default 60,000): the test timeout is this, scaled
+   * by how busy the machine is (budget.js); hooks get at least 120,000, scaled.
+   */
+  testBudgetMs?: number;
 }
 
 /** How many packages turbo tests at once (turbo.json's `"concurrency": "50%"`): half the cores, at least one. */

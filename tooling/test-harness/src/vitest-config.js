@@ -26,10 +26,11 @@ export const testWorkers =
 /**
  * The vitest configuration every package shares: real PostgreSQL from the package's global setup (if it has one),
  * test files in parallel (each in its own database), workspace packages resolved to their TypeScript sources.
- * Timeouts are hang detectors, scaled to how busy the machine is (budget.js); a test that needs more than a minute
- * on a quiet machine gives its own `budget(...)`, or belongs in the scenario suite.
+ * Timeouts are hang detectors, scaled to how busy the machine is (budget.js): `testBudgetMs` is what one test may
+ * take on a quiet machine (a minute unless the package says otherwise); a test that needs more than its package's
+ * gives its own `budget(...)`, or belongs in the scenario suite.
  */
-export function fstoreVitestConfig({ globalSetup, suite = 'unit' } = {}) {
+export function fstoreVitestConfig({ globalSetup, suite = 'unit', testBudgetMs = 60_000 } = {}) {
   return defineConfig({
     resolve: { conditions },
     ssr: { resolve: { conditions } },
@@ -37,8 +38,8 @@ export function fstoreVitestConfig({ globalSetup, suite = 'unit' } = {}) {
       globalSetup: globalSetup ? [globalSetup] : [],
       include: suite === 'unit' ? ['src/**/*.test.ts'] : ['src/**/*.scenario.ts'],
       exclude: ['**/node_modules/**', '**/dist/**'],
-      testTimeout: budget(60_000),
-      hookTimeout: budget(120_000),
+      testTimeout: budget(testBudgetMs),
+      hookTimeout: budget(Math.max(testBudgetMs, 120_000)),
       teardownTimeout: budget(30_000),
       maxWorkers: testWorkers,
     },
