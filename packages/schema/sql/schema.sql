@@ -3,7 +3,7 @@
 -- Generated, do not edit: `pnpm check:migrations --write-schema` regenerates it (packages/schema/src/schema-dump.test.ts),
 -- and `pnpm check:migrations` fails when it is out of step with the migrations. Not a migration: migrate() builds
 -- the schema from migrations/; this file only shows the result.
--- After the migrations 0000_tables to 0008_sql_owns_state_changes; the same text on PostgreSQL 14 to 18.
+-- After the migrations 0000_tables to 0011_drop_view_registration_gate; the same text on PostgreSQL 14 to 18.
 
 -- Tables
 
@@ -65,11 +65,14 @@ CREATE TABLE public.parked_events (
     CONSTRAINT parked_events_view_fkey FOREIGN KEY (view) REFERENCES views(view) ON DELETE CASCADE
 );
 
-CREATE TABLE public.view_registration_gate (
-    id smallint DEFAULT 1 NOT NULL,
-    generation bigint DEFAULT 0 NOT NULL,
-    CONSTRAINT view_registration_gate_one_row CHECK (id = 1),
-    CONSTRAINT view_registration_gate_pkey PRIMARY KEY (id)
+CREATE TABLE public.view_frontiers (
+    view text NOT NULL,
+    transaction_id xid8 DEFAULT '0'::xid8 NOT NULL,
+    "offset" bigint DEFAULT 0 NOT NULL,
+    floor_transaction_id xid8 DEFAULT '0'::xid8 NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT view_frontiers_pkey PRIMARY KEY (view),
+    CONSTRAINT view_frontiers_view_fkey FOREIGN KEY (view) REFERENCES views(view) ON DELETE CASCADE
 );
 
 CREATE TABLE public.views (
@@ -81,6 +84,8 @@ CREATE TABLE public.views (
     edge_function_url text,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    subscribed_deciders text[],
+    subscribed_events text[],
     CONSTRAINT views_lock_timeout_s_check CHECK (lock_timeout_s > 0),
     CONSTRAINT views_pkey PRIMARY KEY (view),
     CONSTRAINT views_pooling_delay_ms_check CHECK (pooling_delay_ms >= 0),
@@ -96,6 +101,7 @@ CREATE SEQUENCE public.events_offset_seq AS bigint OWNED BY public.events."offse
 CREATE INDEX events_decider_id_offset_idx ON public.events USING btree (decider_id, "offset");
 CREATE UNIQUE INDEX events_final_key ON public.events USING btree (decider_id, decider) WHERE final;
 CREATE UNIQUE INDEX events_first_event_key ON public.events USING btree (decider_id, decider) WHERE (previous_id IS NULL);
+CREATE INDEX events_transaction_id_offset_idx ON public.events USING btree (transaction_id, "offset");
 CREATE INDEX locks_pending_idx ON public.locks USING btree (view, locked_until, "offset") WHERE (last_offset < "offset");
 CREATE INDEX parked_events_retry_idx ON public.parked_events USING btree (view, retry_requested_at) WHERE (retry_requested_at IS NOT NULL);
 
@@ -104,10 +110,9 @@ CREATE INDEX parked_events_retry_idx ON public.parked_events USING btree (view, 
 CREATE TRIGGER t_forbid_truncate BEFORE TRUNCATE ON deciders FOR EACH STATEMENT EXECUTE FUNCTION forbid_truncate();
 CREATE TRIGGER t_check_event_append BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION check_event_append();
 CREATE TRIGGER t_forbid_truncate BEFORE TRUNCATE ON events FOR EACH STATEMENT EXECUTE FUNCTION forbid_truncate();
-CREATE TRIGGER t_on_insert_on_events AFTER INSERT ON events REFERENCING NEW TABLE AS new_events FOR EACH STATEMENT EXECUTE FUNCTION on_insert_on_events();
 CREATE TRIGGER t_before_update_views_table BEFORE UPDATE ON views FOR EACH ROW EXECUTE FUNCTION before_update_views_table();
 CREATE TRIGGER t_on_insert_on_views AFTER INSERT ON views FOR EACH ROW EXECUTE FUNCTION on_insert_or_update_on_views();
-CREATE TRIGGER t_on_update_of_start_at_on_views AFTER UPDATE OF start_at ON views FOR EACH ROW WHEN (old.start_at IS DISTINCT FROM new.start_at) EXECUTE FUNCTION on_insert_or_update_on_views();
+CREATE TRIGGER t_on_update_of_what_views_read AFTER UPDATE OF start_at, subscribed_deciders, subscribed_events ON views FOR EACH ROW WHEN (old.start_at IS DISTINCT FROM new.start_at OR old.subscribed_deciders IS DISTINCT FROM new.subscribed_deciders OR old.subscribed_events IS DISTINCT FROM new.subscribed_events) EXECUTE FUNCTION on_insert_or_update_on_views();
 
 -- Rules
 
@@ -250,6 +255,102 @@ BEGIN
             USING ERRCODE = 'no_data_found';
     END IF;
     RETURN NEXT v_parked;
+END;
+$function$;
+
+-- advance_view(v_view text, v_max_events integer): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.advance_view(v_view text, v_max_events integer DEFAULT 10000)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    -- Every transaction below the oldest one still running has ended: its events are all visible now, and no event
+    -- can join them later. Events of transactions at or above it wait for a later call.
+    v_horizon  xid8 := pg_snapshot_xmin(pg_current_snapshot());
+    v_frontier view_frontiers;
+    v_view_row views;
+    v_passed   integer;
+    v_last_xid xid8;
+    v_last     bigint;
+BEGIN
+    IF v_max_events IS NULL OR v_max_events < 1 THEN
+        RAISE EXCEPTION 'advance_view: max events must be one or more, got %', v_max_events
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- A look without a lock first: idle consumers call this on every poll, and locking a row writes to it.
+    SELECT * INTO v_frontier FROM view_frontiers f WHERE f.view = v_view;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'advance_view: there is no view %', v_view USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT EXISTS (SELECT 1
+                   FROM events e
+                   WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+                     AND e.transaction_id < v_horizon) THEN
+        RETURN 0;
+    END IF;
+    -- One consumer advances a view at a time; the others lease what is already there.
+    SELECT * INTO v_frontier FROM view_frontiers f WHERE f.view = v_view FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    SELECT * INTO v_view_row FROM views v WHERE v.view = v_view;
+    WITH batch AS (SELECT e.transaction_id, e."offset", e.decider, e.decider_id, e.event, e.final, e.created_at
+                   FROM events e
+                   WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+                     AND e.transaction_id < v_horizon
+                   ORDER BY e.transaction_id, e."offset"
+                   LIMIT v_max_events),
+         streams AS (SELECT b.decider_id,
+                            max(b."offset")                                                AS head,
+                            -- Events created before the view's start_at are skipped, never delivered.
+                            max(b."offset") FILTER (WHERE b.created_at < v_view_row.start_at) AS before_start,
+                            bool_or(b.final)                                               AS final
+                     FROM batch b
+                     WHERE (v_view_row.subscribed_deciders IS NULL OR b.decider = ANY (v_view_row.subscribed_deciders))
+                       AND (v_view_row.subscribed_events IS NULL OR b.event = ANY (v_view_row.subscribed_events))
+                     GROUP BY b.decider_id),
+         upserted AS (
+             INSERT INTO locks (view, decider_id, "offset", last_offset, locked_until, offset_final)
+                 SELECT v_view,
+                        s.decider_id,
+                        s.head,
+                        greatest(coalesce(s.before_start, 0),
+                                 -- A view registered to start now never read the log before its floor: a stream
+                                 -- new to it starts after its last event from before then.
+                                 CASE
+                                     WHEN v_frontier.floor_transaction_id > '0'::xid8 THEN
+                                         coalesce((SELECT e."offset"
+                                                   FROM events e
+                                                   WHERE e.decider_id = s.decider_id
+                                                     AND e.transaction_id < v_frontier.floor_transaction_id
+                                                   ORDER BY e."offset" DESC
+                                                   LIMIT 1), 0)
+                                     ELSE 0 END),
+                        now(),
+                        s.final
+                 FROM streams s
+                 -- Rows in one order, as every writer of many lock rows takes them: no deadlock between them.
+                 ORDER BY s.decider_id
+             ON CONFLICT ON CONSTRAINT locks_pkey DO UPDATE
+                 SET "offset"     = greatest(locks."offset", EXCLUDED."offset"),
+                     last_offset  = greatest(locks.last_offset, EXCLUDED.last_offset),
+                     offset_final = locks.offset_final OR EXCLUDED.offset_final,
+                     updated_at   = now())
+    SELECT count(*)::integer,
+           (array_agg(b.transaction_id ORDER BY b.transaction_id DESC, b."offset" DESC))[1],
+           (array_agg(b."offset" ORDER BY b.transaction_id DESC, b."offset" DESC))[1]
+    INTO v_passed, v_last_xid, v_last
+    FROM batch b;
+    IF v_passed > 0 THEN
+        UPDATE view_frontiers f
+        SET transaction_id = v_last_xid,
+            "offset"       = v_last,
+            updated_at     = now()
+        WHERE f.view = v_view;
+    END IF;
+    RETURN v_passed;
 END;
 $function$;
 
@@ -723,6 +824,8 @@ CREATE OR REPLACE FUNCTION public.lease_events(v_view text, v_streams integer DE
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 #variable_conflict use_column
+DECLARE
+    v_view_row views;
 BEGIN
     IF v_streams IS NULL OR v_streams < 0 OR v_events_per_stream IS NULL OR v_events_per_stream < 1 THEN
         RAISE EXCEPTION 'lease_events: streams must be zero or more and events per stream one or more, got % and %',
@@ -735,9 +838,11 @@ BEGIN
     END IF;
     -- A view that does not exist (a typo, or one deleted while its workers run) is an error, not an empty lease
     -- for ever: a worker polling it would otherwise look idle. (stream_events keeps fstore-sql's empty answer.)
-    IF NOT EXISTS (SELECT 1 FROM views v WHERE v.view = v_view) THEN
+    SELECT * INTO v_view_row FROM views v WHERE v.view = v_view;
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'lease_events: there is no view %', v_view USING ERRCODE = 'no_data_found';
     END IF;
+    PERFORM advance_view(v_view, least(greatest(1000, v_streams * v_events_per_stream), 20000));
     -- The lease records the last offset it delivers (leased_to), read from the index on (decider_id, offset)
     -- before the rows: its holder can then acknowledge no further than what it was given.
     RETURN QUERY
@@ -756,6 +861,10 @@ BEGIN
                                         FROM events ev
                                         WHERE ev.decider_id = l.decider_id
                                           AND ev."offset" > l.last_offset
+                                          AND (v_view_row.subscribed_deciders IS NULL
+                                            OR ev.decider = ANY (v_view_row.subscribed_deciders))
+                                          AND (v_view_row.subscribed_events IS NULL
+                                            OR ev.event = ANY (v_view_row.subscribed_events))
                                         ORDER BY ev."offset"
                                         LIMIT v_events_per_stream) d),
                      updated_at = now()
@@ -770,6 +879,10 @@ BEGIN
                                      WHERE ev.decider_id = leased.decider_id
                                        AND ev."offset" > leased.last_offset
                                        AND ev."offset" <= leased.leased_to
+                                       AND (v_view_row.subscribed_deciders IS NULL
+                                         OR ev.decider = ANY (v_view_row.subscribed_deciders))
+                                       AND (v_view_row.subscribed_events IS NULL
+                                         OR ev.event = ANY (v_view_row.subscribed_events))
                                      ORDER BY ev."offset") e
         ORDER BY e."offset";
 END;
@@ -787,6 +900,20 @@ FROM parked_events p
 WHERE v_view IS NULL
    OR p.view = v_view
 ORDER BY p.parked_at, p."offset";
+$function$;
+
+-- log_head(): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.log_head()
+ RETURNS TABLE(transaction_id xid8, "offset" bigint)
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+SELECT e.transaction_id, e."offset"
+FROM events e
+WHERE e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY e.transaction_id DESC, e."offset" DESC
+LIMIT 1;
 $function$;
 
 -- nack_event(v_view text, v_decider_id text): EXECUTE by its owner only, unless granted
@@ -814,28 +941,6 @@ CREATE OR REPLACE FUNCTION public.notify_events_appended()
 AS $function$
 BEGIN
     PERFORM pg_notify('fstore_events', '');
-    RETURN NULL;
-END;
-$function$;
-
--- on_insert_on_events(): EXECUTE by everyone (PUBLIC)
-CREATE OR REPLACE FUNCTION public.on_insert_on_events()
- RETURNS trigger
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-AS $function$
-BEGIN
-    -- Wait for a view registration in progress, then see its view (this is a new statement, with a new snapshot).
-    PERFORM 1 FROM view_registration_gate g WHERE g.id = 1 FOR SHARE;
-    INSERT INTO locks (view, decider_id, "offset", last_offset, locked_until, offset_final)
-    SELECT v.view, n.decider_id, max(n."offset"), 0, now(), bool_or(n.final)
-    FROM new_events n
-             CROSS JOIN views v
-    GROUP BY v.view, n.decider_id
-    ON CONFLICT ON CONSTRAINT locks_pkey DO UPDATE
-        SET "offset"     = greatest(locks."offset", EXCLUDED."offset"),
-            offset_final = locks.offset_final OR EXCLUDED.offset_final,
-            updated_at   = now();
     RETURN NULL;
 END;
 $function$;
@@ -946,6 +1051,40 @@ BEGIN
 END;
 $function$;
 
+-- register_view(v_view text, v_pooling_delay bigint, v_start_at timestamp without time zone, v_deciders text[], v_event_types text[]): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.register_view(v_view text, v_pooling_delay bigint, v_start_at timestamp without time zone, v_deciders text[], v_event_types text[] DEFAULT NULL::text[])
+ RETURNS SETOF views
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_bad text := CASE
+                      WHEN cardinality(v_deciders) = 0 THEN 'deciders is an empty array (NULL means every decider)'
+                      WHEN array_position(v_deciders, NULL) IS NOT NULL THEN 'deciders holds a NULL'
+                      WHEN cardinality(v_event_types) = 0 THEN 'event types is an empty array (NULL means every type)'
+                      WHEN array_position(v_event_types, NULL) IS NOT NULL THEN 'event types holds a NULL' END;
+BEGIN
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'register_view: %', v_bad
+            USING ERRCODE = 'invalid_parameter_value', CONSTRAINT = 'views_subscription';
+    END IF;
+    -- Sorted and without duplicates, so that registering the same subscription again changes nothing.
+    RETURN QUERY INSERT INTO views AS v (view, start_at, pooling_delay_s, pooling_delay_ms, subscribed_deciders,
+                                         subscribed_events)
+        VALUES (v_view, v_start_at, (v_pooling_delay + 999) / 1000, v_pooling_delay,
+                (SELECT array_agg(DISTINCT d ORDER BY d) FROM unnest(v_deciders) d),
+                (SELECT array_agg(DISTINCT t ORDER BY t) FROM unnest(v_event_types) t))
+        ON CONFLICT (view) DO UPDATE
+            SET start_at            = EXCLUDED.start_at,
+                pooling_delay_s     = EXCLUDED.pooling_delay_s,
+                pooling_delay_ms    = EXCLUDED.pooling_delay_ms,
+                subscribed_deciders = EXCLUDED.subscribed_deciders,
+                subscribed_events   = EXCLUDED.subscribed_events
+        RETURNING v.*;
+END;
+$function$;
+
 -- register_view(v_view text, v_start_at timestamp without time zone, v_lock_timeout_s bigint, v_pooling_delay_s bigint, v_edge_function_url text): EXECUTE by its owner only, unless granted
 CREATE OR REPLACE FUNCTION public.register_view(v_view text, v_start_at timestamp without time zone DEFAULT now(), v_lock_timeout_s bigint DEFAULT 300, v_pooling_delay_s bigint DEFAULT NULL::bigint, v_edge_function_url text DEFAULT NULL::text)
  RETURNS SETOF views
@@ -1040,41 +1179,25 @@ CREATE OR REPLACE FUNCTION public.reset_view_positions(v_view text, v_start_at t
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
+DECLARE
+    v_floor xid8 := '0'::xid8;
 BEGIN
-    -- Wait for appends in flight to commit (they hold the gate FOR SHARE) and hold back new ones until this
-    -- registration commits: the read of the log below then sees every event whose append did not see the view.
-    -- The table lock comes first because row locks are not queued: with appends always in flight, new FOR SHARE
-    -- lockers would keep joining the current ones and the UPDATE would wait for ever. A table lock request is
-    -- queued, and new appends wait behind it. (Where LOCK TABLE is not supported, the row lock alone still orders
-    -- registrations and appends, without that guarantee of progress.)
-    BEGIN
-        LOCK TABLE view_registration_gate IN EXCLUSIVE MODE;
-    EXCEPTION
-        WHEN feature_not_supported THEN NULL;
-    END;
-    UPDATE view_registration_gate g SET generation = g.generation + 1 WHERE g.id = 1;
-    INSERT INTO locks (view, decider_id, "offset", last_offset, locked_until, offset_final)
-    SELECT v_view,
-           s.decider_id,
-           s.head,
-           coalesce(s.first_to_read - 1, s.head),
-           now(),
-           s.final
-    FROM (SELECT e.decider_id,
-                 max(e."offset")                                         AS head,
-                 min(e."offset") FILTER (WHERE e.created_at >= v_start_at) AS first_to_read,
-                 bool_or(e.final)                                        AS final
-          FROM events e
-          GROUP BY e.decider_id) s
-    ON CONFLICT ON CONSTRAINT locks_pkey DO UPDATE
-        SET "offset"     = EXCLUDED."offset",
-            last_offset  = EXCLUDED.last_offset,
-            offset_final = EXCLUDED.offset_final,
-            locked_until = now(),
-            lease_id     = NULL,
-            attempts     = 0,
-            last_error   = NULL,
-            updated_at   = now();
+    -- A view that starts now (or later) reads nothing of the transactions that ended before it was registered:
+    -- its frontier starts at the oldest transaction still running. One that starts in the past reads the whole
+    -- log, and skips the events created before start_at.
+    IF v_start_at >= localtimestamp THEN
+        v_floor := pg_snapshot_xmin(pg_current_snapshot());
+    END IF;
+    -- Waits for a consumer that is advancing the view to commit; its lock rows are then deleted below.
+    INSERT INTO view_frontiers AS f (view, transaction_id, "offset", floor_transaction_id, updated_at)
+    VALUES (v_view, v_floor, 0, v_floor, now())
+    ON CONFLICT (view) DO UPDATE
+        SET transaction_id       = EXCLUDED.transaction_id,
+            "offset"             = 0,
+            floor_transaction_id = EXCLUDED.floor_transaction_id,
+            updated_at           = now();
+    -- Leases held on the old rows are lost: their holders' acknowledgements fail (locks_lease_held).
+    DELETE FROM locks l WHERE l.view = v_view;
     DELETE FROM parked_events p WHERE p.view = v_view;
 END;
 $function$;
@@ -1188,6 +1311,8 @@ CREATE OR REPLACE FUNCTION public.stream_events(v_view_name text, v_limit intege
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
+DECLARE
+    v_view_row views;
 BEGIN
     IF v_limit IS NULL OR v_limit < 0 THEN
         RAISE EXCEPTION 'stream_events: limit must be zero or more, got %', v_limit
@@ -1197,6 +1322,12 @@ BEGIN
         RAISE EXCEPTION 'stream_events: lock seconds must be one or more, got %', v_seconds
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    SELECT * INTO v_view_row FROM views v WHERE v.view = v_view_name;
+    -- fstore-sql answers nothing for a view that does not exist.
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM advance_view(v_view_name, greatest(1000, v_limit * 100));
     RETURN QUERY
         WITH candidates AS (SELECT l.view, l.decider_id
                             FROM locks l
@@ -1218,6 +1349,10 @@ BEGIN
                                      FROM events ev
                                      WHERE ev.decider_id = leased.decider_id
                                        AND ev."offset" > leased.last_offset
+                                       AND (v_view_row.subscribed_deciders IS NULL
+                                         OR ev.decider = ANY (v_view_row.subscribed_deciders))
+                                       AND (v_view_row.subscribed_events IS NULL
+                                         OR ev.event = ANY (v_view_row.subscribed_events))
                                      ORDER BY ev."offset"
                                      LIMIT 1) e
         ORDER BY e."offset";
@@ -1226,7 +1361,7 @@ $function$;
 
 -- view_status(): EXECUTE by everyone (PUBLIC)
 CREATE OR REPLACE FUNCTION public.view_status()
- RETURNS TABLE(view text, streams bigint, pending_streams bigint, leased_streams bigint, stopped_streams bigint, events_behind bigint, oldest_unacked_at timestamp with time zone, parked_events bigint)
+ RETURNS TABLE(view text, streams bigint, pending_streams bigint, leased_streams bigint, stopped_streams bigint, events_behind bigint, oldest_unacked_at timestamp with time zone, parked_events bigint, subscribed_deciders text[], subscribed_events text[])
  LANGUAGE sql
  STABLE
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
@@ -1236,10 +1371,16 @@ SELECT v.view,
        coalesce(p.pending_streams, 0),
        coalesce(p.leased_streams, 0),
        coalesce(p.stopped_streams, 0),
-       coalesce(p.events_behind, 0),
-       p.oldest_unacked_at,
-       (SELECT count(*) FROM parked_events pe WHERE pe.view = v.view)
+       coalesce(p.events_behind, 0) + coalesce(f.events, 0),
+       CASE
+           WHEN p.oldest_unacked_at IS NULL THEN f.oldest
+           WHEN f.oldest IS NULL THEN p.oldest_unacked_at
+           ELSE least(p.oldest_unacked_at, f.oldest) END,
+       (SELECT count(*) FROM parked_events pe WHERE pe.view = v.view),
+       v.subscribed_deciders,
+       v.subscribed_events
 FROM views v
+         LEFT JOIN view_frontiers vf ON vf.view = v.view
          LEFT JOIN LATERAL (SELECT count(*)                                                        AS pending_streams,
                                    count(*) FILTER (WHERE l.locked_until > now() AND l.locked_until < 'infinity')
                                                                                                    AS leased_streams,
@@ -1250,8 +1391,19 @@ FROM views v
                                      CROSS JOIN LATERAL (SELECT count(*) AS events, min(e.created_at) AS oldest
                                                          FROM events e
                                                          WHERE e.decider_id = l.decider_id
-                                                           AND e."offset" > l.last_offset) behind
+                                                           AND e."offset" > l.last_offset
+                                                           AND (v.subscribed_deciders IS NULL
+                                                             OR e.decider = ANY (v.subscribed_deciders))
+                                                           AND (v.subscribed_events IS NULL
+                                                             OR e.event = ANY (v.subscribed_events))) behind
                             WHERE l.view = v.view
                               AND l.last_offset < l."offset") p ON true
+         -- Past the frontier: appended, not yet read into lock rows. Events created before start_at are skipped.
+         LEFT JOIN LATERAL (SELECT count(*) AS events, min(e.created_at) AS oldest
+                            FROM events e
+                            WHERE (e.transaction_id, e."offset") > (vf.transaction_id, vf."offset")
+                              AND e.created_at >= v.start_at
+                              AND (v.subscribed_deciders IS NULL OR e.decider = ANY (v.subscribed_deciders))
+                              AND (v.subscribed_events IS NULL OR e.event = ANY (v.subscribed_events))) f ON true
 ORDER BY v.view;
 $function$;

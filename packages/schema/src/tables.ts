@@ -18,7 +18,6 @@ import {
   jsonb,
   pgTable,
   primaryKey,
-  smallint,
   text,
   timestamp,
   unique,
@@ -80,6 +79,9 @@ export const events = pgTable(
     uniqueIndex('events_final_key').on(t.deciderId, t.decider).where(sql`${t.final}`),
     // Loading a stream and finding its last event: an index range in offset order.
     index('events_decider_id_offset_idx').on(t.deciderId, t.offset),
+    // The order in which views' frontiers read the log (advance_view): by transaction, so that everything below
+    // the oldest transaction still running is final, then by offset within one transaction.
+    index('events_transaction_id_offset_idx').on(t.transactionId, t.offset),
     foreignKey({
       name: 'events_decider_event_fkey',
       columns: [t.decider, t.event, t.eventVersion],
@@ -104,6 +106,10 @@ export const views = pgTable(
     edgeFunctionUrl: text('edge_function_url'),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+    /** The deciders whose events the view projects; null for every decider (fstore-sql's views). */
+    subscribedDeciders: text('subscribed_deciders').array(),
+    /** The event types the view projects; null for every type. */
+    subscribedEvents: text('subscribed_events').array(),
   },
   (t) => [
     check('views_lock_timeout_s_check', sql`${t.lockTimeoutS} > 0`),
@@ -157,19 +163,26 @@ export const locks = pgTable(
 );
 
 /**
- * One row that orders view registrations against appends. Registering (or resetting) a view locks it FOR UPDATE
- * and then reads the log; every appending statement locks it FOR SHARE before it creates the lock rows of the
- * registered views. So an append in flight while a view registers is either seen by the registration's read of the
- * log, or sees the new view itself: no stream is left without its lock row.
+ * How far each view has read the log into its lock rows (advance_view): every event before
+ * (`transaction_id`, `offset`) in the log's transaction order has been seen. Appends write only the event; the
+ * consumers of a view move this frontier when they lease, and never past a transaction still running, so an event
+ * that commits late is still ahead of it. `floor_transaction_id` is where the frontier started when the view was
+ * registered to start now: events of earlier transactions all precede `start_at`, and were never read.
  */
-export const viewRegistrationGate = pgTable(
-  'view_registration_gate',
+export const viewFrontiers = pgTable(
+  'view_frontiers',
   {
-    id: smallint('id').primaryKey().default(1),
-    /** Bumped by every registration, so that a REPEATABLE READ append that raced one fails (40001) and is retried. */
-    generation: bigint('generation', { mode: 'number' }).notNull().default(0),
+    view: text('view').primaryKey(),
+    transactionId: xid8('transaction_id').notNull().default(sql`'0'::xid8`),
+    offset: bigint('offset', { mode: 'number' }).notNull().default(0),
+    floorTransactionId: xid8('floor_transaction_id').notNull().default(sql`'0'::xid8`),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
   },
-  (t) => [check('view_registration_gate_one_row', sql`${t.id} = 1`)],
+  (t) => [
+    foreignKey({ name: 'view_frontiers_view_fkey', columns: [t.view], foreignColumns: [views.view] }).onDelete(
+      'cascade',
+    ),
+  ],
 );
 
 /**
@@ -217,3 +230,4 @@ export type NewView = typeof views.$inferInsert;
 export type Lock = typeof locks.$inferSelect;
 export type NewLock = typeof locks.$inferInsert;
 export type ParkedEvent = typeof parkedEvents.$inferSelect;
+export type ViewFrontier = typeof viewFrontiers.$inferSelect;
