@@ -350,6 +350,31 @@ BEGIN
 END;
 $lease_events$;
 --> statement-breakpoint
+-- fstore-sql's acknowledgement: advances the view first, so that a stream a consumer acknowledges without having
+-- leased it (fstore-sql allows that) has its lock row, as it had when appends wrote it.
+CREATE OR REPLACE FUNCTION ack_event(v_view text, v_decider_id text, v_offset bigint)
+    RETURNS SETOF locks
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, public, pg_temp AS
+$ack_event$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM events e WHERE e."offset" = v_offset AND e.decider_id = v_decider_id) THEN
+        RAISE EXCEPTION 'ack_event: offset % is not an event of stream %', v_offset, v_decider_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- fstore-sql answers nothing for a view that does not exist: advance only one that does.
+    PERFORM advance_view(f.view) FROM view_frontiers f WHERE f.view = v_view;
+    RETURN QUERY UPDATE locks l
+        SET locked_until = now(),
+            last_offset  = greatest(l.last_offset, v_offset),
+            updated_at   = now()
+        WHERE l.view = v_view
+          AND l.decider_id = v_decider_id
+        RETURNING l.*;
+END;
+$ack_event$;
+--> statement-breakpoint
 DROP FUNCTION IF EXISTS view_status();
 --> statement-breakpoint
 -- API: how far behind each view is: its lock rows, and the events it subscribes to that are past its frontier
@@ -389,6 +414,8 @@ FROM views v
                                                          FROM events e
                                                          WHERE e.decider_id = l.decider_id
                                                            AND e."offset" > l.last_offset
+                                                           -- later ones are past the frontier (below)
+                                                           AND e."offset" <= l."offset"
                                                            AND (v.subscribed_deciders IS NULL
                                                              OR e.decider = ANY (v.subscribed_deciders))
                                                            AND (v.subscribed_events IS NULL
@@ -411,7 +438,8 @@ REVOKE EXECUTE ON FUNCTION
     advance_view(text, int),
     register_view(text, bigint, timestamp, text[], text[]),
     stream_events(text, int, int),
-    lease_events(text, int, int, int)
+    lease_events(text, int, int, int),
+    ack_event(text, text, bigint)
     FROM PUBLIC;
 --> statement-breakpoint
 -- Whoever may call a sibling may call the new function (as in 0008): advance_view as lease_events, the new

@@ -52,20 +52,23 @@ test('the examples run in order, with the results docs/sql-api.md describes', as
   const [loaded] = await run(2);
   expect(loaded?.map((row) => row.event_id)).toEqual([e1.event_id, e2.event_id]);
 
-  // 4. the view, with a lock for the first stream before its first event
+  // 4. the view; no lock row yet: the first consumer that asks creates it
   const [[view]] = (await run(3)) as [[Row]];
   expect(view).toMatchObject({ view: 'view1', pooling_delay_ms: '500' });
-  expect(await locksOf(first)).toMatchObject([{ offset: '2', last_offset: '0' }]);
+  expect(await locksOf(first)).toEqual([]);
 
-  // 5. another stream, and its lock
+  // 5. another stream; the appends write the events only
   const [[f1], [f2]] = (await run(4)) as [[Row], [Row]];
   expect(f2).toMatchObject({ decider_id: second, previous_id: f1.event_id });
-  expect(await locksOf(second)).toMatchObject([{ offset: String(f2.offset), last_offset: '0' }]);
+  expect(await locksOf(second)).toEqual([]);
 
-  // 6. the first stream's first event is leased, then acknowledged
+  // 6. stream_events advances the view (both streams get their lock, each before its first event), then leases the
+  // first stream's first event, which is acknowledged
   const [streamed, acked] = await run(5);
   expect(streamed?.map((row) => [row.decider_id, row.offset])).toEqual([[first, '1']]);
   expect(acked).toMatchObject([{ view: 'view1', decider_id: first, last_offset: '1' }]);
+  expect(await locksOf(first)).toMatchObject([{ offset: '2', last_offset: '1' }]);
+  expect(await locksOf(second)).toMatchObject([{ offset: String(f2.offset), last_offset: '0' }]);
 });
 
 test("the package README's example migrates an empty database and appends from SQL", async () => {

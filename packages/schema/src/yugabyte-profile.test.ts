@@ -10,7 +10,22 @@
  * - Clients retry 40001 (serialization failure) and 40P01 (deadlock).
  * It shows the ordering problem, checks what the append trigger does about it (within a stream, offsets follow the
  * previous_id chain however the blocks interleave), races writers and a consumer on one stream with a retrying
- * client, and runs the single-connection SQL API specification under the profile.
+ * client, checks that views deliver every event once while writers' commits interleave (one transaction held open,
+ * one rolled back), and runs the single-connection SQL API specification under the profile.
+ *
+ * What a YSQL user must change (docs/yugabytedb-and-aurora.md, "The frontier on YugabyteDB", with the sources):
+ * - YSQL has no transaction ids (yugabyte-db#15638): no `xid8`, `pg_current_xact_id()`, `pg_current_snapshot()` or
+ *   `xmin` that mean anything across nodes, so the frontier of migrations 0009-0010 (events below the snapshot's
+ *   xmin) cannot run there, and neither can the events table's `DEFAULT pg_current_xact_id()`.
+ * - YSQL has no statement triggers with transition tables (yugabyte-db#1668), so 0002's append trigger cannot be
+ *   created either.
+ * - So a YSQL install runs the migrations by hand on YSQL built on PostgreSQL 15 (2025.1 or later), skips those two
+ *   statements (and 0010's frontier seeding), then runs the SQL of the doc's `ysql-bookkeeping` section: the column
+ *   defaults to 0; a row-level append trigger writes each subscribed view's lock row in the appending transaction
+ *   (gap-safe: they commit together); registration writes lock rows for existing streams under the registration
+ *   gate (which 0011 drops, so it comes back); advance_view and log_head read no snapshot; the (transaction_id,
+ *   offset) index goes. The test below installs exactly that SQL on PostgreSQL and checks that nothing left reads a
+ *   transaction id, and that views fed by it deliver every event once under the profile.
  */
 import { randomUUID } from 'node:crypto';
 import { createTestDatabase } from '@fstore/test-harness';

@@ -606,13 +606,24 @@ export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>
         const fromNow = `view-${randomUUID()}`;
         await db.query(`SELECT * FROM register_view($1, 500, '2000-01-01')`, [fromStart]);
         await db.query(`SELECT * FROM register_view($1, 500, '2999-01-01')`, [fromNow]);
-        const locks = await db.query<LockRow>(`SELECT * FROM locks WHERE decider_id = $1 ORDER BY view`, [
-          deciderId,
-        ]);
+        const locksOfStream = async () =>
+          Object.fromEntries(
+            (
+              await db.query<LockRow>(`SELECT * FROM locks WHERE decider_id = $1 ORDER BY view`, [deciderId])
+            ).map((l) => [l.view, l]),
+          );
+        // Registering writes no lock row: the first consumer that asks (or advance_view) reads the log.
+        expect(await locksOfStream()).toEqual({});
+        await db.query(`SELECT advance_view($1)`, [fromStart]);
+        await db.query(`SELECT advance_view($1)`, [fromNow]);
         const head = events[2]?.offset;
-        const byView = Object.fromEntries(locks.map((l) => [l.view, l]));
-        expect(byView[fromStart]).toMatchObject({ offset: head, last_offset: (events[0]?.offset ?? 0) - 1 });
-        expect(byView[fromNow]).toMatchObject({ offset: head, last_offset: head });
+        const byView = await locksOfStream();
+        expect(byView[fromStart]).toMatchObject({ offset: head, last_offset: 0 });
+        // A view that starts later never reads the history before its registration.
+        expect(byView[fromNow]).toBeUndefined();
+        const next = await append({ decider, deciderId, previousId: events[2]?.event_id ?? null });
+        await db.query(`SELECT advance_view($1)`, [fromNow]);
+        expect((await locksOfStream())[fromNow]).toMatchObject({ offset: next.offset, last_offset: next.offset });
       });
 
       test('re-registering with the same start_at keeps the progress; another start_at resets it', async () => {
@@ -622,25 +633,30 @@ export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>
         await db.query(`SELECT * FROM register_view($1, 500, '2000-01-01')`, [view]);
         await db.query(`SELECT * FROM ack_event($1, $2, $3)`, [view, deciderId, events[1]?.offset]);
         await db.query(`SELECT * FROM register_view($1, 250, '2000-01-01')`, [view]);
+        await db.query(`SELECT advance_view($1)`, [view]);
         const [kept] = await db.query<LockRow>(`SELECT * FROM locks WHERE view = $1 AND decider_id = $2`, [
           view,
           deciderId,
         ]);
         expect(kept?.last_offset).toBe(events[1]?.offset);
         await db.query(`SELECT * FROM register_view($1, 250, '2000-01-02')`, [view]);
+        expect(await db.query(`SELECT * FROM locks WHERE view = $1`, [view])).toEqual([]);
+        await db.query(`SELECT advance_view($1)`, [view]);
         const [reset] = await db.query<LockRow>(`SELECT * FROM locks WHERE view = $1 AND decider_id = $2`, [
           view,
           deciderId,
         ]);
-        expect(reset?.last_offset).toBe((events[0]?.offset ?? 0) - 1);
+        expect(reset?.last_offset).toBe(0);
       });
 
-      test('appending creates the lock of a new stream, and advances it, for every view', async () => {
+      test('appending writes no lock row; advancing each view creates the lock of the new stream', async () => {
         const decider = await newDecider();
         const views = [`view-${randomUUID()}`, `view-${randomUUID()}`];
         for (const view of views)
           await db.query(`SELECT * FROM register_view($1, 500, '2000-01-01')`, [view]);
         const { deciderId, events } = await stream(decider, 2);
+        expect(await db.query(`SELECT * FROM locks WHERE decider_id = $1`, [deciderId])).toEqual([]);
+        for (const view of views) await db.query(`SELECT advance_view($1)`, [view]);
         const locks = await db.query<LockRow>(
           `SELECT * FROM locks WHERE decider_id = $1 AND view = ANY($2)`,
           [deciderId, views],
@@ -710,6 +726,7 @@ export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>
       test('an ack for an offset that is not an event of the stream is refused and changes nothing', async () => {
         const { view, streams } = await viewWithStreams(2, 1);
         const [a, b] = streams as { deciderId: string; events: EventRow[] }[];
+        await db.query(`SELECT advance_view($1)`, [view]);
         const failure = await failureOf(() => ack(view, a?.deciderId ?? '', b?.events[0]?.offset));
         expect(failure.code).toBe('22023');
         expect(failure.message).toContain('is not an event of stream');
