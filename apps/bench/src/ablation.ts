@@ -63,7 +63,14 @@ const server = await serverFromEnvironment().catch((error: unknown) =>
   exitOnEmbeddedPostgresError(error, 'ablation'),
 );
 try {
-  const ctx = createContext({ quick: false, durationMs, rounds, adminUrl: server.adminUrl, log });
+  const ctx = createContext({
+    quick: false,
+    durable: false,
+    durationMs,
+    rounds,
+    adminUrl: server.adminUrl,
+    log,
+  });
   const url = await ctx.freshDatabase('ablation');
   const sql = postgres(url, { max: 1, onnotice: () => {} });
   await sql`SELECT * FROM register_view('ablation-view')`;

@@ -33,6 +33,9 @@ export interface ConsumerOutput {
 }
 
 const input = JSON.parse(process.argv[2] ?? '{}') as ConsumerInput;
+// Loaded: the parent's deadline for the work starts now, not when the process was forked (loading takes seconds
+// on a loaded machine).
+process.send?.('ready');
 const sql = postgres(input.url, { max: input.concurrency + 2, onnotice: () => {} });
 const db = drizzle(sql);
 const started = performance.now();

@@ -4,6 +4,8 @@ import postgres from 'postgres';
 
 export interface BenchContext {
   quick: boolean;
+  /** Whether this server keeps PostgreSQL's durability defaults (the headline figures) or runs with fsync off. */
+  durable: boolean;
   /** How long one measurement runs. */
   durationMs: number;
   /** Measurements per figure; the median is reported. */
@@ -24,6 +26,8 @@ export interface Figure {
   ratio?: number;
   target?: { description: string; met: boolean };
   note?: string;
+  /** The same case measured on a second server with fsync and full_page_writes off (a labelled second column). */
+  fsyncOff?: Pick<Figure, 'value' | 'baseline' | 'ratio' | 'target'>;
 }
 
 export function median(values: number[]): number {
@@ -36,6 +40,7 @@ export function median(values: number[]): number {
 
 export function createContext(options: {
   quick: boolean;
+  durable: boolean;
   durationMs: number;
   rounds: number;
   adminUrl: string;
@@ -58,12 +63,33 @@ export function createContext(options: {
       try {
         await migrate(sql);
         await sql`SELECT * FROM register_decider_event('Bench', 'Happened')`;
-        // The baseline: the same columns, defaults and indexes as events, and no trigger, rule or function.
+        // The baseline: the same columns, defaults and indexes as events (copied from the catalog, so an index added
+        // to events is added here too), and no trigger, rule, foreign key or function.
         await sql`CREATE TABLE events_baseline (LIKE events INCLUDING ALL)`;
+        await sameIndexes(sql);
       } finally {
         await sql.end();
       }
       return url;
     },
   };
+}
+
+/** Fails unless events_baseline has exactly the indexes of events (names and table aside): A1 would mean nothing. */
+async function sameIndexes(sql: postgres.Sql) {
+  const rows = await sql<{ table: string; definition: string }[]>`
+    SELECT tablename AS table,
+           regexp_replace(indexdef, '^CREATE (UNIQUE )?INDEX \\S+ ON \\S+ ', 'CREATE \\1INDEX ON t ') AS definition
+    FROM pg_indexes
+    WHERE schemaname = current_schema() AND tablename IN ('events', 'events_baseline')
+    ORDER BY definition`;
+  const of = (table: string) =>
+    rows
+      .filter((row) => row.table === table)
+      .map((row) => row.definition)
+      .join('\n');
+  if (of('events') !== of('events_baseline'))
+    throw new Error(
+      `events_baseline does not have the indexes of events:\n${of('events')}\n---\n${of('events_baseline')}`,
+    );
 }

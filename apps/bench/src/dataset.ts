@@ -6,6 +6,8 @@ export interface Backlog {
   /** When the view starts reading: reset_view(view, startAt) restores the backlog between rounds. */
   startAt: string;
   pending: number;
+  /** Streams the view had read before the backlog (one event each, written first). */
+  caughtUp: number;
 }
 
 /**
@@ -36,30 +38,52 @@ export async function writeBacklog(
       view,
       startAt: registered?.start_at ?? '',
       pending: options.pendingStreams * options.eventsPerStream,
+      caughtUp: options.caughtUpStreams ?? 0,
     };
   } finally {
     await sql.end();
   }
 }
 
-/** Puts the view back to its backlog (every pending event unread again). */
+/**
+ * Puts the view back to its backlog (every pending event unread again). Since migration 0010 lock rows appear when
+ * consumers advance the view's frontier: the caught-up streams are read into lock rows here, as appends used to
+ * make them, so that only the pending events are left for the consumers (and their advancing is measured).
+ */
 export async function restoreBacklog(url: string, backlog: Backlog) {
   const sql = postgres(url, { max: 1, onnotice: () => {} });
   try {
     await sql`SELECT 1 FROM reset_view(${backlog.view}, ${backlog.startAt}::timestamp)`;
+    if (backlog.caughtUp > 0 && (await hasFrontiers(sql)))
+      await sql`SELECT advance_view(${backlog.view}, ${backlog.caughtUp})`;
     await sql`VACUUM ANALYZE locks`;
   } finally {
     await sql.end();
   }
 }
 
-/** Resolves when the view has nothing left to read, or at the deadline. */
+/** Whether the schema has view frontiers (migration 0010 and later), or lock rows written by appends (before). */
+async function hasFrontiers(sql: postgres.Sql): Promise<boolean> {
+  const [row] = await sql<
+    { present: boolean }[]
+  >`SELECT to_regclass('view_frontiers') IS NOT NULL AS present`;
+  return row?.present ?? false;
+}
+
+/** Resolves when the view has nothing left to read (nothing past its frontier, no pending lock row), or at the deadline. */
 export async function drained(url: string, view: string, deadline: number) {
   const sql = postgres(url, { max: 1, onnotice: () => {} });
   try {
+    const frontiers = await hasFrontiers(sql);
     while (Date.now() < deadline) {
-      const [row] = await sql<{ n: number }[]>`
-        SELECT count(*)::int AS n FROM locks WHERE view = ${view} AND last_offset < "offset"`;
+      const [row] = frontiers
+        ? await sql<{ n: number }[]>`
+            SELECT (SELECT count(*)::int FROM locks WHERE view = ${view} AND last_offset < "offset")
+                 + (SELECT count(*)::int FROM (SELECT 1 FROM events e, view_frontiers f
+                      WHERE f.view = ${view} AND (e.transaction_id, e."offset") > (f.transaction_id, f."offset")
+                      LIMIT 1) past) AS n`
+        : await sql<{ n: number }[]>`
+            SELECT count(*)::int AS n FROM locks WHERE view = ${view} AND last_offset < "offset"`;
       if (row?.n === 0) return;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }

@@ -97,12 +97,24 @@ export async function runConsumers(
   const children = Array.from({ length: count }, () =>
     fork(file, [JSON.stringify(input)], { execArgv: childArgs }),
   );
+  const ready = children.map(
+    (child) =>
+      new Promise<void>((resolve) => {
+        const onMessage = (message: unknown) => {
+          if (message !== 'ready') return;
+          child.off('message', onMessage);
+          resolve();
+        };
+        child.on('message', onMessage);
+        child.once('exit', () => resolve());
+      }),
+  );
   const outputs = children.map(
     (child) =>
       new Promise<import('./consumer-process.js').ConsumerOutput>((resolve, reject) => {
         let output: import('./consumer-process.js').ConsumerOutput | undefined;
-        child.once('message', (message) => {
-          output = message as import('./consumer-process.js').ConsumerOutput;
+        child.on('message', (message) => {
+          if (message !== 'ready') output = message as import('./consumer-process.js').ConsumerOutput;
         });
         child.once('exit', (code) =>
           output ? resolve(output) : reject(new Error(`consumer exited with ${code}`)),
@@ -110,6 +122,8 @@ export async function runConsumers(
       }),
   );
   if (whenDone) {
+    // The deadline counts from when every process has loaded.
+    await Promise.all(ready);
     await whenDone();
     for (const child of children) if (child.connected) child.send('stop');
   }

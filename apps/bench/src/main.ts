@@ -3,17 +3,26 @@
  * ratio against a baseline measured in the same run, as the median of several rounds: these machines are shared
  * and noisy. Writes results/latest.json, results/latest.md and the charts next to them.
  *
- *   pnpm bench                      the full run (at most 15 minutes here)
- *   pnpm bench --quick              a smoke run in under 2 minutes (CI runs it; it fails on errors, never on speed)
+ * The headline figures come from a server with PostgreSQL's durability defaults (fsync, full_page_writes,
+ * synchronous_commit on), as production runs; the scenarios in --fsync-off are measured again on a second embedded
+ * server with fsync and full_page_writes off, reported as a labelled second column.
+ *
+ *   pnpm bench                      the full run (at most 20 minutes here)
+ *   pnpm bench --quick              a smoke run in under 3 minutes (CI runs it; it fails on errors, never on speed)
  *   pnpm bench --only=A1,A4         some scenarios
+ *   pnpm bench --fsync-off=none     no second column (or a list of scenarios, or all)
  *   pnpm bench --duration=3000 --rounds=3
  *   FSTORE_BENCH_CPU_PROFILE=/tmp/profiles pnpm bench --only=S3   CPU profiles of the load and consumer processes
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { exitOnEmbeddedPostgresError, serverFromEnvironment } from '@fstore/embedded-postgres';
-import postgres from 'postgres';
+import {
+  exitOnEmbeddedPostgresError,
+  type PostgresServer,
+  serverFromEnvironment,
+  startEmbeddedPostgres,
+} from '@fstore/embedded-postgres';
 import { createContext, type Figure } from './context.js';
 import { loadErrors } from './load.js';
 import { lineChart, type Machine, table, writeResults } from './report.js';
@@ -21,48 +30,102 @@ import { appendScenarios } from './scenarios/appends.js';
 import { latencyScenarios } from './scenarios/latency.js';
 import { memoryScenarios } from './scenarios/memory.js';
 import { type StreamingCharts, streamingScenarios } from './scenarios/streaming.js';
+import { describeServer, mergeFsyncOff } from './settings.js';
 
 const all = ['A1', 'A2', 'A3', 'A4', 'S1', 'S2', 'S3', 'L1', 'M1'];
+/** What the fsync-off column repeats by default: the append path, whose cost is mostly commits (a full run stays
+ * under 20 minutes; --fsync-off=all repeats everything). */
+const fsyncOffDefault = ['A1', 'A2', 'A3', 'A4'];
 const args = process.argv.slice(2).filter((arg) => arg !== '--');
 const flag = (name: string) => args.find((arg) => arg.startsWith(`--${name}=`))?.split('=')[1];
 const quick = args.includes('--quick');
-const selected = new Set((flag('only') ?? all.join(',')).split(',').map((s) => s.trim().toUpperCase()));
+const list = (value: string) => value.split(',').map((s) => s.trim().toUpperCase());
+const selected = new Set(list(flag('only') ?? all.join(',')));
+const fsyncOffFlag = flag('fsync-off') ?? fsyncOffDefault.join(',');
+const fsyncOffAsked = fsyncOffFlag === 'none' ? [] : fsyncOffFlag === 'all' ? all : list(fsyncOffFlag);
 const durationMs = Number(flag('duration') ?? (quick ? 700 : 3000));
 const rounds = Number(flag('rounds') ?? (quick ? 1 : 3));
-const unknown = [...selected].filter((s) => !all.includes(s));
+const unknown = [...selected, ...fsyncOffAsked].filter((s) => !all.includes(s));
 if (unknown.length > 0) {
   console.error(`bench: unknown scenario ${unknown.join(', ')}; choose from ${all.join(', ')}`);
   process.exit(2);
 }
+// A server at DATABASE_URL has the settings it has: there is no second server to compare with.
+const fsyncOffSelected = new Set(
+  process.env.DATABASE_URL ? [] : fsyncOffAsked.filter((s) => selected.has(s)),
+);
 
 const log = (message: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${message}`);
-const server = await serverFromEnvironment().catch((error: unknown) =>
-  exitOnEmbeddedPostgresError(error, 'bench'),
-);
+const servers: PostgresServer[] = [];
+const start = (server: () => Promise<PostgresServer>) =>
+  server()
+    .then((started) => {
+      servers.push(started);
+      return started;
+    })
+    .catch((error: unknown) => exitOnEmbeddedPostgresError(error, 'bench'));
+
+/** Runs the selected scenarios against one server; the charts come from the headline server only. */
+async function runScenarios(
+  ctx: ReturnType<typeof createContext>,
+  only: Set<string>,
+  charts: StreamingCharts,
+): Promise<Figure[]> {
+  const figures: Figure[] = [];
+  figures.push(...(await appendScenarios(ctx, only)));
+  figures.push(...(await streamingScenarios(ctx, only, charts)));
+  if (only.has('L1')) figures.push(...(await latencyScenarios(ctx)));
+  if (only.has('M1')) figures.push(...(await memoryScenarios(ctx)));
+  return figures;
+}
+
 try {
-  const admin = postgres(server.adminUrl, { max: 1, onnotice: () => {} });
-  const [row] = await admin<{ server_version: string }[]>`SHOW server_version`;
-  await admin.end();
+  const headline = await start(() => serverFromEnvironment({ durable: true }));
+  const headlineSettings = await describeServer(headline);
+  const second =
+    fsyncOffSelected.size > 0
+      ? await start(() => startEmbeddedPostgres({ durable: false }).then(asServer))
+      : undefined;
+  const secondSettings = second ? await describeServer(second) : undefined;
   const machine: Machine = {
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model ?? 'unknown',
     node: process.version,
-    postgres: `PostgreSQL ${row?.server_version ?? 'unknown'}`,
-    server: server.description,
+    postgres: headlineSettings.version,
+    server: `${headline.description}, ${headlineSettings.settings}`,
+    ...(secondSettings && second
+      ? { fsyncOffServer: `${second.description}, ${secondSettings.settings}` }
+      : {}),
   };
   console.log(
     `fstore bench: ${machine.cpus} CPUs (${machine.cpuModel}), Node.js ${machine.node}, ${machine.postgres}, ${machine.server}`,
   );
+  if (machine.fsyncOffServer)
+    console.log(`fsync-off column (${[...fsyncOffSelected].join(', ')}): ${machine.fsyncOffServer}`);
   console.log(
     `${quick ? 'quick' : 'full'} run: ${[...selected].join(', ')}; ${rounds} rounds of ${durationMs} ms per figure\n`,
   );
-  const ctx = createContext({ quick, durationMs, rounds, adminUrl: server.adminUrl, log });
-  const figures: Figure[] = [];
-  figures.push(...(await appendScenarios(ctx, selected)));
+  const options = { quick, durationMs, rounds, log };
   const streamingCharts: StreamingCharts = { byStreams: [], byConsumers: [] };
-  figures.push(...(await streamingScenarios(ctx, selected, streamingCharts)));
-  if (selected.has('L1')) figures.push(...(await latencyScenarios(ctx)));
-  if (selected.has('M1')) figures.push(...(await memoryScenarios(ctx)));
+  let figures = await runScenarios(
+    createContext({ ...options, durable: headlineSettings.durable, adminUrl: headline.adminUrl }),
+    selected,
+    streamingCharts,
+  );
+  if (second) {
+    log(`fsync off: ${[...fsyncOffSelected].join(', ')}`);
+    const fast = await runScenarios(
+      createContext({
+        ...options,
+        durable: false,
+        adminUrl: second.adminUrl,
+        log: (message) => log(`[fsync off] ${message}`),
+      }),
+      fsyncOffSelected,
+      { byStreams: [], byConsumers: [] },
+    );
+    figures = mergeFsyncOff(figures, fast);
+  }
   console.log(table(figures));
   // A quick run is a smoke test: its figures go beside the full run's, never over them.
   const directory = fileURLToPath(new URL(quick ? '../results/quick' : '../results', import.meta.url));
@@ -91,12 +154,18 @@ try {
   }
   const command = `pnpm bench ${args.join(' ')}`.trim();
   writeResults(directory, machine, command, figures, charts);
-  const failed = figures.filter((f) => !Number.isFinite(f.value));
+  const failed = figures.filter(
+    (f) => !Number.isFinite(f.value) || (f.fsyncOff !== undefined && !Number.isFinite(f.fsyncOff.value)),
+  );
   console.log(`\nwritten: ${directory}/latest.json, latest.md${charts.map((c) => `, ${c}`).join('')}`);
   if (failed.length > 0 || loadErrors > 0) {
     console.error(`bench: ${loadErrors} statements failed, ${failed.length} figures could not be measured`);
     process.exitCode = 1;
   }
 } finally {
-  await server.stop();
+  for (const server of servers) await server.stop();
+}
+
+function asServer(server: Awaited<ReturnType<typeof startEmbeddedPostgres>>): PostgresServer {
+  return { adminUrl: server.adminUrl, description: server.description, stop: () => server.destroy() };
 }

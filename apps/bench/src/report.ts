@@ -6,21 +6,46 @@ export interface Machine {
   cpuModel: string;
   node: string;
   postgres: string;
+  /** The headline server and its durability settings. */
   server: string;
+  /** The server of the fsync-off column, when there is one. */
+  fsyncOffServer?: string;
 }
 
-const format = (n: number) => (n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(n >= 10 ? 1 : 2));
+const format = (n: number) =>
+  !Number.isFinite(n) ? 'n/a' : n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(n >= 10 ? 1 : 2);
+const targetCell = (target: Figure['target']) =>
+  target ? `${target.description}: ${target.met ? 'met' : 'MISSED'}` : '';
 
 export function table(figures: readonly Figure[]): string {
+  const second = figures.some((f) => f.fsyncOff);
   const rows = figures.map((f) => [
     f.scenario,
     f.case,
     `${format(f.value)} ${f.unit}`,
     f.baseline ? `${format(f.baseline.value)} (${f.baseline.label})` : '',
     f.ratio === undefined ? '' : `${f.ratio.toFixed(2)}x`,
-    f.target ? `${f.target.description}: ${f.target.met ? 'met' : 'MISSED'}` : (f.note ?? ''),
+    f.target ? targetCell(f.target) : (f.note ?? ''),
+    ...(second
+      ? [
+          f.fsyncOff ? `${format(f.fsyncOff.value)} ${f.unit}` : '',
+          f.fsyncOff?.baseline ? format(f.fsyncOff.baseline.value) : '',
+          f.fsyncOff?.ratio === undefined ? '' : `${f.fsyncOff.ratio.toFixed(2)}x`,
+          targetCell(f.fsyncOff?.target),
+        ]
+      : []),
   ]);
-  const header = ['#', 'case', 'measured', 'baseline (same run)', 'ratio', 'target'];
+  const header = [
+    '#',
+    'case',
+    'measured',
+    'baseline (same run)',
+    'ratio',
+    'target',
+    ...(second
+      ? ['fsync off: measured', 'fsync off: baseline', 'fsync off: ratio', 'fsync off: target']
+      : []),
+  ];
   return markdownTable(header, rows);
 }
 
@@ -50,8 +75,13 @@ export function writeResults(
   const markdown = [
     `# fstore benchmark, ${date.slice(0, 10)}`,
     '',
-    `Command: \`${command}\`. Machine: ${machine.cpus} CPUs (${machine.cpuModel}), Node.js ${machine.node}, ${machine.postgres} (${machine.server}).`,
-    'Every ratio compares with a baseline measured in the same run; each figure is the median of several rounds.',
+    `Command: \`${command}\`. Machine: ${machine.cpus} CPUs (${machine.cpuModel}), Node.js ${machine.node}, ${machine.postgres}.`,
+    `Headline figures: ${machine.server}.`,
+    ...(machine.fsyncOffServer
+      ? [`The fsync off columns: a second server in the same run, ${machine.fsyncOffServer}.`]
+      : []),
+    'Every ratio compares with a baseline measured in the same run, on the same server; each figure is the median of',
+    'several rounds.',
     '',
     table(figures),
     '',

@@ -51,6 +51,12 @@ async function measure(
   return median(rates);
 }
 
+/** Issue 11: at least 0.9 of a plain INSERT when commits are flushed, 0.7 when they are not (CPU-bound). */
+function a1Target(ctx: BenchContext, ratio: number) {
+  const floor = ctx.durable ? 0.9 : 0.7;
+  return { description: `>= ${floor.toFixed(2)} of baseline`, met: ratio >= floor };
+}
+
 export async function appendScenarios(ctx: BenchContext, selected: Set<string>): Promise<Figure[]> {
   const figures: Figure[] = [];
   const url = await ctx.freshDatabase('appends');
@@ -70,9 +76,7 @@ export async function appendScenarios(ctx: BenchContext, selected: Set<string>):
           value: append,
           baseline: { label: 'plain INSERT, same table and indexes, no triggers', value: baseline },
           ratio: append / baseline,
-          ...(clients === 8
-            ? { target: { description: '>= 0.90 of baseline', met: append / baseline >= 0.9 } }
-            : {}),
+          ...(clients === 8 ? { target: a1Target(ctx, append / baseline) } : {}),
         });
       }
     }
