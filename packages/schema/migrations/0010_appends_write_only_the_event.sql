@@ -26,6 +26,42 @@ DROP TRIGGER IF EXISTS t_on_insert_on_events ON events;
 --> statement-breakpoint
 DROP FUNCTION IF EXISTS on_insert_on_events();
 --> statement-breakpoint
+-- API: the log's horizon: every event of a transaction below it is final (that transaction has ended), and no
+-- event can join them later. PostgreSQL's own answer, the snapshot's xmin, counts the transactions of every
+-- database in the cluster, so that one long transaction anywhere would hold every view back; only the transactions
+-- of this database can append to its log, so this reads their ids (pg_stat_get_activity, pg_prepared_xacts) after
+-- taking the snapshot: a transaction below the snapshot's xmax that is not running then has ended.
+-- Example: SELECT log_horizon();
+CREATE OR REPLACE FUNCTION log_horizon()
+    RETURNS xid8
+    LANGUAGE plpgsql
+    VOLATILE
+    SET search_path = pg_catalog, public, pg_temp AS
+$log_horizon$
+DECLARE
+    v_xmax    xid8 := pg_snapshot_xmax(pg_current_snapshot());
+    v_xmax_lo bigint;
+    v_behind  bigint;
+BEGIN
+    -- The backends' transaction ids as they are now, not the copy this transaction read earlier.
+    PERFORM pg_stat_clear_snapshot();
+    v_xmax_lo := (v_xmax::text::numeric % 4294967296)::bigint;
+    -- How far below xmax the oldest running transaction of this database is, in 32-bit xid arithmetic (xids of
+    -- running transactions are less than 2^31 behind xmax).
+    SELECT max((v_xmax_lo - r.xid + 4294967296) % 4294967296)
+    INTO v_behind
+    FROM (SELECT a.backend_xid::text::bigint AS xid
+          FROM pg_stat_get_activity(NULL) a
+          WHERE a.datid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+            AND a.backend_xid IS NOT NULL
+          UNION ALL
+          SELECT p.transaction::text::bigint
+          FROM pg_prepared_xacts p
+          WHERE p.database = current_database()) r;
+    RETURN (v_xmax::text::numeric - coalesce(v_behind, 0))::text::xid8;
+END;
+$log_horizon$;
+--> statement-breakpoint
 -- API: move a view's frontier over up to v_max_events events of the log, creating or advancing the lock rows of
 -- the streams it subscribes to; returns how many events it passed (0 when there is nothing new, or when another
 -- consumer is advancing this view right now). lease_events and stream_events call it first; call it yourself to
@@ -37,9 +73,7 @@ CREATE OR REPLACE FUNCTION advance_view(v_view text, v_max_events int DEFAULT 10
     SET search_path = pg_catalog, public, pg_temp AS
 $advance_view$
 DECLARE
-    -- Every transaction below the oldest one still running has ended: its events are all visible now, and no event
-    -- can join them later. Events of transactions at or above it wait for a later call.
-    v_horizon  xid8 := pg_snapshot_xmin(pg_current_snapshot());
+    v_horizon  xid8;
     v_frontier view_frontiers;
     v_view_row views;
     v_passed   integer;
@@ -57,10 +91,12 @@ BEGIN
     END IF;
     IF NOT EXISTS (SELECT 1
                    FROM events e
-                   WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
-                     AND e.transaction_id < v_horizon) THEN
+                   WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")) THEN
         RETURN 0;
     END IF;
+    -- Every transaction below the horizon has ended: its events are all visible now, and no event can join them
+    -- later. Events of transactions at or above it (still running) wait for a later call.
+    v_horizon := log_horizon();
     -- One consumer advances a view at a time; the others lease what is already there.
     SELECT * INTO v_frontier FROM view_frontiers f WHERE f.view = v_view FOR NO KEY UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
@@ -130,15 +166,20 @@ $advance_view$;
 -- Example: SELECT * FROM log_head();
 CREATE OR REPLACE FUNCTION log_head()
     RETURNS TABLE (transaction_id xid8, "offset" bigint)
-    LANGUAGE sql
-    STABLE
+    LANGUAGE plpgsql
+    VOLATILE
     SET search_path = pg_catalog, public, pg_temp AS
 $log_head$
-SELECT e.transaction_id, e."offset"
-FROM events e
-WHERE e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY e.transaction_id DESC, e."offset" DESC
-LIMIT 1;
+#variable_conflict use_column
+DECLARE
+    v_horizon xid8 := log_horizon();
+BEGIN
+    RETURN QUERY SELECT e.transaction_id, e."offset"
+                 FROM events e
+                 WHERE e.transaction_id < v_horizon
+                 ORDER BY e.transaction_id DESC, e."offset" DESC
+                 LIMIT 1;
+END;
 $log_head$;
 --> statement-breakpoint
 -- Registering a view, changing its start_at or its subscription: it reads the log again from where it starts.
@@ -154,7 +195,7 @@ BEGIN
     -- its frontier starts at the oldest transaction still running. One that starts in the past reads the whole
     -- log, and skips the events created before start_at.
     IF v_start_at >= localtimestamp THEN
-        v_floor := pg_snapshot_xmin(pg_current_snapshot());
+        v_floor := log_horizon();
     END IF;
     -- Waits for a consumer that is advancing the view to commit; its lock rows are then deleted below.
     INSERT INTO view_frontiers AS f (view, transaction_id, "offset", floor_transaction_id, updated_at)
@@ -455,6 +496,7 @@ BEGIN
                                ('register_view(text, bigint, timestamp, text[], text[])'::regprocedure,
                                 'register_view(text, bigint, timestamp)'::regprocedure),
                                ('log_head()'::regprocedure, 'get_events(text, text)'::regprocedure),
+                               ('log_horizon()'::regprocedure, 'get_events(text, text)'::regprocedure),
                                ('view_status()'::regprocedure, 'get_events(text, text)'::regprocedure))
                            AS p(fn, sibling)
         LOOP

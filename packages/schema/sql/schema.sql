@@ -268,9 +268,7 @@ CREATE OR REPLACE FUNCTION public.advance_view(v_view text, v_max_events integer
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 DECLARE
-    -- Every transaction below the oldest one still running has ended: its events are all visible now, and no event
-    -- can join them later. Events of transactions at or above it wait for a later call.
-    v_horizon  xid8 := pg_snapshot_xmin(pg_current_snapshot());
+    v_horizon  xid8;
     v_frontier view_frontiers;
     v_view_row views;
     v_passed   integer;
@@ -288,10 +286,12 @@ BEGIN
     END IF;
     IF NOT EXISTS (SELECT 1
                    FROM events e
-                   WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
-                     AND e.transaction_id < v_horizon) THEN
+                   WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")) THEN
         RETURN 0;
     END IF;
+    -- Every transaction below the horizon has ended: its events are all visible now, and no event can join them
+    -- later. Events of transactions at or above it (still running) wait for a later call.
+    v_horizon := log_horizon();
     -- One consumer advances a view at a time; the others lease what is already there.
     SELECT * INTO v_frontier FROM view_frontiers f WHERE f.view = v_view FOR NO KEY UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
@@ -907,15 +907,49 @@ $function$;
 -- log_head(): EXECUTE by everyone (PUBLIC)
 CREATE OR REPLACE FUNCTION public.log_head()
  RETURNS TABLE(transaction_id xid8, "offset" bigint)
- LANGUAGE sql
- STABLE
+ LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
-SELECT e.transaction_id, e."offset"
-FROM events e
-WHERE e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY e.transaction_id DESC, e."offset" DESC
-LIMIT 1;
+#variable_conflict use_column
+DECLARE
+    v_horizon xid8 := log_horizon();
+BEGIN
+    RETURN QUERY SELECT e.transaction_id, e."offset"
+                 FROM events e
+                 WHERE e.transaction_id < v_horizon
+                 ORDER BY e.transaction_id DESC, e."offset" DESC
+                 LIMIT 1;
+END;
+$function$;
+
+-- log_horizon(): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.log_horizon()
+ RETURNS xid8
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_xmax    xid8 := pg_snapshot_xmax(pg_current_snapshot());
+    v_xmax_lo bigint;
+    v_behind  bigint;
+BEGIN
+    -- The backends' transaction ids as they are now, not the copy this transaction read earlier.
+    PERFORM pg_stat_clear_snapshot();
+    v_xmax_lo := (v_xmax::text::numeric % 4294967296)::bigint;
+    -- How far below xmax the oldest running transaction of this database is, in 32-bit xid arithmetic (xids of
+    -- running transactions are less than 2^31 behind xmax).
+    SELECT max((v_xmax_lo - r.xid + 4294967296) % 4294967296)
+    INTO v_behind
+    FROM (SELECT a.backend_xid::text::bigint AS xid
+          FROM pg_stat_get_activity(NULL) a
+          WHERE a.datid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+            AND a.backend_xid IS NOT NULL
+          UNION ALL
+          SELECT p.transaction::text::bigint
+          FROM pg_prepared_xacts p
+          WHERE p.database = current_database()) r;
+    RETURN (v_xmax::text::numeric - coalesce(v_behind, 0))::text::xid8;
+END;
 $function$;
 
 -- nack_event(v_view text, v_decider_id text): EXECUTE by its owner only, unless granted
@@ -1188,7 +1222,7 @@ BEGIN
     -- its frontier starts at the oldest transaction still running. One that starts in the past reads the whole
     -- log, and skips the events created before start_at.
     IF v_start_at >= localtimestamp THEN
-        v_floor := pg_snapshot_xmin(pg_current_snapshot());
+        v_floor := log_horizon();
     END IF;
     -- Waits for a consumer that is advancing the view to commit; its lock rows are then deleted below.
     INSERT INTO view_frontiers AS f (view, transaction_id, "offset", floor_transaction_id, updated_at)

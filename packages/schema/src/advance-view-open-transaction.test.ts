@@ -33,7 +33,10 @@ async function frontierXid(view: string): Promise<bigint> {
 }
 
 test.each([
-  { when: 'before', what: 'took its transaction id before the other committed (xid order is not commit order)' },
+  {
+    when: 'before',
+    what: 'took its transaction id before the other committed (xid order is not commit order)',
+  },
   { when: 'after', what: 'took its transaction id when it appended, after the other committed' },
 ])('an open transaction that $what is not passed over; once committed, it is read', async ({ when }) => {
   const view = `view-${randomUUID()}`;

@@ -29,26 +29,38 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createTestDatabase } from '@fstore/test-harness';
+import { budget } from '@fstore/test-harness/budget';
+import { readmeBlocks } from '@fstore/test-harness/readme';
 import type postgres from 'postgres';
 import { afterAll, describe, expect, test } from 'vitest';
+import { deliverWhileWritersInterleave, type Interleaving } from './test-support/interleaved-appends.js';
 import { describeProjectionSql } from './test-support/projection-sql.suite.js';
 import { describeSqlApi } from './test-support/sql-api.suite.js';
 import { postgresJsClient } from './test-support/sql-client.js';
 
-const db = await createTestDatabase();
-afterAll(() => db.drop());
-
 const cacheSize = 50;
-const [sequence] = await db.sql<
-  { name: string }[]
->`SELECT pg_get_serial_sequence('events', 'offset') AS name`;
-await db.sql.unsafe(`ALTER DATABASE "${db.name}" SET default_transaction_isolation = 'repeatable read'`);
-await db.sql.unsafe(`ALTER SEQUENCE ${sequence?.name} CACHE ${cacheSize}`);
-// Only sessions opened from now on read the database's new default: everything below connects anew.
-const connect = (max = 1) => db.connect({ max });
-
 const decider = 'yugabyte-profile';
-await connect()`SELECT * FROM register_decider_event(${decider}, 'happened')`;
+
+/**
+ * A database of this file's own under the profile, with the decider registered. Only sessions opened after the
+ * ALTERs read the new defaults: everything connects anew through `connect`.
+ */
+async function profiledDatabase() {
+  const database = await createTestDatabase();
+  const [sequence] = await database.sql<
+    { name: string }[]
+  >`SELECT pg_get_serial_sequence('events', 'offset') AS name`;
+  await database.sql.unsafe(
+    `ALTER DATABASE "${database.name}" SET default_transaction_isolation = 'repeatable read'`,
+  );
+  await database.sql.unsafe(`ALTER SEQUENCE ${sequence?.name} CACHE ${cacheSize}`);
+  const connect = (max = 1) => database.connect({ max });
+  await connect()`SELECT * FROM register_decider_event(${decider}, 'happened')`;
+  return { database, connect, sequenceName: sequence?.name ?? '' };
+}
+
+const { database: db, connect, sequenceName } = await profiledDatabase();
+afterAll(() => db.drop());
 
 interface Appended {
   event_id: string;
@@ -121,7 +133,7 @@ describe('the YugabyteDB profile on PostgreSQL', () => {
     const [isolation] = await sql<{ transaction_isolation: string }[]>`SHOW transaction_isolation`;
     expect(isolation?.transaction_isolation).toBe('repeatable read');
     const [cache] = await sql<{ cache_size: string }[]>`
-      SELECT cache_size FROM pg_sequences WHERE schemaname || '.' || sequencename = ${sequence?.name ?? ''}`;
+      SELECT cache_size FROM pg_sequences WHERE schemaname || '.' || sequencename = ${sequenceName}`;
     expect(Number(cache?.cache_size)).toBe(cacheSize);
   });
 
@@ -285,6 +297,61 @@ describe('the YugabyteDB profile on PostgreSQL', () => {
         `two-statement writers ${JSON.stringify(Object.fromEntries(seen.twoStatements))}, ` +
         `consumer ${JSON.stringify(Object.fromEntries(consumerSeen))}`,
     );
+  });
+});
+
+/** Every committed event arrived once, each stream in its order, nothing of the rolled-back transaction. */
+function expectEveryEventOnce(run: Interleaving) {
+  const byStream = new Map<string, number[]>();
+  for (const { stream, offset } of run.delivered) byStream.set(stream, [...(byStream.get(stream) ?? []), offset]);
+  expect(Object.fromEntries(byStream)).toEqual(Object.fromEntries(run.appended));
+  expect(byStream.has(run.rolledBackStream)).toBe(false);
+  expect(run.leasedAfterwards).toBe(0);
+}
+
+describe('views deliver every event once while commits interleave, under the profile', () => {
+  test('the frontier (migrations 0009-0010): a transaction held open holds back what commits after it, then everything arrives once', async () => {
+    const view = `frontier-${randomUUID()}`;
+    await connect()`SELECT * FROM register_view(${view}, now()::timestamp, 30)`;
+    const run = await deliverWhileWritersInterleave({ connect, decider, view, deadlineMs: budget(60_000) });
+    expectEveryEventOnce(run);
+    // Gap-safe by waiting: no transaction that began after the open one is passed over while it runs.
+    expect(run.deliveredBeforeLateCommit).toEqual([]);
+  });
+
+  test('YSQL append-time bookkeeping (docs/yugabytedb-and-aurora.md): nothing reads a transaction id, and a transaction held open holds back its own stream only', async () => {
+    const { database: ysql, connect: connectYsql } = await profiledDatabase();
+    try {
+      for (const statement of readmeBlocks('ysql-bookkeeping', 'sql', 'docs/yugabytedb-and-aurora.md')) {
+        await ysql.sql.unsafe(statement);
+      }
+      const readers = await ysql.sql<{ proname: string }[]>`
+        SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'public'
+          AND p.prosrc ~ '(pg_current_snapshot|pg_snapshot_xmin|pg_current_xact_id|txid_current)'`;
+      expect(readers).toEqual([]);
+      const [column] = await ysql.sql<{ expression: string }[]>`
+        SELECT pg_get_expr(d.adbin, d.adrelid) AS expression
+        FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+        WHERE d.adrelid = 'events'::regclass AND a.attname = 'transaction_id'`;
+      expect(column?.expression).toBe("'0'::xid8");
+
+      const view = `ysql-${randomUUID()}`;
+      await connectYsql()`SELECT * FROM register_view(${view}, now()::timestamp, 30)`;
+      const run = await deliverWhileWritersInterleave({
+        connect: connectYsql,
+        decider,
+        view,
+        deadlineMs: budget(60_000),
+      });
+      expectEveryEventOnce(run);
+      // The others arrived while it was open, with offsets above its own, and it still arrived afterwards.
+      const others = [...run.appended.values()].flat().length - 1;
+      expect(run.deliveredBeforeLateCommit).toHaveLength(others);
+      expect(Math.min(...run.deliveredBeforeLateCommit)).toBeGreaterThan(run.late.offset);
+    } finally {
+      await ysql.drop();
+    }
   });
 });
 
