@@ -54,6 +54,8 @@ BEGIN
           FROM pg_stat_get_activity(NULL) a
           WHERE a.datid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
             AND a.backend_xid IS NOT NULL
+            -- An automatic ANALYZE takes a transaction id, and never appends.
+            AND a.backend_type IS DISTINCT FROM 'autovacuum worker'
           UNION ALL
           SELECT p.transaction::text::bigint
           FROM pg_prepared_xacts p
@@ -259,6 +261,41 @@ BEGIN
         RETURNING v.*;
 END;
 $register_view_subscribed$;
+--> statement-breakpoint
+-- API: rebuild a view from v_start_at with another subscription (NULL: every decider, every event type), in one
+-- call: the same path as changing start_at. Example: SELECT * FROM reset_view('orders_view', 'epoch', ARRAY['order'], NULL);
+CREATE OR REPLACE FUNCTION reset_view(v_view text, v_start_at timestamp, v_deciders text[], v_event_types text[])
+    RETURNS SETOF views
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, public, pg_temp AS
+$reset_view_subscribed$
+DECLARE
+    v_current views;
+    v_bad     text := CASE
+                          WHEN cardinality(v_deciders) = 0 THEN 'deciders is an empty array (NULL means every decider)'
+                          WHEN array_position(v_deciders, NULL) IS NOT NULL THEN 'deciders holds a NULL'
+                          WHEN cardinality(v_event_types) = 0 THEN 'event types is an empty array (NULL means every type)'
+                          WHEN array_position(v_event_types, NULL) IS NOT NULL THEN 'event types holds a NULL' END;
+BEGIN
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'reset_view: %', v_bad
+            USING ERRCODE = 'invalid_parameter_value', CONSTRAINT = 'views_subscription';
+    END IF;
+    SELECT * INTO v_current FROM views v WHERE v.view = v_view FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'reset_view: there is no view %', v_view USING ERRCODE = 'no_data_found';
+    END IF;
+    -- The update's trigger resets the view when something changed; when nothing did, reset it here.
+    PERFORM reset_view_positions(v_view, v_start_at);
+    RETURN QUERY UPDATE views v
+        SET start_at            = v_start_at,
+            subscribed_deciders = (SELECT array_agg(DISTINCT d ORDER BY d) FROM unnest(v_deciders) d),
+            subscribed_events   = (SELECT array_agg(DISTINCT t ORDER BY t) FROM unnest(v_event_types) t)
+        WHERE v.view = v_view
+        RETURNING v.*;
+END;
+$reset_view_subscribed$;
 --> statement-breakpoint
 -- fstore-sql's streaming function: advances the view first, and delivers only the events the view subscribes to.
 CREATE OR REPLACE FUNCTION stream_events(v_view_name text, v_limit int DEFAULT 1, v_seconds int DEFAULT 300)
@@ -478,6 +515,7 @@ $view_status$;
 REVOKE EXECUTE ON FUNCTION
     advance_view(text, int),
     register_view(text, bigint, timestamp, text[], text[]),
+    reset_view(text, timestamp, text[], text[]),
     stream_events(text, int, int),
     lease_events(text, int, int, int),
     ack_event(text, text, bigint)
@@ -495,6 +533,8 @@ BEGIN
                   FROM (VALUES ('advance_view(text, int)'::regprocedure, 'lease_events(text, int, int, int)'::regprocedure),
                                ('register_view(text, bigint, timestamp, text[], text[])'::regprocedure,
                                 'register_view(text, bigint, timestamp)'::regprocedure),
+                               ('reset_view(text, timestamp, text[], text[])'::regprocedure,
+                                'reset_view(text, timestamp)'::regprocedure),
                                ('log_head()'::regprocedure, 'get_events(text, text)'::regprocedure),
                                ('log_horizon()'::regprocedure, 'get_events(text, text)'::regprocedure),
                                ('view_status()'::regprocedure, 'get_events(text, text)'::regprocedure))

@@ -944,6 +944,8 @@ BEGIN
           FROM pg_stat_get_activity(NULL) a
           WHERE a.datid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
             AND a.backend_xid IS NOT NULL
+            -- An automatic ANALYZE takes a transaction id, and never appends.
+            AND a.backend_type IS DISTINCT FROM 'autovacuum worker'
           UNION ALL
           SELECT p.transaction::text::bigint
           FROM pg_prepared_xacts p
@@ -1206,6 +1208,40 @@ BEGIN
         PERFORM reset_view_positions(v_view, v_start_at);
     END IF;
     RETURN QUERY UPDATE views v SET start_at = v_start_at WHERE v.view = v_view RETURNING v.*;
+END;
+$function$;
+
+-- reset_view(v_view text, v_start_at timestamp without time zone, v_deciders text[], v_event_types text[]): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.reset_view(v_view text, v_start_at timestamp without time zone, v_deciders text[], v_event_types text[])
+ RETURNS SETOF views
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_current views;
+    v_bad     text := CASE
+                          WHEN cardinality(v_deciders) = 0 THEN 'deciders is an empty array (NULL means every decider)'
+                          WHEN array_position(v_deciders, NULL) IS NOT NULL THEN 'deciders holds a NULL'
+                          WHEN cardinality(v_event_types) = 0 THEN 'event types is an empty array (NULL means every type)'
+                          WHEN array_position(v_event_types, NULL) IS NOT NULL THEN 'event types holds a NULL' END;
+BEGIN
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'reset_view: %', v_bad
+            USING ERRCODE = 'invalid_parameter_value', CONSTRAINT = 'views_subscription';
+    END IF;
+    SELECT * INTO v_current FROM views v WHERE v.view = v_view FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'reset_view: there is no view %', v_view USING ERRCODE = 'no_data_found';
+    END IF;
+    -- The update's trigger resets the view when something changed; when nothing did, reset it here.
+    PERFORM reset_view_positions(v_view, v_start_at);
+    RETURN QUERY UPDATE views v
+        SET start_at            = v_start_at,
+            subscribed_deciders = (SELECT array_agg(DISTINCT d ORDER BY d) FROM unnest(v_deciders) d),
+            subscribed_events   = (SELECT array_agg(DISTINCT t ORDER BY t) FROM unnest(v_event_types) t)
+        WHERE v.view = v_view
+        RETURNING v.*;
 END;
 $function$;
 

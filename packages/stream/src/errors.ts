@@ -35,6 +35,24 @@ export class TransactionLostError extends FstoreError {
   }
 }
 
+/**
+ * A projection declares deciders that its registered view does not subscribe to: their events would never reach
+ * it. Rebuild the view with the new subscription (`rebuildProjection({ view, deciders, reset })`, or
+ * `reset_view(view, start_at, deciders, event_types)` in SQL), which replays it from its start.
+ */
+export class SubscriptionMismatchError extends FstoreError {
+  override name = 'SubscriptionMismatchError';
+  constructor(
+    readonly view: string,
+    readonly subscribed: readonly string[],
+    readonly missing: readonly string[],
+  ) {
+    super(
+      `view ${view} subscribes to deciders ${subscribed.join(', ')}, but the projection also reads ${missing.join(', ')}: rebuild the view with the new subscription (rebuildProjection with deciders)`,
+    );
+  }
+}
+
 /** Maps a failure of the lease functions to LeaseLostError by SQLSTATE and constraint; anything else as given. */
 export function toLeaseError(error: unknown, view: string, deciderId: string, leaseId: string): unknown {
   const db = databaseError(error);

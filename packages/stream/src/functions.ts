@@ -24,7 +24,15 @@ const decodeParked = rowDecoder<ParkedEvent>(parkedEvents);
 /** Dates go in as timestamptz and become the session's local `timestamp`, which is what views.start_at holds. */
 const asTimestamp = (date: Date) => sql`${date.toISOString()}::timestamptz::timestamp`;
 
-export interface RegisterViewOptions {
+/** What a view projects: some deciders, and optionally some event types; null or absent means every one. */
+export interface ViewSubscription {
+  /** The deciders whose events the view projects. Streams of other deciders get no lock row for it. */
+  deciders?: readonly string[] | null;
+  /** The event types it projects; other events are never delivered to it. */
+  eventTypes?: readonly string[] | null;
+}
+
+export interface RegisterViewOptions extends ViewSubscription {
   /** Where reading starts: events created at or after it. Default: now. */
   startAt?: Date;
   /** How long a lease lasts, in seconds (`lock_timeout_s`). Default 300. */
@@ -37,9 +45,21 @@ export interface RegisterViewOptions {
   pollingDelayMs?: number;
 }
 
+/** A list as a text[] argument (through JSON: the drivers spread a bare array into several parameters). */
+const textArray = (values: readonly string[] | null | undefined) =>
+  values == null
+    ? sql`NULL::text[]`
+    : sql`ARRAY(SELECT jsonb_array_elements_text(${JSON.stringify(values)}::text::jsonb))`;
+
+/** A subscription as register_view and reset_view take it: two text arrays, null for every one. */
+const subscriptionArguments = ({ deciders, eventTypes }: ViewSubscription) =>
+  sql`${textArray(deciders)}, ${textArray(eventTypes)}`;
+
 /**
- * `register_view`: registers a view, or updates it. Registering again with another `startAt` resets the view's
- * positions (a rebuild); with the same one, it keeps them.
+ * `register_view`: registers a view, or updates it. Registering again with another `startAt` or subscription
+ * resets the view's positions (a rebuild); with the same ones, it keeps them. With `deciders` or `eventTypes`
+ * (even null), the view's subscription is set; without, a new view sees everything and an existing one keeps its
+ * subscription.
  */
 export async function registerView(
   db: Database,
@@ -49,6 +69,17 @@ export async function registerView(
   const startAt = options.startAt ? asTimestamp(options.startAt) : sql`now()::timestamp`;
   const leaseSeconds = options.leaseSeconds ?? options.lockTimeoutS;
   const pollIntervalMs = options.pollIntervalMs ?? options.pollingDelayMs;
+  if (options.deciders !== undefined || options.eventTypes !== undefined) {
+    const subscribed = sql`SELECT * FROM register_view(${view}::text, ${pollIntervalMs ?? null}::bigint, ${startAt}, ${subscriptionArguments(options)})`;
+    if (leaseSeconds === undefined) {
+      const [row] = await queryRows(db, subscribed);
+      return decodeView(row ?? {});
+    }
+    return db.transaction(async (tx) => {
+      await queryRows(tx, subscribed);
+      return setViewLockTimeout(tx, view, leaseSeconds);
+    });
+  }
   if (pollIntervalMs === undefined) {
     const [row] = await queryRows(
       db,
@@ -147,11 +178,13 @@ export async function leaseEvents(
     db,
     sql`SELECT * FROM lease_events(${view}::text, ${options.streams}::int, ${options.eventsPerStream}::int, ${leaseSeconds}::int)`,
   );
-  return rows.map((row) => ({
-    ...decodeEventRow(row),
-    leaseId: String(row.lease_id),
-    attempts: Number(row.attempts),
-  }));
+  // Thousands of rows a poll: add the two fields to the decoded row rather than copy it.
+  return rows.map((row) => {
+    const leased = decodeEventRow(row) as LeasedEvent;
+    leased.leaseId = String(row.lease_id);
+    leased.attempts = Number(row.attempts);
+    return leased;
+  });
 }
 
 /**
@@ -232,6 +265,27 @@ export async function renewLease(
     sql`SELECT renew_lease(${lease.view}::text, ${lease.deciderId}::text, ${lease.leaseId}::uuid, ${leaseSeconds}::int) AS held`,
   );
   return row?.held === true;
+}
+
+/**
+ * `renew_lease` for several leases of a view in one statement; returns those no longer held. The leases are renewed
+ * in the order given: give them in the order the holder acknowledges them, so the two never wait on each other.
+ */
+export async function renewLeases(
+  db: Database,
+  view: string,
+  leases: readonly { deciderId: string; leaseId: string }[],
+  leaseSeconds: number,
+): Promise<{ deciderId: string; leaseId: string }[]> {
+  if (leases.length === 0) return [];
+  const batch = JSON.stringify(leases.map((l) => ({ decider_id: l.deciderId, lease_id: l.leaseId })));
+  const rows = await queryRows(
+    db,
+    sql`SELECT x.decider_id, x.lease_id
+        FROM jsonb_to_recordset(${batch}::text::jsonb) AS x(decider_id text, lease_id uuid)
+        WHERE NOT renew_lease(${view}::text, x.decider_id, x.lease_id, ${leaseSeconds}::int)`,
+  );
+  return rows.map((row) => ({ deciderId: String(row.decider_id), leaseId: String(row.lease_id) }));
 }
 
 /** `release_lease`: gives the lease back without acknowledging; the stream is deliverable after `delayMs`. */
@@ -321,9 +375,22 @@ export async function failParkedEvent(
   return decodeParked(row ?? {});
 }
 
-/** `reset_view`: every stream of the view goes back to `startAt` (a rebuild); leases and parked events cleared. */
-export async function resetView(db: Database, view: string, startAt: Date): Promise<View> {
-  const [row] = await queryRows(db, sql`SELECT * FROM reset_view(${view}::text, ${asTimestamp(startAt)})`);
+/**
+ * `reset_view`: every stream of the view goes back to `startAt` (a rebuild); leases and parked events cleared.
+ * Given a subscription (`deciders`, `eventTypes`), the view projects that from now on.
+ */
+export async function resetView(
+  db: Database,
+  view: string,
+  startAt: Date,
+  subscription?: ViewSubscription,
+): Promise<View> {
+  const [row] = await queryRows(
+    db,
+    subscription === undefined
+      ? sql`SELECT * FROM reset_view(${view}::text, ${asTimestamp(startAt)})`
+      : sql`SELECT * FROM reset_view(${view}::text, ${asTimestamp(startAt)}, ${subscriptionArguments(subscription)})`,
+  );
   return decodeView(row ?? {});
 }
 
@@ -338,6 +405,10 @@ export interface ViewStatus {
   /** When the oldest unread event was appended; null when the view is caught up. */
   oldestUnackedAt: Date | null;
   parkedEvents: number;
+  /** The deciders the view subscribes to; null for every decider. */
+  subscribedDeciders: string[] | null;
+  /** The event types it subscribes to; null for every type. */
+  subscribedEvents: string[] | null;
 }
 
 /** `view_status`: how far behind each view is. */
@@ -352,6 +423,8 @@ export async function viewStatus(db: Database): Promise<ViewStatus[]> {
     eventsBehind: Number(row.events_behind),
     oldestUnackedAt: row.oldest_unacked_at == null ? null : new Date(String(row.oldest_unacked_at)),
     parkedEvents: Number(row.parked_events),
+    subscribedDeciders: (row.subscribed_deciders as string[] | null) ?? null,
+    subscribedEvents: (row.subscribed_events as string[] | null) ?? null,
   }));
 }
 

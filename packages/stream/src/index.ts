@@ -8,7 +8,7 @@ export {
   reportFailure,
   UsageError,
 } from './error-line.js';
-export { LeaseLostError, TransactionLostError } from './errors.js';
+export { LeaseLostError, SubscriptionMismatchError, TransactionLostError } from './errors.js';
 export {
   ackEvent,
   ackEvents,
@@ -31,6 +31,7 @@ export {
   setWakeups,
   streamEvents,
   type ViewStatus,
+  type ViewSubscription,
   viewStatus,
 } from './functions.js';
 export {
@@ -51,4 +52,4 @@ export {
 } from './projection.js';
 export { type RebuildOptions, rebuildProjection } from './rebuild.js';
 export { formatStatusTable } from './status.js';
-export { wakeupChannel } from './wakeups.js';
+export { type WakeupMode, wakeupChannel } from './wakeups.js';

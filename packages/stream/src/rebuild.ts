@@ -1,8 +1,8 @@
 import type { Database } from '@fstore/store';
-import { resetView } from './functions.js';
+import { resetView, type ViewSubscription } from './functions.js';
 import type { Transaction } from './projection.js';
 
-export interface RebuildOptions {
+export interface RebuildOptions extends ViewSubscription {
   view: string;
   /** Where to replay from. Default: the beginning of the log. */
   startAt?: Date;
@@ -18,7 +18,12 @@ export interface RebuildOptions {
  */
 export async function rebuildProjection(db: Database, options: RebuildOptions): Promise<void> {
   await db.transaction(async (tx) => {
-    await resetView(tx, options.view, options.startAt ?? new Date(0));
+    // With `deciders` or `eventTypes` (even null), the view subscribes to that from now on: the same rebuild.
+    const subscription =
+      options.deciders !== undefined || options.eventTypes !== undefined
+        ? { deciders: options.deciders, eventTypes: options.eventTypes }
+        : undefined;
+    await resetView(tx, options.view, options.startAt ?? new Date(0), subscription);
     await options.reset(tx as Transaction);
   });
 }

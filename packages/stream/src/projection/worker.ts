@@ -8,9 +8,11 @@ import { views } from '@fstore/schema';
 import type { DeciderEvents, EventDefinitions } from '@fstore/store';
 import { eq } from 'drizzle-orm';
 import { type LeasedEvent, leaseEvents, registerView } from '../functions.js';
-import { listenForWakeups, type Wakeups } from '../wakeups.js';
+import { SubscriptionMismatchError } from '../errors.js';
+import { startWakeups, type Wakeups } from '../wakeups.js';
 import { groupByStream, processTransaction, transactionGroups } from './batching.js';
 import { type AnyDeciders, describeError, type ProjectionContext, projectionContext } from './context.js';
+import { leaseSizing } from './lease-sizing.js';
 import { handleParkedRetry } from './parked-events.js';
 import type { Projection, ProjectionOptions } from './types.js';
 
@@ -56,6 +58,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
     const ceiling = await pollIntervalCeiling(context);
     let idleDelay = Math.min(25, ceiling);
     let errorDelay = 100;
+    const sizing = leaseSizing(context);
     while (running) {
       const free = context.concurrency - inFlight.size;
       if (free <= 0) {
@@ -63,10 +66,11 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
         continue;
       }
       let leased: LeasedEvent[];
+      const streams = sizing.streams(free);
       try {
         stats.polls++;
         leased = await leaseEvents(db, view, {
-          streams: free * context.streamsPerTransaction,
+          streams,
           eventsPerStream: context.batchSize,
           leaseSeconds: context.leaseSeconds,
         });
@@ -78,7 +82,9 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
         errorDelay = Math.min(errorDelay * 2, 30_000);
         continue;
       }
-      for (const group of transactionGroups(groupByStream(view, leased), free)) {
+      const batches = groupByStream(view, leased);
+      sizing.observe(streams, batches.length, leased.length);
+      for (const group of transactionGroups(batches, free)) {
         // A finished batch frees a slot and its stream may have more events: poll again at once.
         const work = processTransaction(context, group).finally(() => {
           inFlight.delete(work);
@@ -111,9 +117,13 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
       if (running) return;
       await ensureRegistered(context);
       running = true;
-      if (context.wakeups) {
-        wakeups = await listenForWakeups(db, wakeUp, logger);
+      // Before the first lease: the probe has read the head, so no event appended after that lease goes unnoticed.
+      const started = await startWakeups(context.wakeups, db, wakeUp, logger);
+      if (!running) {
+        await started?.close(); // stopped while starting
+        return;
       }
+      wakeups = started;
       loop = run().catch((error) => {
         logger.error('projection loop stopped', { view, error: describeError(error) });
       });
@@ -122,6 +132,9 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
       if (!running && !loop) return;
       running = false;
       wakeUp();
+      // At once, not after the batches in flight: the last worker of a database stops its probe now.
+      const closing = wakeups?.close();
+      wakeups = undefined;
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<'timeout'>((resolve) => {
         timer = setTimeout(() => resolve('timeout'), timeoutMs);
@@ -135,8 +148,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
         logger.warn('stopping: in-flight batches did not finish in time; their leases will expire', { view });
       }
       clearTimeout(timer);
-      await wakeups?.close();
-      wakeups = undefined;
+      await closing;
       loop = undefined;
     },
     idle() {
@@ -155,17 +167,31 @@ async function pollIntervalCeiling({ db, view, pollIntervalMs }: ProjectionConte
   return row?.ms ?? (row?.s != null ? row.s * 1000 : 1000);
 }
 
-/** Registers the view, starting at `startAt`, unless it exists. */
+/**
+ * Registers the view, starting at `startAt` and subscribed to the declared deciders, unless it exists. An existing
+ * view that does not subscribe to every declared decider is refused (SubscriptionMismatchError): changing what a
+ * view reads is a rebuild, never a silent side effect of a deployment.
+ */
 async function ensureRegistered({
   db,
   view,
+  declared,
   startAt,
   leaseSeconds,
   logger,
 }: ProjectionContext): Promise<void> {
-  const [existing] = await db.select({ view: views.view }).from(views).where(eq(views.view, view));
+  const deciders = [...declared.keys()].sort();
+  const [existing] = await db
+    .select({ view: views.view, deciders: views.subscribedDeciders })
+    .from(views)
+    .where(eq(views.view, view));
   if (!existing) {
-    await registerView(db, view, { startAt, leaseSeconds });
-    logger.info('registered view', { view });
+    await registerView(db, view, { startAt, leaseSeconds, deciders });
+    logger.info('registered view', { view, deciders: deciders.join(',') });
+    return;
   }
+  if (existing.deciders == null) return;
+  const subscribed = existing.deciders;
+  const missing = deciders.filter((decider) => !subscribed.includes(decider));
+  if (missing.length > 0) throw new SubscriptionMismatchError(view, subscribed, missing);
 }
