@@ -1,28 +1,31 @@
 /**
  * From leased events to transactions: one batch per stream, and the batches of a poll packed into at most as many
- * transactions as the worker has free slots, so that many small streams do not cost a transaction each.
+ * transactions as the worker has free slots, so that many small streams do not cost a transaction each (nor an
+ * acknowledgement, nor a lease renewal each: a group has one of each).
  */
 
 import { LeaseLostError } from '../errors.js';
 import { ackLeases, type LeasedEvent } from '../functions.js';
 import { type Batch, processBatch } from './batch.js';
 import type { ProjectionContext } from './context.js';
-import { dispatch } from './dispatch.js';
+import { dispatch, HandlerFailure } from './dispatch.js';
 import { guardedTransaction } from './guarded-transaction.js';
 import { keepLeases } from './lease-keeper.js';
 
 /** The leased events as one batch per lease (per stream), each in offset order. */
 export function groupByStream(view: string, rows: readonly LeasedEvent[]): Batch[] {
   const batches = new Map<string, Batch>();
+  // lease_events returns rows in offset order: a batch is sorted only if they ever come otherwise.
+  let unordered = false;
   for (const row of rows) {
     let batch = batches.get(row.leaseId);
     if (!batch) {
       batch = { view, deciderId: row.deciderId, leaseId: row.leaseId, attempts: row.attempts, rows: [] };
       batches.set(row.leaseId, batch);
-    }
+    } else if ((batch.rows.at(-1) as LeasedEvent).offset > row.offset) unordered = true;
     batch.rows.push(row);
   }
-  for (const batch of batches.values()) batch.rows.sort((a, b) => a.offset - b.offset);
+  if (unordered) for (const batch of batches.values()) batch.rows.sort((a, b) => a.offset - b.offset);
   return [...batches.values()];
 }
 
@@ -34,33 +37,61 @@ export function transactionGroups(batches: readonly Batch[], slots: number): Bat
 }
 
 /** Handles one transaction's batches: a batch alone, or several together (processGroup). */
-export function processTransaction(context: ProjectionContext, group: readonly Batch[]): Promise<void> {
-  return group.length === 1 ? processBatch(context, group[0] as Batch) : processGroup(context, group);
+export function processTransaction(
+  context: ProjectionContext,
+  group: readonly Batch[],
+  regrouped = false,
+): Promise<void> {
+  return group.length === 1
+    ? processBatch(context, group[0] as Batch)
+    : processGroup(context, group, regrouped);
+}
+
+/** The handler failed at an event of the group's `batch`-th batch. */
+class GroupHandlerFailure extends Error {
+  constructor(readonly batch: number) {
+    super('handler failed in a group');
+  }
 }
 
 /**
  * Handles several streams' batches in one transaction, acknowledged in one statement. If anything fails, all of it
- * rolls back and each batch runs again on its own, which reports failures and lost leases stream by stream.
+ * rolls back. When a handler failed, its batch runs again on its own (which commits the events before the failing
+ * one and reports it) and the other batches run again as a group; a second failure in that group, or any other
+ * failure (a lost lease, the database), sends each batch of the group back on its own, which reports failures and
+ * lost leases stream by stream.
  */
-async function processGroup(context: ProjectionContext, group: readonly Batch[]): Promise<void> {
+async function processGroup(
+  context: ProjectionContext,
+  group: readonly Batch[],
+  regrouped = false,
+): Promise<void> {
   const { view, stats, metrics, attributes } = context;
   const started = Date.now();
   const leases = keepLeases(context, group);
-  let failed = false;
+  let failure: unknown;
   try {
     await guardedTransaction(
       context,
       async (tx, transactionMarker) => {
-        for (const batch of group) {
+        for (const [position, batch] of group.entries()) {
           for (const [index, row] of batch.rows.entries()) {
             if (leases.signal.aborted) throw new LeaseLostError(view, batch.deciderId, batch.leaseId);
-            await dispatch(context, row, tx, { index, attempt: batch.attempts + 1, signal: leases.signal });
+            try {
+              await dispatch(context, row, tx, { index, attempt: batch.attempts + 1, signal: leases.signal });
+            } catch (error) {
+              throw error instanceof HandlerFailure ? new GroupHandlerFailure(position) : error;
+            }
           }
         }
         await ackLeases(
           tx,
           view,
-          group.map((batch) => ({ ...batch, offset: (batch.rows.at(-1) as LeasedEvent).offset })),
+          group.map((batch) => ({
+            deciderId: batch.deciderId,
+            leaseId: batch.leaseId,
+            offset: (batch.rows.at(-1) as LeasedEvent).offset,
+          })),
           { transactionMarker },
         );
       },
@@ -70,10 +101,19 @@ async function processGroup(context: ProjectionContext, group: readonly Batch[])
     stats.handled += handled;
     metrics?.count('fstore.projection.handled', handled, attributes);
     metrics?.record('fstore.projection.batch_ms', Date.now() - started, attributes);
-  } catch {
-    failed = true;
+    return;
+  } catch (error) {
+    failure = error;
   } finally {
     leases.stop();
   }
-  if (failed) for (const batch of group) await processBatch(context, batch);
+  if (failure instanceof GroupHandlerFailure && !regrouped && !context.stopping.aborted) {
+    const at = failure.batch;
+    const failed = group[at] as Batch;
+    const others = group.filter((_, position) => position !== at);
+    await processBatch(context, failed);
+    if (others.length > 0) await processTransaction(context, others, true);
+    return;
+  }
+  for (const batch of group) await processBatch(context, batch);
 }

@@ -1,5 +1,8 @@
-/** Keeps a running batch's leases: renews them every third of leaseSeconds and says when one is lost. */
-import { renewLease } from '../functions.js';
+/**
+ * Keeps the leases of a running transaction (one stream's batch, or a group of many small streams): one timer for
+ * them all, renewing every lease in one statement every third of leaseSeconds, and a signal for when one is lost.
+ */
+import { renewLeases } from '../functions.js';
 import { describeError, type ProjectionContext } from './context.js';
 
 export interface LeaseKeeper {
@@ -11,30 +14,39 @@ export interface LeaseKeeper {
   expire(): void;
 }
 
+/**
+ * Keeps `leases`, given in the order the transaction acknowledges them (renewal and acknowledgement then take the
+ * lock rows in the same order and cannot deadlock).
+ */
 export function keepLeases(
   context: ProjectionContext,
-  leases: readonly { view: string; deciderId: string; leaseId: string }[],
+  leases: readonly { deciderId: string; leaseId: string }[],
 ): LeaseKeeper {
   const { db, view, leaseSeconds, logger, stopping } = context;
   const lost = new AbortController();
   const onStopping = () => lost.abort();
   if (stopping.aborted) lost.abort();
   else stopping.addEventListener('abort', onStopping);
+  // A renewal still waiting for its answer is not sent again: statements must not pile up on a slow database.
+  let renewing = false;
   const renewal = setInterval(
     () => {
-      for (const lease of leases) {
-        renewLease(db, lease, leaseSeconds)
-          .then((held) => {
-            if (!held) lost.abort();
-          })
-          .catch((error) =>
-            logger.warn('lease renewal failed', {
-              view,
-              deciderId: lease.deciderId,
-              error: describeError(error),
-            }),
-          );
-      }
+      if (renewing || lost.signal.aborted) return;
+      renewing = true;
+      renewLeases(db, view, leases, leaseSeconds)
+        .then((gone) => {
+          if (gone.length > 0) lost.abort();
+        })
+        .catch((error) =>
+          logger.warn('lease renewal failed', {
+            view,
+            deciderId: leases.length === 1 ? leases[0]?.deciderId : `${leases.length} streams`,
+            error: describeError(error),
+          }),
+        )
+        .finally(() => {
+          renewing = false;
+        });
     },
     Math.max(250, (leaseSeconds * 1000) / 3),
   );

@@ -7,8 +7,8 @@
 import { views } from '@fstore/schema';
 import type { DeciderEvents, EventDefinitions } from '@fstore/store';
 import { eq } from 'drizzle-orm';
-import { type LeasedEvent, leaseEvents, registerView } from '../functions.js';
 import { SubscriptionMismatchError } from '../errors.js';
+import { type LeasedEvent, leaseEvents, registerView } from '../functions.js';
 import { startWakeups, type Wakeups } from '../wakeups.js';
 import { groupByStream, processTransaction, transactionGroups } from './batching.js';
 import { type AnyDeciders, describeError, type ProjectionContext, projectionContext } from './context.js';
