@@ -203,32 +203,39 @@ describe('a projection worker as a user of the application role', () => {
     expect(after).toEqual(expect.arrayContaining(offsets));
   });
 
-  test('turns wake-ups on: an appended event reaches an idle worker well within its polling delay', async () => {
-    await setWakeups(appDb, true);
-    try {
-      const view = `view-${randomUUID()}`;
-      await registerView(appDb, view);
-      const seen: number[] = [];
-      const projection = createProjection({
-        db: workerDb,
-        view,
-        events: [tasks],
-        pollIntervalMs: 5000,
-        async handle() {
-          seen.push(Date.now());
-        },
-      });
-      running.push(projection);
-      await projection.start();
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      const appendedAt = Date.now();
-      await appendStream(1);
-      await until(async () => seen.length === 1, 4000);
-      expect((seen[0] as number) - appendedAt).toBeLessThan(1500);
-    } finally {
-      await setWakeups(appDb, false);
-    }
-  });
+  test.each([
+    ['NOTIFY wake-ups (turned on by the application role)', 'notify'],
+    ['the probe of the log head (the default)', 'probe'],
+  ] as const)(
+    '%s: an appended event reaches an idle worker well within its polling delay',
+    async (_, wakeups) => {
+      if (wakeups === 'notify') await setWakeups(appDb, true);
+      try {
+        const view = `view-${randomUUID()}`;
+        await registerView(appDb, view);
+        const seen: number[] = [];
+        const projection = createProjection({
+          db: workerDb,
+          view,
+          events: [tasks],
+          pollIntervalMs: 5000,
+          wakeups,
+          async handle() {
+            seen.push(Date.now());
+          },
+        });
+        running.push(projection);
+        await projection.start();
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        const appendedAt = Date.now();
+        await appendStream(1);
+        await until(async () => seen.length === 1, 4000);
+        expect((seen[0] as number) - appendedAt).toBeLessThan(1500);
+      } finally {
+        if (wakeups === 'notify') await setWakeups(appDb, false);
+      }
+    },
+  );
 });
 
 describe('a user of the read-only role', () => {

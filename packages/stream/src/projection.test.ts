@@ -530,13 +530,14 @@ describe('running', () => {
     expect(await readModel(view)).toEqual(appended);
   });
 
-  test('with wake-ups on, an appended event reaches the handler well within the polling delay', async () => {
+  test('with NOTIFY wake-ups on, an appended event reaches the handler well within the polling delay', async () => {
     await setWakeups(db, true);
     try {
       const view = await newView();
       const seen: number[] = [];
       const projection = project(view, {
         pollIntervalMs: 5000,
+        wakeups: 'notify',
         async handle() {
           seen.push(Date.now());
         },

@@ -2,6 +2,7 @@
 import type { Database, DeciderEvents, EventDefinitions } from '@fstore/store';
 import { Issues, limits } from '@fstore/store/internal';
 import { type Logger, type ProjectionMetrics, silentLogger } from '../observability.js';
+import type { WakeupMode } from '../wakeups.js';
 import type { ProjectionOptions, ProjectionStats } from './types.js';
 
 /** The deciders of a projection, once the worker no longer needs their precise types. */
@@ -24,7 +25,7 @@ export interface ProjectionContext {
   readonly pollIntervalMs: number | undefined;
   readonly startAt: Date;
   readonly onParked: 'continue' | 'stop';
-  readonly wakeups: boolean;
+  readonly wakeups: WakeupMode;
   readonly logger: Logger;
   readonly metrics: ProjectionMetrics | undefined;
   /** The attributes of every metric. */
@@ -59,6 +60,8 @@ export function projectionContext(
   issues.whole('backoff.initialMs', initialMs, 0);
   issues.whole('backoff.maxMs', maxMs, 0);
   if (options.pollIntervalMs !== undefined) issues.whole('pollIntervalMs', options.pollIntervalMs, 0);
+  const wakeups = wakeupMode(options.wakeups);
+  if (wakeups === undefined) issues.add('wakeups', "must be 'probe', 'notify' or 'off'");
   if (!Array.isArray(options.events) || options.events.length === 0)
     issues.add('events', 'must declare at least one decider');
   issues.throwIfAny();
@@ -77,13 +80,21 @@ export function projectionContext(
     pollIntervalMs: options.pollIntervalMs,
     startAt: options.startAt ?? new Date(0),
     onParked: options.onParked ?? 'continue',
-    wakeups: options.wakeups !== false,
+    wakeups: wakeups ?? 'probe',
     logger: { ...silentLogger, ...options.logger },
     metrics: options.metrics,
     attributes: { view },
     stats: { handled: 0, failed: 0, parked: 0, leaseLost: 0, polls: 0 },
     stopping,
   };
+}
+
+/** The wake-up option as a mode; undefined when it is none. */
+function wakeupMode(option: ProjectionOptions<AnyDeciders>['wakeups']): WakeupMode | undefined {
+  if (option === undefined) return 'probe';
+  if (option === true) return 'notify';
+  if (option === false) return 'off';
+  return option === 'probe' || option === 'notify' || option === 'off' ? option : undefined;
 }
 
 /** An error as a log field: its stack, or what it says, cut to 4000 characters. */

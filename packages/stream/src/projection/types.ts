@@ -1,5 +1,6 @@
 import type { Database, DeciderEvents, EventDefinitions, EventOf, StoredEvent } from '@fstore/store';
 import type { Logger, ProjectionMetrics } from '../observability.js';
+import type { WakeupMode } from '../wakeups.js';
 
 /** The events a projection reads: the union of the events of the deciders it declares. */
 export type ProjectedEvent<TDeciders extends readonly DeciderEvents<EventDefinitions>[]> = StoredEvent<
@@ -55,8 +56,16 @@ export interface ProjectionOptions<TDeciders extends readonly DeciderEvents<Even
   backoff?: { initialMs?: number; maxMs?: number };
   /** What parking does to the stream: move on past the event (default), or stop at it until an operator acts. */
   onParked?: 'continue' | 'stop';
-  /** Listen for NOTIFY wake-ups (when the database sends them; see set_wakeups). Default true. */
-  wakeups?: boolean;
+  /**
+   * What wakes an idle worker before `pollIntervalMs` is out (docs/operations.md#wake-ups):
+   * - `'probe'` (default): one probe of the log's head (`log_head()`) every 15 ms, shared by every worker of this
+   *   process on the same `db`; it costs appends nothing;
+   * - `'notify'`: LISTEN for the NOTIFY that `set_wakeups(true)` adds to every append: under a millisecond, but it
+   *   serialises the commits of appending transactions (about half the append throughput on durable settings);
+   * - `'off'`: polling only.
+   * `true` and `false`, the older spelling, mean `'notify'` and `'off'`.
+   */
+  wakeups?: WakeupMode | boolean;
   logger?: Logger;
   metrics?: ProjectionMetrics;
 }
@@ -75,8 +84,8 @@ export interface Projection {
   /** Starts polling (registering the view first if needed). Resolves once running. */
   start(): Promise<void>;
   /**
-   * Stops leasing, lets in-flight batches finish (up to `timeoutMs`, default 10 s; then signals them to abort),
-   * and stops listening. Resolves within about `timeoutMs`.
+   * Stops leasing and its wake-ups (at once: the last worker on a database stops the probe), and lets in-flight
+   * batches finish (up to `timeoutMs`, default 10 s; then signals them to abort). Resolves within about `timeoutMs`.
    */
   stop(options?: { timeoutMs?: number }): Promise<void>;
   /** Resolves at the next moment the worker has nothing leased and the last poll found nothing (for tests, tools). */
