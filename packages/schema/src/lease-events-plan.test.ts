@@ -65,6 +65,16 @@ async function leaseAndAck(explained: postgres.Sql, view: string, expected: numb
       await db.sql`SELECT * FROM ack_events(${view}, ${row.decider_id}, ${row.lease_id}, ${row.offset})`;
     }
   }
+  if (delivered < expected) {
+    // Say what held the view back: its frontier, the horizon, and the sessions with a transaction id.
+    const why = await db.sql`
+      SELECT (SELECT row_to_json(f) FROM view_frontiers f WHERE f.view = ${view}) AS frontier,
+             pg_current_snapshot()::text AS snapshot,
+             (SELECT json_agg(json_build_object('pid', a.pid, 'db', a.datname, 'xid', a.backend_xid, 'state', a.state,
+                                                'since', a.xact_start, 'query', left(a.query, 80)))
+              FROM pg_stat_activity a WHERE a.backend_xid IS NOT NULL) AS sessions`;
+    throw new Error(`delivered ${delivered} of ${expected}: ${JSON.stringify(why)}`);
+  }
   return delivered;
 }
 
