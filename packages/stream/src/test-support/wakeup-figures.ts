@@ -1,6 +1,7 @@
 /**
  * The figures of issue 11's wake-ups, on an embedded PostgreSQL of its own with the durability defaults (fsync,
  * full_page_writes, synchronous_commit on):
+ * - what one probe costs, against SELECT 1;
  * - L1: append commit to handler start at 100 events/s, for the probe, NOTIFY, and polling only (500 ms);
  * - idle load: the statements per second ten idle workers of one process send (pg_stat_database.xact_commit);
  * - append cost: 8 clients appending one event per command, with nothing else running, with the probe running,
@@ -52,6 +53,23 @@ try {
   const store = createEventStore(db, bench);
   await store.register();
   console.log(settings.map((row) => `${row.name}=${row.setting}`).join(', '));
+
+  // What one probe costs: round trips of log_head() against round trips of SELECT 1, one connection, 2,000 each.
+  {
+    const one = postgres(url, { max: 1, onnotice: () => {} });
+    const time = async (run: () => Promise<unknown>) => {
+      for (let i = 0; i < 200; i++) await run();
+      const started = performance.now();
+      for (let i = 0; i < 2000; i++) await run();
+      return ((performance.now() - started) / 2000) * 1000;
+    };
+    const probe = await time(() => one`SELECT * FROM log_head()`);
+    const trivial = await time(() => one`SELECT 1`);
+    console.log(
+      `one probe: ${probe.toFixed(0)} µs a round trip, against ${trivial.toFixed(0)} µs for SELECT 1`,
+    );
+    await one.end();
+  }
 
   // L1, as apps/bench measures it: appender and worker in this process, sharing its clock.
   for (const mode of ['probe', 'notify', 'off'] as const) {
