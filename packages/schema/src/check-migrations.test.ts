@@ -60,12 +60,31 @@ const appendEvents = definitionOf(
 const revokeAppendEvents =
   'REVOKE EXECUTE ON FUNCTION append_events(text, text, uuid, uuid, jsonb) FROM PUBLIC;';
 
+/** What the security check counts: the functions created, and the migrations read, from 0007 on. */
+function securityCounts(output: string) {
+  const match = /ok {2}security: the (\d+) functions that (\d+) migrations/.exec(output);
+  if (!match) throw new Error(`no security line in:\n${output}`);
+  return { functions: Number(match[1]), migrations: Number(match[2]) };
+}
+
 describe('pnpm check:migrations, security', () => {
   test('passes a replacement copied from sql/schema.sql, with EXECUTE revoked from PUBLIC', () => {
     expect(appendEvents).toMatch(/SECURITY DEFINER\n SET search_path TO 'pg_catalog', 'public', 'pg_temp'/);
+    // The package's own migrations, with a synthetic one that creates nothing: what the check counts without it.
+    const baseline = checkWith('SELECT 1;');
+    expect(baseline.status, baseline.output).toBe(0);
     const { status, output } = checkWith(`${appendEvents}${breakpoint}${revokeAppendEvents}`);
-    expect(output).toMatch(/ok {2}security: the 7 functions/);
-    expect(status).toBe(0);
+    expect(status, output).toBe(0);
+    // Every migration from 0007 on is read (0007 to 0011 and the synthetic one), with the functions 0008 and 0010
+    // create (six, and ten with advance_view, log_head, log_horizon and the subscription overloads); the
+    // replacement is one function more.
+    const before = securityCounts(baseline.output);
+    expect(before.migrations).toBeGreaterThanOrEqual(6);
+    expect(before.functions).toBeGreaterThanOrEqual(16);
+    expect(securityCounts(output)).toEqual({
+      functions: before.functions + 1,
+      migrations: before.migrations,
+    });
   });
 
   test('refuses the same replacement without SECURITY DEFINER and the fixed search_path', () => {
@@ -92,6 +111,27 @@ describe('pnpm check:migrations, security', () => {
     const { status, output } = checkWith(getEvents);
     expect(status).toBe(1);
     expect(output).toMatch(/function get_events is not in v_write but declares SECURITY DEFINER/);
+  });
+
+  test('checks the functions 0010 adds: advance_view copied from sql/schema.sql passes with its REVOKE and fails without SECURITY DEFINER; log_head fails with it', () => {
+    const advanceView = definitionOf('advance_view(v_view text, v_max_events integer)');
+    const revokeAdvanceView = 'REVOKE EXECUTE ON FUNCTION advance_view(text, int) FROM PUBLIC;';
+    const copied = checkWith(`${advanceView}${breakpoint}${revokeAdvanceView}`);
+    expect(copied.status, copied.output).toBe(0);
+    const bare = checkWith(
+      `${advanceView.replace(' SECURITY DEFINER\n', '')}${breakpoint}${revokeAdvanceView}`,
+    );
+    expect(bare.status).toBe(1);
+    expect(bare.output).toMatch(
+      /function advance_view writes \(v_write\) but does not declare SECURITY DEFINER/,
+    );
+    const logHead = definitionOf('log_head()').replace(
+      ' LANGUAGE plpgsql\n',
+      ' LANGUAGE plpgsql\n SECURITY DEFINER\n',
+    );
+    const definer = checkWith(logHead);
+    expect(definer.status).toBe(1);
+    expect(definer.output).toMatch(/function log_head is not in v_write but declares SECURITY DEFINER/);
   });
 
   test('refuses a function in none of the lists of sql/least-privilege.sql', () => {
