@@ -125,8 +125,18 @@ describe('concurrent consumers', () => {
     return { view, ids };
   }
 
+  /** The view's lock rows, by stream. */
+  const lockRows = async (view: string) =>
+    (await db.sql<{ decider_id: string }[]>`SELECT decider_id FROM locks WHERE view = ${view}`).map(
+      (row) => row.decider_id,
+    );
+
   test('a stream leased in an open transaction is skipped, not waited for', async () => {
-    const { view } = await viewOver(2, 1);
+    const { view, ids } = await viewOver(2, 1);
+    // Appends write no lock row: they appear, committed, when the view advances.
+    expect(await lockRows(view)).toEqual([]);
+    await db.sql`SELECT advance_view(${view})`;
+    expect((await lockRows(view)).sort()).toEqual([...ids].sort());
     const holder = db.connect({ max: 1 });
     const other = db.connect({ max: 1 });
     await holder.begin(async (tx) => {
@@ -135,6 +145,28 @@ describe('concurrent consumers', () => {
       expect(got).toHaveLength(1);
       expect(got[0]?.decider_id).not.toBe(held?.decider_id);
     });
+    await Promise.all([holder.end(), other.end()]);
+  });
+
+  test('a consumer advancing the view in an open transaction is not waited for: the others lease the lock rows already committed, and the new ones once it commits', async () => {
+    const { view, ids } = await viewOver(1, 1);
+    await db.sql`SELECT advance_view(${view})`;
+    const fresh = `stream-${randomUUID()}`;
+    await append(db.sql, fresh, null);
+    const holder = db.connect({ max: 1 });
+    const other = db.connect({ max: 1 });
+    await holder.begin(async (tx) => {
+      // The holder's lease advances the view (the fresh stream's lock row, not committed yet) and takes the older
+      // stream, whose lock row has waited longest.
+      const [held] = await tx<{ decider_id: string }[]>`SELECT * FROM stream_events(${view}, 1)`;
+      expect(held?.decider_id).toBe(ids[0]);
+      // The other consumer neither waits for the frontier nor for the holder's rows: it gets nothing yet.
+      expect(await other`SELECT advance_view(${view}) AS passed`).toEqual([{ passed: 0 }]);
+      expect(await other`SELECT * FROM stream_events(${view}, 10)`).toEqual([]);
+    });
+    const got = await other<{ decider_id: string }[]>`SELECT * FROM stream_events(${view}, 10)`;
+    expect(got.map((row) => row.decider_id)).toEqual([fresh]);
+    await Promise.all([holder.end(), other.end()]);
   });
 
   test('four consumers handle every event exactly once, each stream in order', async () => {
