@@ -47,19 +47,22 @@ BEGIN
     PERFORM pg_stat_clear_snapshot();
     v_xmax_lo := (v_xmax::text::numeric % 4294967296)::bigint;
     -- How far below xmax the oldest running transaction of this database is, in 32-bit xid arithmetic (xids of
-    -- running transactions are less than 2^31 behind xmax).
-    SELECT max((v_xmax_lo - r.xid + 4294967296) % 4294967296)
+    -- running transactions are less than 2^31 behind xmax). A transaction that took its id after the snapshot
+    -- (at or past xmax: 0, or 2^31 and more, behind it) cannot have appended anything below xmax: not counted.
+    SELECT max(r.behind)
     INTO v_behind
-    FROM (SELECT a.backend_xid::text::bigint AS xid
-          FROM pg_stat_get_activity(NULL) a
-          WHERE a.datid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
-            AND a.backend_xid IS NOT NULL
-            -- An automatic ANALYZE takes a transaction id, and never appends.
-            AND a.backend_type IS DISTINCT FROM 'autovacuum worker'
-          UNION ALL
-          SELECT p.transaction::text::bigint
-          FROM pg_prepared_xacts p
-          WHERE p.database = current_database()) r;
+    FROM (SELECT (v_xmax_lo - x.xid + 4294967296) % 4294967296 AS behind
+          FROM (SELECT a.backend_xid::text::bigint AS xid
+                FROM pg_stat_get_activity(NULL) a
+                WHERE a.datid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+                  AND a.backend_xid IS NOT NULL
+                  -- An automatic ANALYZE takes a transaction id, and never appends.
+                  AND a.backend_type IS DISTINCT FROM 'autovacuum worker'
+                UNION ALL
+                SELECT p.transaction::text::bigint
+                FROM pg_prepared_xacts p
+                WHERE p.database = current_database()) x) r
+    WHERE r.behind BETWEEN 1 AND 2147483647;
     RETURN (v_xmax::text::numeric - coalesce(v_behind, 0))::text::xid8;
 END;
 $log_horizon$;
@@ -453,6 +456,55 @@ BEGIN
 END;
 $ack_event$;
 --> statement-breakpoint
+-- Acknowledging many leases at once: the lock rows are taken in decider_id order first, the order advance_view
+-- upserts them in, so that an acknowledgement and a consumer advancing the view never wait for each other in a
+-- cycle (a deadlock, which PostgreSQL breaks after a second by failing one of them).
+CREATE OR REPLACE FUNCTION ack_leases(v_view text, v_acks jsonb)
+    RETURNS integer
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, public, pg_temp AS
+$ack_leases$
+DECLARE
+    v_count    integer;
+    v_expected integer;
+BEGIN
+    IF v_view IS NULL OR v_acks IS NULL OR jsonb_typeof(v_acks) <> 'array' THEN
+        RAISE EXCEPTION 'ack_leases: a view and a JSON array of acknowledgements must be given'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_expected := jsonb_array_length(v_acks);
+    PERFORM 1
+    FROM locks l
+    WHERE l.view = v_view
+      AND l.decider_id IN (SELECT a ->> 'decider_id' FROM jsonb_array_elements(v_acks) AS a)
+    ORDER BY l.decider_id
+    FOR NO KEY UPDATE;
+    UPDATE locks l
+    SET last_offset  = greatest(l.last_offset, x.ack_offset),
+        locked_until = now(),
+        lease_id     = NULL,
+        attempts     = 0,
+        last_error   = NULL,
+        updated_at   = now()
+    FROM (SELECT a ->> 'decider_id' AS decider_id, (a ->> 'lease_id')::uuid AS lease_id,
+                 (a ->> 'offset')::bigint AS ack_offset
+          FROM jsonb_array_elements(v_acks) AS a) x
+    WHERE l.view = v_view
+      AND l.decider_id = x.decider_id
+      AND l.lease_id = x.lease_id
+      AND (l.leased_to IS NULL OR x.ack_offset <= l.leased_to)
+      AND EXISTS (SELECT 1 FROM events e WHERE e."offset" = x.ack_offset AND e.decider_id = x.decider_id);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF v_count <> v_expected THEN
+        RAISE EXCEPTION 'ack_leases: % of % leases of view % are no longer held (or an offset is not one they delivered)',
+            v_expected - v_count, v_expected, v_view
+            USING ERRCODE = 'lock_not_available', CONSTRAINT = 'locks_lease_held';
+    END IF;
+    RETURN v_count;
+END;
+$ack_leases$;
+--> statement-breakpoint
 DROP FUNCTION IF EXISTS view_status();
 --> statement-breakpoint
 -- API: how far behind each view is: its lock rows, and the events it subscribes to that are past its frontier
@@ -518,7 +570,8 @@ REVOKE EXECUTE ON FUNCTION
     reset_view(text, timestamp, text[], text[]),
     stream_events(text, int, int),
     lease_events(text, int, int, int),
-    ack_event(text, text, bigint)
+    ack_event(text, text, bigint),
+    ack_leases(text, jsonb)
     FROM PUBLIC;
 --> statement-breakpoint
 -- Whoever may call a sibling may call the new function (as in 0008): advance_view as lease_events, the new

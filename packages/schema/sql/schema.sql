@@ -211,6 +211,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     v_expected := jsonb_array_length(v_acks);
+    PERFORM 1
+    FROM locks l
+    WHERE l.view = v_view
+      AND l.decider_id IN (SELECT a ->> 'decider_id' FROM jsonb_array_elements(v_acks) AS a)
+    ORDER BY l.decider_id
+    FOR NO KEY UPDATE;
     UPDATE locks l
     SET last_offset  = greatest(l.last_offset, x.ack_offset),
         locked_until = now(),
@@ -937,19 +943,22 @@ BEGIN
     PERFORM pg_stat_clear_snapshot();
     v_xmax_lo := (v_xmax::text::numeric % 4294967296)::bigint;
     -- How far below xmax the oldest running transaction of this database is, in 32-bit xid arithmetic (xids of
-    -- running transactions are less than 2^31 behind xmax).
-    SELECT max((v_xmax_lo - r.xid + 4294967296) % 4294967296)
+    -- running transactions are less than 2^31 behind xmax). A transaction that took its id after the snapshot
+    -- (at or past xmax: 0, or 2^31 and more, behind it) cannot have appended anything below xmax: not counted.
+    SELECT max(r.behind)
     INTO v_behind
-    FROM (SELECT a.backend_xid::text::bigint AS xid
-          FROM pg_stat_get_activity(NULL) a
-          WHERE a.datid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
-            AND a.backend_xid IS NOT NULL
-            -- An automatic ANALYZE takes a transaction id, and never appends.
-            AND a.backend_type IS DISTINCT FROM 'autovacuum worker'
-          UNION ALL
-          SELECT p.transaction::text::bigint
-          FROM pg_prepared_xacts p
-          WHERE p.database = current_database()) r;
+    FROM (SELECT (v_xmax_lo - x.xid + 4294967296) % 4294967296 AS behind
+          FROM (SELECT a.backend_xid::text::bigint AS xid
+                FROM pg_stat_get_activity(NULL) a
+                WHERE a.datid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+                  AND a.backend_xid IS NOT NULL
+                  -- An automatic ANALYZE takes a transaction id, and never appends.
+                  AND a.backend_type IS DISTINCT FROM 'autovacuum worker'
+                UNION ALL
+                SELECT p.transaction::text::bigint
+                FROM pg_prepared_xacts p
+                WHERE p.database = current_database()) x) r
+    WHERE r.behind BETWEEN 1 AND 2147483647;
     RETURN (v_xmax::text::numeric - coalesce(v_behind, 0))::text::xid8;
 END;
 $function$;
