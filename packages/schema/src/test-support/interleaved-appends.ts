@@ -60,7 +60,12 @@ export async function deliverWhileWritersInterleave(options: InterleavingOptions
   const delivered: Interleaving['delivered'] = [];
   const record = (stream: string, offsets: number[]) =>
     appended.set(stream, [...(appended.get(stream) ?? []), ...offsets]);
-  const appendSql = (sql: postgres.Sql | postgres.TransactionSql, stream: string, previous: string | null, n: number) =>
+  const appendSql = (
+    sql: postgres.Sql | postgres.TransactionSql,
+    stream: string,
+    previous: string | null,
+    n: number,
+  ) =>
     sql<{ event_id: string; offset: string }[]>`
       SELECT event_id, "offset" FROM append_events(${decider}, ${stream}, ${previous}, ${randomUUID()},
         ${JSON.stringify(Array.from({ length: n }, () => ({ event: 'happened', event_id: randomUUID(), data: {} })))}::text::jsonb)`;
@@ -104,9 +109,14 @@ export async function deliverWhileWritersInterleave(options: InterleavingOptions
       for (let round = 0; round < rounds; round++) {
         for (const [index, stream] of streams.entries()) {
           // One to three events a transaction, the streams of a writer in turn: commits of the writers interleave.
-          const rows = await retryingTransient(() => appendSql(sql, stream, last.get(stream) ?? null, 1 + ((round + index) % 3)));
+          const rows = await retryingTransient(() =>
+            appendSql(sql, stream, last.get(stream) ?? null, 1 + ((round + index) % 3)),
+          );
           last.set(stream, rows.at(-1)?.event_id ?? null);
-          record(stream, rows.map((row) => Number(row.offset)));
+          record(
+            stream,
+            rows.map((row) => Number(row.offset)),
+          );
           await new Promise((resolve) => setTimeout(resolve, Math.random() * 3));
         }
       }
@@ -124,7 +134,9 @@ export async function deliverWhileWritersInterleave(options: InterleavingOptions
   const lease = () =>
     retryingTransient(() =>
       consumer.begin(async (tx) => {
-        const rows = await tx<Row[]>`SELECT lease_id, decider_id, "offset" FROM lease_events(${view}, 4, 3, 30)`;
+        const rows = await tx<
+          Row[]
+        >`SELECT lease_id, decider_id, "offset" FROM lease_events(${view}, 4, 3, 30)`;
         const lastByStream = new Map<string, Row>();
         for (const row of rows) lastByStream.set(row.decider_id, row);
         for (const row of lastByStream.values()) {
