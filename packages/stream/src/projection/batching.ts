@@ -29,22 +29,34 @@ export function groupByStream(view: string, rows: readonly LeasedEvent[]): Batch
   return [...batches.values()];
 }
 
-/** Deals the batches round-robin into at most `slots` transactions. */
+/**
+ * Deals the batches round-robin into at most `slots` transactions, each in stream order: its acknowledgement (and
+ * lease renewal) then takes the lock rows in the order advance_view takes them, so the two never deadlock.
+ */
 export function transactionGroups(batches: readonly Batch[], slots: number): Batch[][] {
   const groups: Batch[][] = Array.from({ length: Math.min(slots, batches.length) }, () => []);
-  for (const [index, batch] of batches.entries()) groups[index % groups.length]?.push(batch);
+  const inStreamOrder = [...batches].sort((a, b) =>
+    a.deciderId < b.deciderId ? -1 : a.deciderId > b.deciderId ? 1 : 0,
+  );
+  for (const [index, batch] of inStreamOrder.entries()) groups[index % groups.length]?.push(batch);
   return groups;
 }
 
-/** Handles one transaction's batches: a batch alone, or several together (processGroup). */
-export function processTransaction(
+/**
+ * Handles a slot's batches: a batch alone, or several together (processGroup). A stream whose delivery failed
+ * before (a retry) runs alone first: a poison event must not roll a whole group back at every attempt.
+ */
+export async function processTransaction(
   context: ProjectionContext,
   group: readonly Batch[],
   regrouped = false,
 ): Promise<void> {
-  return group.length === 1
-    ? processBatch(context, group[0] as Batch)
-    : processGroup(context, group, regrouped);
+  if (group.length === 1) return processBatch(context, group[0] as Batch);
+  const retried = group.filter((batch) => batch.attempts > 0);
+  if (retried.length === 0) return processGroup(context, group, regrouped);
+  for (const batch of retried) await processBatch(context, batch);
+  const others = group.filter((batch) => batch.attempts === 0);
+  if (others.length > 0) await processTransaction(context, others, regrouped);
 }
 
 /** The handler failed at an event of the group's `batch`-th batch. */
