@@ -1,6 +1,6 @@
 /**
  * The bad-input catalogue of the SQL API. For every function and every parameter: a null, and values of the wrong
- * type or out of range, each refused with a clear SQLSTATE, nothing written (every row of the five tables is
+ * type or out of range, each refused with a clear SQLSTATE, nothing written (every row of the six tables is
  * compared before and after) and the same connection still usable. Where a null is legitimately accepted, the test
  * says so in its name and checks what it does instead. Then: injection attempts and unicode in names, malformed and
  * very large payloads, and a failure inside a transaction (the transaction rolls back, the connection stays usable).
@@ -19,11 +19,13 @@
  *   22021 character_not_in_repertoire  NUL in text
  *   22P05 untranslatable_character  \u0000 in JSON
  *   23514 check_violation           a table check (views_*_check) or an append check (events_*)
+ *   22023 (constraint views_subscription)  a subscription that is an empty array or holds a NULL (NULL itself
+ *                                   means every decider, or every event type)
  *   23503 foreign_key_violation     an event type or version the decider has not registered
  *   23505 unique_violation          an event id already stored
  *   42883 undefined_function        an argument of another type: no such function
  *   55P03 lock_not_available        (constraint locks_lease_held) a lease that is not held
- *   P0002 no_data_found             no such parked event, or view to reset or lease from
+ *   P0002 no_data_found             no such parked event, or view to reset, advance or lease from
  *
  * Every argument is sent as text and cast in SQL ($1::text::uuid), so that what reaches PostgreSQL is exactly the
  * value under test: postgres.js would otherwise serialise some values itself (any non-true value bound to a boolean
@@ -163,6 +165,25 @@ const text = (name: string, nullOutcome: Parameter['null']): Parameter => ({
   type: 'text',
   null: nullOutcome,
   variants: [otherType()],
+});
+/** A subscription (register_view, reset_view): NULL means everything, an empty array or a NULL in it is refused. */
+const SUBSCRIPTION: Refusal = { code: '22023', constraint: 'views_subscription' };
+const subscription = (name: string): Parameter => ({
+  name,
+  type: 'text[]',
+  null: 'accepted',
+  variants: [
+    { label: 'an empty array', value: '{}', ...SUBSCRIPTION },
+    { label: 'an array holding a NULL', value: '{created,NULL}', ...SUBSCRIPTION },
+    { label: 'an array of NULL only', value: '{NULL}', ...SUBSCRIPTION },
+    { label: 'a text that is no array', value: 'created', code: '22P02' },
+    { label: 'an integer array', value: '{1}', cast: 'integer[]', code: '42883' },
+  ],
+});
+const noSuchView = (code = 'P0002'): Variant => ({
+  label: 'a view that does not exist',
+  value: 'no-such-view',
+  code,
 });
 const TOO_BIG_INT = { label: '2^31 (beyond int)', value: '2147483648', code: '22003' };
 const TOO_BIG_BIGINT = { label: '2^63 (beyond bigint)', value: '9223372036854775808', code: '22003' };
@@ -876,6 +897,73 @@ const catalogue: Entry[] = [
     ],
   },
   {
+    // advance_view (0010_appends_write_only_the_event): creates the lock rows; lease_events and stream_events call
+    // it first.
+    fn: 'advance_view',
+    select: 'value',
+    valid: () => [fixture.view, '100'],
+    params: [
+      { name: 'v_view', type: 'text', null: NO_DATA, variants: [otherType(), noSuchView()] },
+      {
+        name: 'v_max_events',
+        type: 'int',
+        null: INVALID,
+        variants: [
+          { label: '0', value: '0', code: '22023' },
+          { label: '-1', value: '-1', code: '22023' },
+          { label: "'x'", value: 'x', code: '22P02' },
+          TOO_BIG_INT,
+        ],
+      },
+    ],
+  },
+  // The log's head and horizon (0010): no arguments, read only.
+  { fn: 'log_head', select: 'rows', valid: () => [], params: [] },
+  { fn: 'log_horizon', select: 'value', valid: () => [], params: [] },
+  {
+    // register_view with a subscription (0010): fstore-sql's three arguments, then deciders and event types.
+    fn: 'register_view',
+    select: 'rows',
+    valid: () => [`view-${randomUUID()}`, '500', '2000-01-01', `{${decider}}`, '{created,renamed}'],
+    params: [
+      text('v_view', NOT_NULL),
+      {
+        name: 'v_pooling_delay',
+        type: 'bigint',
+        null: 'accepted',
+        variants: [
+          { label: '-1', value: '-1', code: '23514', constraint: 'views_pooling_delay_ms_check' },
+          { label: "'x'", value: 'x', code: '22P02' },
+        ],
+      },
+      {
+        name: 'v_start_at',
+        type: 'timestamp',
+        null: NOT_NULL,
+        variants: [{ label: "'not a time'", value: 'not a time', code: '22007' }],
+      },
+      subscription('v_deciders'),
+      subscription('v_event_types'),
+    ],
+  },
+  {
+    // reset_view with a subscription (0010): a rebuild from start_at with what the view now subscribes to.
+    fn: 'reset_view',
+    select: 'rows',
+    valid: () => [fixture.view, '2001-01-01', `{${decider}}`, '{created}'],
+    params: [
+      { name: 'v_view', type: 'text', null: NO_DATA, variants: [otherType(), noSuchView()] },
+      {
+        name: 'v_start_at',
+        type: 'timestamp',
+        null: NOT_NULL,
+        variants: [{ label: "'soon'", value: 'soon', code: '22007' }],
+      },
+      subscription('v_deciders'),
+      subscription('v_event_types'),
+    ],
+  },
+  {
     fn: 'set_wakeups',
     select: 'value',
     valid: () => ['true'],
@@ -1026,6 +1114,35 @@ describe('nulls that are accepted, and what they do', () => {
     expect(three).toMatchObject({ pooling_delay_s: null, pooling_delay_ms: null });
   });
 
+  test('register_view with a subscription: a null polling delay is stored as null, null deciders and event types subscribe to everything', async () => {
+    const [row] = await rows(
+      `SELECT * FROM register_view($1, NULL::bigint, '2000-01-01'::timestamp, NULL, NULL)`,
+      [`view-${randomUUID()}`],
+    );
+    expect(row).toMatchObject({ pooling_delay_ms: null, subscribed_deciders: null, subscribed_events: null });
+    const [some] = await rows(
+      `SELECT * FROM register_view($1, NULL::bigint, '2000-01-01'::timestamp, ARRAY[$2], NULL)`,
+      [`view-${randomUUID()}`, decider],
+    );
+    expect(some).toMatchObject({ subscribed_deciders: [decider], subscribed_events: null });
+  });
+
+  test('reset_view with a subscription: null deciders and event types make the view read everything again, from start_at', async () => {
+    await rolledBack(async (tx) => {
+      const view = `view-${randomUUID()}`;
+      await tx`SELECT * FROM register_view(${view}, NULL::bigint, '2000-01-01'::timestamp, ARRAY['nobody'], NULL)`;
+      await tx`SELECT advance_view(${view})`;
+      expect(await tx`SELECT decider_id FROM locks WHERE view = ${view}`).toEqual([]);
+      const [row] = await tx`SELECT * FROM reset_view(${view}, '2000-01-01'::timestamp, NULL, NULL)`;
+      expect(row).toMatchObject({ subscribed_deciders: null, subscribed_events: null });
+      await tx`SELECT advance_view(${view})`;
+      const locks = await tx`SELECT decider_id FROM locks WHERE view = ${view} ORDER BY decider_id`;
+      expect(locks.map((lock) => lock.decider_id)).toEqual(
+        expect.arrayContaining([fixture.stream, fixture.other]),
+      );
+    });
+  });
+
   test('stream_events, nack_event, schedule_nack_event, ack_event: a null view or stream has no lock row: nothing is leased or changed, no error', async () => {
     const before = await contents();
     // fstore-sql's functions keep their empty answers; lease_events refuses an unknown view (P0002, in the catalogue).
@@ -1133,6 +1250,28 @@ describe('values taken as they are, though a client may not expect it', () => {
       `view-${randomUUID()}`,
     ]);
     expect(row?.lock_timeout_s).toBe('9223372036854775807');
+  });
+
+  test('advance_view: the largest int (2^31 - 1) as the number of events to pass is accepted', async () => {
+    await rolledBack(async (tx) => {
+      const view = `view-${randomUUID()}`;
+      await tx`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp)`;
+      const [row] = await tx<{ passed: number }[]>`SELECT advance_view(${view}, 2147483647) AS passed`;
+      expect(row?.passed).toBeGreaterThanOrEqual(4);
+      expect(
+        await tx`SELECT 1 FROM locks WHERE view = ${view} AND decider_id = ${fixture.stream}`,
+      ).toHaveLength(1);
+    });
+  });
+
+  test('stream_events: the largest int limit and lease (2^31 - 1) are accepted', async () => {
+    await rolledBack(async (tx) => {
+      const view = `view-${randomUUID()}`;
+      await tx`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp)`;
+      const rows = await tx`
+        SELECT decider_id FROM stream_events(${view}, 2147483647, 2147483647) x WHERE x.decider_id = ${fixture.stream}`;
+      expect(rows).toHaveLength(1);
+    });
   });
 
   test('the largest int lease (2^31 - 1 seconds: 68 years), stream count and batch are accepted', async () => {
@@ -1258,7 +1397,7 @@ describe('names: quotes, semicolons, injection attempts, unicode', () => {
       name,
     ]),
   )(
-    '%j is stored and read back verbatim as a decider, type, description, stream, view and URL; nothing else happens',
+    '%j is stored and read back verbatim as a decider, type, description, stream, view, URL and subscription; nothing else happens',
     async (_, name) => {
       const before = await contents();
       await conn`SELECT * FROM register_decider_event(${name}, ${name}, ${name}, 1)`;
@@ -1267,6 +1406,10 @@ describe('names: quotes, semicolons, injection attempts, unicode', () => {
                                    ${randomUUID()}, NULL)`;
       const view = `${name}-view`;
       await conn`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp, 300, NULL, ${name})`;
+      const subscribed = `${name}-subscribed`;
+      await conn`
+        SELECT * FROM register_view(${subscribed}, NULL::bigint, '2000-01-01'::timestamp, ARRAY[${name}::text],
+                                    ARRAY[${name}::text])`;
       expect(event).toMatchObject({ event: name, decider: name, decider_id: name, data: { name } });
       expect(await conn`SELECT description FROM deciders WHERE decider = ${name}`).toEqual([
         { description: name },
@@ -1277,18 +1420,28 @@ describe('names: quotes, semicolons, injection attempts, unicode', () => {
       expect(await conn`SELECT edge_function_url FROM views WHERE view = ${view}`).toEqual([
         { edge_function_url: name },
       ]);
-      const [lock] = await conn`SELECT decider_id FROM locks WHERE view = ${view} AND decider_id = ${name}`;
-      expect(lock?.decider_id).toBe(name);
+      expect(
+        await conn`SELECT subscribed_deciders, subscribed_events FROM views WHERE view = ${subscribed}`,
+      ).toEqual([{ subscribed_deciders: [name], subscribed_events: [name] }]);
+      // The lock rows appear when the views advance, not at the append.
+      const lockOf = (v: string) =>
+        conn`SELECT decider_id FROM locks WHERE view = ${v} AND decider_id = ${name}`;
+      expect(await lockOf(view)).toEqual([]);
+      await conn`SELECT advance_view(${view}), advance_view(${subscribed})`;
+      expect(await lockOf(view)).toEqual([{ decider_id: name }]);
+      expect(await lockOf(subscribed)).toEqual([{ decider_id: name }]);
       const after = await contents();
-      expect([after?.events, after?.deciders, after?.views]).toEqual([
+      expect([after?.events, after?.deciders, after?.views, after?.frontiers]).toEqual([
         (before?.events as number) + 1,
         (before?.deciders as number) + 1,
-        (before?.views as number) + 1,
+        (before?.views as number) + 2,
+        (before?.frontiers as number) + 2,
       ]);
       const [tables] = await conn`
         SELECT to_regclass('public.events') IS NOT NULL AND to_regclass('public.deciders') IS NOT NULL
            AND to_regclass('public.views') IS NOT NULL AND to_regclass('public.locks') IS NOT NULL
-           AND to_regclass('public.parked_events') IS NOT NULL AS all_there`;
+           AND to_regclass('public.parked_events') IS NOT NULL
+           AND to_regclass('public.view_frontiers') IS NOT NULL AS all_there`;
       expect(tables?.all_there).toBe(true);
     },
   );

@@ -1,6 +1,7 @@
 /**
  * Statements the SQL API must refuse, and the checks that they were: the expected SQLSTATE, nothing written (every
- * row of the five tables compared before and after) and the connection still usable. Shared by the bad-input
+ * row of the six tables compared before and after, view_frontiers included: advance_view writes it) and the
+ * connection still usable. Shared by the bad-input
  * catalogue (bad-input.test.ts) and the acknowledgements that must not move a stream (acknowledgements.test.ts).
  */
 import type postgres from 'postgres';
@@ -20,10 +21,10 @@ export const NO_DATA: Refusal = { code: 'P0002' };
 
 /**
  * The checks for one test file: `conn` is the connection under test (a single one, so that a failure which broke
- * it shows), `tables` a pool on the same database that reads what the five tables hold.
+ * it shows), `tables` a pool on the same database that reads what the six tables hold.
  */
 export function refusalChecks(tables: postgres.Sql, conn: postgres.Sql) {
-  /** Everything the five tables hold, as digests: equal before and after means nothing was written. */
+  /** Everything the six tables hold, as digests: equal before and after means nothing was written. */
   async function contents() {
     const [row] = await tables`
       SELECT (SELECT count(*)::int FROM events)                                                      AS events,
@@ -31,6 +32,7 @@ export function refusalChecks(tables: postgres.Sql, conn: postgres.Sql) {
              (SELECT count(*)::int FROM views)                                                       AS views,
              (SELECT count(*)::int FROM locks)                                                       AS locks,
              (SELECT count(*)::int FROM parked_events)                                               AS parked,
+             (SELECT count(*)::int FROM view_frontiers)                                              AS frontiers,
              (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t."offset"), '')) FROM events t)  AS events_md5,
              (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.decider, t.event, t.event_version), ''))
               FROM deciders t)                                                                       AS deciders_md5,
@@ -39,6 +41,8 @@ export function refusalChecks(tables: postgres.Sql, conn: postgres.Sql) {
                                                                                                      AS locks_md5,
              (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view, t."offset"), '')) FROM parked_events t)
                                                                                                      AS parked_md5,
+             (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view), '')) FROM view_frontiers t)
+                                                                                                     AS frontiers_md5,
              (SELECT count(*)::int FROM pg_trigger WHERE tgname = 't_notify_events_appended')        AS wakeups`;
     return row;
   }
