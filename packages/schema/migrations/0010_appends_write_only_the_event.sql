@@ -102,6 +102,12 @@ BEGIN
     -- Every transaction below the horizon has ended: its events are all visible now, and no event can join them
     -- later. Events of transactions at or above it (still running) wait for a later call.
     v_horizon := log_horizon();
+    IF NOT EXISTS (SELECT 1
+                   FROM events e
+                   WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+                     AND e.transaction_id < v_horizon) THEN
+        RETURN 0;
+    END IF;
     -- One consumer advances a view at a time; the others lease what is already there.
     SELECT * INTO v_frontier FROM view_frontiers f WHERE f.view = v_view FOR NO KEY UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
