@@ -91,7 +91,7 @@ async function applyScript(sql: postgres.Sql, roles?: { app: string; reader: str
   });
 }
 
-/** Everything the five tables hold, as digests: equal before and after means nothing was written. */
+/** Everything the six tables hold, as digests: equal before and after means nothing was written. */
 async function contents(sql: postgres.Sql) {
   const [row] = await sql`
     SELECT (SELECT count(*)::int FROM events)                                                          AS events,
@@ -99,13 +99,15 @@ async function contents(sql: postgres.Sql) {
            (SELECT count(*)::int FROM views)                                                           AS views,
            (SELECT count(*)::int FROM locks)                                                           AS locks,
            (SELECT count(*)::int FROM parked_events)                                                   AS parked,
+           (SELECT count(*)::int FROM view_frontiers)                                                  AS frontiers,
            (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t."offset"), '')) FROM events t)      AS events_md5,
            (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.decider, t.event, t.event_version), ''))
             FROM deciders t)                                                                           AS deciders_md5,
            (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view), '')) FROM views t)          AS views_md5,
            (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view, t.decider_id), '')) FROM locks t) AS locks_md5,
            (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view, t."offset"), '')) FROM parked_events t)
-                                                                                                       AS parked_md5`;
+                                                                                                       AS parked_md5,
+           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view), '')) FROM view_frontiers t)     AS frontiers_md5`;
   return row;
 }
 
@@ -277,7 +279,7 @@ describe('sql/least-privilege.sql, the script', () => {
     );
     expect(failure.code).toBe('P0001');
     expect(failure.message).toMatch(
-      /tables \{events,deciders,views,locks,parked_events\} are missing.*run fstore's migrations first/,
+      /tables \{events,deciders,views,view_frontiers,locks,parked_events\} are missing.*run fstore's migrations first/,
     );
   });
 
@@ -356,6 +358,13 @@ describe('the application role', () => {
     const deciderId = `stream-${randomUUID()}`;
     const first = await appendAs(app, deciderId, null);
     const second = await appendAs(app, deciderId, first.event_id);
+    // The lock rows appear when the view advances (lease_events does it too); the log's head and horizon are read.
+    expect(await app`SELECT advance_view(${view}) > 0 AS passed`).toEqual([{ passed: true }]);
+    expect(await app`SELECT "offset" FROM locks WHERE view = ${view} AND decider_id = ${deciderId}`).toEqual([
+      { offset: second.offset },
+    ]);
+    expect(await app`SELECT count(*)::int AS n FROM log_head()`).toEqual([{ n: 1 }]);
+    expect(await app`SELECT log_horizon() IS NOT NULL AS known`).toEqual([{ known: true }]);
 
     const leased = await app<{ lease_id: string; offset: string }[]>`
       SELECT * FROM lease_events(${view}, 1000, 2, 30) WHERE decider_id = ${deciderId}`;
@@ -412,6 +421,24 @@ describe('the application role', () => {
     expect(status).toEqual([{ view, streams: expect.any(Number) }]);
   });
 
+  test('registers a view with a subscription and rebuilds it with another (the overloads 0010 adds)', async () => {
+    const view = `view-${randomUUID()}`;
+    const deciderId = `stream-${randomUUID()}`;
+    await appendAs(app, deciderId, null);
+    const [registered] = await app`
+      SELECT subscribed_deciders, subscribed_events
+      FROM register_view(${view}, 250::bigint, '2000-01-01'::timestamp, ARRAY['somebody-else'], NULL)`;
+    expect(registered).toEqual({ subscribed_deciders: ['somebody-else'], subscribed_events: null });
+    await app`SELECT advance_view(${view})`;
+    expect(await app`SELECT * FROM locks WHERE view = ${view} AND decider_id = ${deciderId}`).toEqual([]);
+    const [reset] = await app`
+      SELECT subscribed_deciders FROM reset_view(${view}, '2000-01-01'::timestamp, ARRAY[${decider}::text], NULL)`;
+    expect(reset).toEqual({ subscribed_deciders: [decider] });
+    const leased =
+      await app`SELECT * FROM lease_events(${view}, 1000, 10, 30) WHERE decider_id = ${deciderId}`;
+    expect(leased).toHaveLength(1);
+  });
+
   test('turns wake-ups on and off: set_wakeups creates the trigger as the owner', async () => {
     expect(await app`SELECT set_wakeups(true) AS on`).toEqual([{ on: true }]);
     const [row] =
@@ -466,6 +493,16 @@ describe('the application role', () => {
     ['UPDATE parked_events.offset', `UPDATE parked_events SET "offset" = "offset" + 1`],
     ['UPDATE parked_events.stream_stopped', `UPDATE parked_events SET stream_stopped = false`],
     ['TRUNCATE parked_events', `TRUNCATE parked_events`],
+    [
+      'INSERT INTO view_frontiers',
+      `INSERT INTO view_frontiers (view) SELECT view FROM views LIMIT 1 ON CONFLICT DO NOTHING`,
+    ],
+    [
+      'UPDATE view_frontiers (move a frontier past the log)',
+      `UPDATE view_frontiers SET transaction_id = '9999999999'::xid8, "offset" = 9999999999`,
+    ],
+    ['DELETE FROM view_frontiers', `DELETE FROM view_frontiers`],
+    ['TRUNCATE view_frontiers', `TRUNCATE view_frontiers`],
     ['take an offset from the sequence', `SELECT nextval('events_offset_seq')`],
     ['call the trigger helper reset_view_positions', `SELECT reset_view_positions('v', now()::timestamp)`],
     ['call raise_lease_lost', `SELECT raise_lease_lost('v', 's', gen_random_uuid())`],
@@ -545,7 +582,7 @@ describe('the read-only role', () => {
   test('reads every table and calls the read functions', async () => {
     const deciderId = `stream-${randomUUID()}`;
     const appended = await appendAs(app, deciderId, null);
-    for (const table of ['events', 'deciders', 'views', 'locks', 'parked_events']) {
+    for (const table of ['events', 'deciders', 'views', 'view_frontiers', 'locks', 'parked_events']) {
       await reader.unsafe(`SELECT count(*) FROM ${table}`);
     }
     expect(await reader`SELECT count(*)::int AS n FROM get_events(${deciderId})`).toEqual([{ n: 1 }]);
@@ -563,6 +600,8 @@ describe('the read-only role', () => {
     ]);
     await reader`SELECT * FROM view_status()`;
     await reader`SELECT * FROM list_parked_events()`;
+    expect(await reader`SELECT count(*)::int AS n FROM log_head()`).toEqual([{ n: 1 }]);
+    expect(await reader`SELECT log_horizon() IS NOT NULL AS known`).toEqual([{ known: true }]);
   });
 
   const writes = [
@@ -573,6 +612,9 @@ describe('the read-only role', () => {
     `SELECT * FROM append_events('d', 's', NULL, gen_random_uuid(), '[]')`,
     `SELECT * FROM register_view('v')`,
     `SELECT * FROM register_view('v', 1::bigint, now()::timestamp)`,
+    `SELECT * FROM register_view('v', 1::bigint, now()::timestamp, ARRAY['d'], NULL)`,
+    `SELECT advance_view('v')`,
+    `SELECT advance_view('v', 10)`,
     `SELECT * FROM stream_events('v')`,
     `SELECT * FROM ack_event('v', 's', 1)`,
     `SELECT * FROM nack_event('v', 's')`,
@@ -585,6 +627,7 @@ describe('the read-only role', () => {
     `SELECT * FROM retry_parked_event('v', 1)`,
     `SELECT * FROM discard_parked_event('v', 1)`,
     `SELECT * FROM reset_view('v', now()::timestamp)`,
+    `SELECT * FROM reset_view('v', now()::timestamp, ARRAY['d'], NULL)`,
     `SELECT set_wakeups(true)`,
     `SELECT * FROM set_view_lock_timeout('v', 60)`,
     `SELECT * FROM claim_parked_event('v')`,
@@ -611,6 +654,9 @@ describe('the read-only role', () => {
     `UPDATE parked_events SET attempts = 0`,
     `DELETE FROM parked_events`,
     `SELECT 1 FROM parked_events FOR UPDATE`,
+    `UPDATE view_frontiers SET "offset" = 0`,
+    `DELETE FROM view_frontiers`,
+    `SELECT 1 FROM view_frontiers FOR NO KEY UPDATE`,
   ])('cannot %s: 42501, nothing written', async (statement) => {
     await appendAs(app, `stream-${randomUUID()}`, null);
     await expectDenied(reader, statement);
@@ -641,12 +687,16 @@ describe('a malicious search_path cannot hijack the functions', () => {
       `CREATE TABLE "${evil}".locks (LIKE public.locks)`,
       `CREATE TABLE "${evil}".views (LIKE public.views)`,
       `CREATE TABLE "${evil}".parked_events (LIKE public.parked_events)`,
+      `CREATE TABLE "${evil}".view_frontiers (LIKE public.view_frontiers)`,
       shadow('now', '', 'timestamptz', `RETURN '2000-01-01'::timestamptz;`),
       shadow('gen_random_uuid', '', 'uuid', `RETURN '00000000-0000-0000-0000-000000000000'::uuid;`),
       shadow('jsonb_array_length', 'v jsonb', 'int', 'RETURN 1;'),
       shadow('jsonb_typeof', 'v jsonb', 'text', `RETURN 'array';`),
       shadow('make_interval', 'secs double precision', 'interval', `RETURN interval '1 second';`),
       shadow('pg_get_serial_sequence', 'a text, b text', 'text', `RETURN 'public.events_offset_seq';`),
+      // log_horizon's own reads: a horizon far ahead would let a frontier pass events still being written.
+      shadow('pg_current_snapshot', '', 'pg_snapshot', `RETURN '1000000000:1000000000:'::pg_snapshot;`),
+      shadow('pg_stat_clear_snapshot', '', 'void', 'RETURN;'),
       shadow('shadow_arrow', 'a jsonb, b text', 'text', `RETURN 'created';`),
       `CREATE OPERATOR "${evil}".->> (LEFTARG = jsonb, RIGHTARG = text, FUNCTION = "${evil}".shadow_arrow)`,
       `GRANT ALL ON ALL TABLES IN SCHEMA "${evil}" TO PUBLIC`,
@@ -713,7 +763,17 @@ describe('a malicious search_path cannot hijack the functions', () => {
     await attacker`SELECT renew_lease(${view}, ${deciderId}, ${leased[0]?.lease_id ?? null}, 60)`;
     await attacker`SELECT * FROM ack_events(${view}, ${deciderId}, ${leased[0]?.lease_id ?? null}, ${event.offset})`;
     await attacker`SELECT * FROM view_status()`;
+    // The frontier, the head and the horizon come from public.view_frontiers, public.events and the real snapshot.
+    const next = await appendAs(attacker, deciderId, event.event_id);
+    expect(await attacker`SELECT advance_view(${view}) AS passed`).toEqual([{ passed: 1 }]);
+    const [frontier] = await db.sql`SELECT "offset" FROM public.view_frontiers WHERE view = ${view}`;
+    expect(frontier?.offset).toBe(next.offset);
+    const [head] = await attacker`SELECT "offset" FROM log_head()`;
+    expect(Number(head?.offset)).toBeGreaterThanOrEqual(Number(next.offset));
+    const [horizon] = await attacker`SELECT log_horizon()::text AS horizon`;
+    expect(BigInt(horizon?.horizon)).toBeLessThan(1_000_000_000n);
     expect(await db.sql`SELECT count(*)::int AS n FROM ${db.sql(evil)}.locks`).toEqual([{ n: 0 }]);
+    expect(await db.sql`SELECT count(*)::int AS n FROM ${db.sql(evil)}.view_frontiers`).toEqual([{ n: 0 }]);
     expect(await calls()).toEqual([]);
     expect(await isSuperuser()).toBe(false);
   });
@@ -882,9 +942,32 @@ describe('an upgrade keeps the application role working, without the script runn
         WHERE p.pronamespace = 'public'::regnamespace
           AND p.proname IN ('append_events', 'register_view', 'lease_events', 'ack_events', 'fail_event',
                             'retry_parked_event', 'claim_parked_event', 'ack_parked_event', 'set_view_lock_timeout',
-                            'get_events', 'check_event_append')
+                            'get_events', 'check_event_append', 'advance_view', 'reset_view', 'log_head',
+                            'log_horizon')
         ORDER BY 1`;
-      expect(replaced.length).toBe(14);
+      // register_view, reset_view and get_events in every overload (0010 adds one to the first two).
+      expect(replaced.map((fn) => fn.signature.replace(/\(.*/, ''))).toEqual([
+        'ack_events',
+        'ack_parked_event',
+        'advance_view',
+        'append_events',
+        'check_event_append',
+        'claim_parked_event',
+        'fail_event',
+        'get_events',
+        'get_events',
+        'get_events',
+        'lease_events',
+        'log_head',
+        'log_horizon',
+        'register_view',
+        'register_view',
+        'register_view',
+        'reset_view',
+        'reset_view',
+        'retry_parked_event',
+        'set_view_lock_timeout',
+      ]);
       const synthetic = [
         ...replaced.map((fn) => `${fn.definition.trimEnd()};`),
         ...replaced
@@ -915,6 +998,16 @@ describe('an upgrade keeps the application role working, without the script runn
         SELECT * FROM append_events('d', ${stream}, NULL, ${randomUUID()},
           ${JSON.stringify([1, 2, 3].map((n) => ({ event: 'e', event_id: randomUUID(), data: { n } })))}::text::jsonb)`;
       expect(appended).toHaveLength(3);
+      // The functions 0010 adds were granted like their siblings, to the role the script of 0006 made.
+      expect(await appUser`SELECT advance_view(${view}) >= 3 AS passed`).toEqual([{ passed: true }]);
+      expect(await appUser`SELECT count(*)::int AS n FROM log_head()`).toEqual([{ n: 1 }]);
+      expect(await appUser`SELECT log_horizon() IS NOT NULL AS known`).toEqual([{ known: true }]);
+      const subscribed = `subscribed-${randomUUID()}`;
+      await appUser`SELECT * FROM register_view(${subscribed}, 250::bigint, '2000-01-01'::timestamp, ARRAY['d'], NULL)`;
+      await appUser`SELECT * FROM reset_view(${subscribed}, '2000-01-01'::timestamp, ARRAY['d'], ARRAY['e'])`;
+      expect(
+        await appUser`SELECT count(*)::int AS n FROM lease_events(${subscribed}, 10, 10, 30) WHERE decider_id = ${stream}`,
+      ).toEqual([{ n: 3 }]);
       const leased = await appUser<{ lease_id: string; offset: string }[]>`
         SELECT * FROM lease_events(${view}, 10, 10, 30) WHERE decider_id = ${stream}`;
       expect(leased).toHaveLength(3);
