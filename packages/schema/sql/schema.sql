@@ -290,18 +290,26 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'advance_view: there is no view %', v_view USING ERRCODE = 'no_data_found';
     END IF;
-    IF NOT EXISTS (SELECT 1
-                   FROM events e
-                   WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")) THEN
+    -- The first event past the frontier, in index order. (As EXISTS, PL/pgSQL's cached generic plan became a
+    -- sequential scan of the whole log; ORDER BY ... LIMIT 1 keeps it an index probe.)
+    PERFORM 1
+    FROM events e
+    WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+    ORDER BY e.transaction_id, e."offset"
+    LIMIT 1;
+    IF NOT FOUND THEN
         RETURN 0;
     END IF;
     -- Every transaction below the horizon has ended: its events are all visible now, and no event can join them
     -- later. Events of transactions at or above it (still running) wait for a later call.
     v_horizon := log_horizon();
-    IF NOT EXISTS (SELECT 1
-                   FROM events e
-                   WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
-                     AND e.transaction_id < v_horizon) THEN
+    PERFORM 1
+    FROM events e
+    WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+      AND e.transaction_id < v_horizon
+    ORDER BY e.transaction_id, e."offset"
+    LIMIT 1;
+    IF NOT FOUND THEN
         RETURN 0;
     END IF;
     -- One consumer advances a view at a time; the others lease what is already there.
@@ -856,7 +864,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'lease_events: there is no view %', v_view USING ERRCODE = 'no_data_found';
     END IF;
-    PERFORM advance_view(v_view, least(greatest(1000, v_streams * v_events_per_stream), 20000));
+    PERFORM advance_view(v_view, least(greatest(1000, v_streams::bigint * v_events_per_stream), 20000)::int);
     -- The lease records the last offset it delivers (leased_to), read from the index on (decider_id, offset)
     -- before the rows: its holder can then acknowledge no further than what it was given.
     RETURN QUERY
@@ -944,6 +952,7 @@ DECLARE
     v_xmax    xid8 := pg_snapshot_xmax(pg_current_snapshot());
     v_xmax_lo bigint;
     v_behind  bigint;
+    v_horizon xid8;
 BEGIN
     -- The backends' transaction ids as they are now, not the copy this transaction read earlier.
     PERFORM pg_stat_clear_snapshot();
@@ -965,7 +974,13 @@ BEGIN
                 FROM pg_prepared_xacts p
                 WHERE p.database = current_database()) x) r
     WHERE r.behind BETWEEN 1 AND 2147483647;
-    RETURN (v_xmax::text::numeric - coalesce(v_behind, 0))::text::xid8;
+    v_horizon := (v_xmax::text::numeric - coalesce(v_behind, 0))::text::xid8;
+    -- Under REPEATABLE READ or SERIALIZABLE the transaction keeps one snapshot: a transaction it saw running stays
+    -- invisible to it after it ends, so its events must not be passed either. Only the snapshot's xmin says that.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        v_horizon := least(v_horizon, pg_snapshot_xmin(pg_current_snapshot()));
+    END IF;
+    RETURN v_horizon;
 END;
 $function$;
 
@@ -1414,7 +1429,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    PERFORM advance_view(v_view_name, greatest(1000, v_limit * 100));
+    PERFORM advance_view(v_view_name, least(greatest(1000, v_limit::bigint * 100), 20000)::int);
     RETURN QUERY
         WITH candidates AS (SELECT l.view, l.decider_id
                             FROM locks l
