@@ -17,6 +17,11 @@ import type { Logger } from './observability.js';
 export const probeIntervalMs = 15;
 /** How often it asks while the database fails: workers still poll on their own, so nothing waits on this. */
 export const failingProbeIntervalMs = 1000;
+/**
+ * At most one warning in this long: a restarting server fails the pool's connections one by one, and the probe may
+ * answer once in between; an outage is one line, not one per dead connection.
+ */
+export const failureWarningIntervalMs = 60_000;
 
 export interface LogHeadWatch {
   /** Stops waking this subscriber; the last one to close stops the probe. Resolves at once. */
@@ -40,6 +45,9 @@ class LogHeadProbe {
   probes = 0;
   wakeups = 0;
   failing = false;
+  /** When it last warned (performance.now()), and whether it did in this outage (to say when it is over). */
+  private warnedAt: number | undefined;
+  private warnedThisOutage = false;
   /** The head last seen ('' for an empty log); undefined until the first answer. */
   private head: string | undefined;
   private timer: ReturnType<typeof setTimeout> | undefined;
@@ -67,7 +75,8 @@ class LogHeadProbe {
       if (this.stopped) return;
       // After an outage, wake everyone whatever the head says: their own polls failed and are backing off.
       const moved = this.failing || (this.head !== undefined && head !== this.head);
-      if (this.failing) this.log('info', 'probing the head of the log again');
+      if (this.warnedThisOutage) this.log('info', 'probing the head of the log again');
+      this.warnedThisOutage = false;
       this.failing = false;
       this.head = head;
       if (moved) {
@@ -77,11 +86,15 @@ class LogHeadProbe {
     } catch (error) {
       if (this.stopped) return;
       // Once per outage: a database that is down for an hour must not write a line every second.
-      if (!this.failing)
+      const now = performance.now();
+      if (!this.failing && (this.warnedAt === undefined || now - this.warnedAt >= failureWarningIntervalMs)) {
+        this.warnedAt = now;
+        this.warnedThisOutage = true;
         this.log('warn', 'probing the head of the log failed; workers poll on their own until it answers', {
           error: String(error),
           retryEveryMs: failingProbeIntervalMs,
         });
+      }
       this.failing = true;
     } finally {
       if (!this.stopped) {
