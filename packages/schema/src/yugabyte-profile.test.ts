@@ -29,12 +29,16 @@
  *   and that views fed by it deliver every event once under the profile.
  */
 import { randomUUID } from 'node:crypto';
-import { createTestDatabase } from '@fstore/test-harness';
+import { backendPid, createTestDatabase, waitUntilBlocked } from '@fstore/test-harness';
 import { budget } from '@fstore/test-harness/budget';
 import { readmeBlocks } from '@fstore/test-harness/readme';
 import type postgres from 'postgres';
 import { afterAll, describe, expect, test } from 'vitest';
-import { deliverWhileWritersInterleave, type Interleaving } from './test-support/interleaved-appends.js';
+import {
+  deliverWhileWritersInterleave,
+  type Interleaving,
+  registerWhileWritersAppend,
+} from './test-support/interleaved-appends.js';
 import { describeProjectionSql } from './test-support/projection-sql.suite.js';
 import { describeSqlApi } from './test-support/sql-api.suite.js';
 import { postgresJsClient } from './test-support/sql-client.js';
@@ -353,6 +357,60 @@ describe('views deliver every event once while commits interleave, under the pro
       const others = [...run.appended.values()].flat().length - 1;
       expect(run.deliveredBeforeLateCommit).toHaveLength(others);
       expect(Math.min(...run.deliveredBeforeLateCommit)).toBeGreaterThan(run.late.offset);
+
+      // A view registered under READ COMMITTED while writers append (the doc's step 6) reads the whole log once:
+      // the events appended before it by its registration, the others by the append trigger.
+      const registeredView = `ysql-registered-${randomUUID()}`;
+      const { appended, delivered } = await registerWhileWritersAppend({
+        connect: connectYsql,
+        decider,
+        view: registeredView,
+        register: (sql) =>
+          sql.begin(
+            'isolation level read committed',
+            (tx) => tx`SELECT * FROM register_view(${registeredView}, '2000-01-01'::timestamp, 30)`,
+          ),
+        deadlineMs: budget(20_000),
+      });
+      for (const [stream, offsets] of appended) expect(delivered.get(stream), stream).toEqual(offsets);
+
+      // Why READ COMMITTED: an append in flight while a view registers, to a stream that gets no later event. The
+      // registration waits for it at the gate; under REPEATABLE READ it then reads the log as of before that wait,
+      // and the stream gets no lock row until its next event.
+      const inFlight = async (isolation: string) => {
+        const stream = `in-flight-${randomUUID()}`;
+        const view = `ysql-${isolation.replaceAll(' ', '-')}-${randomUUID()}`;
+        const appender = connectYsql();
+        const registrar = connectYsql();
+        const pid = await backendPid(registrar);
+        let commitAppend: () => void = () => {};
+        const appendHeld = new Promise<void>((resolve) => {
+          commitAppend = resolve;
+        });
+        let appended: () => void = () => {};
+        const appendDone = new Promise<void>((resolve) => {
+          appended = resolve;
+        });
+        const appending = appender.begin(async (tx) => {
+          await tx`SELECT 1 FROM append_event('happened', ${randomUUID()}, ${decider}, ${stream}, '{}', ${randomUUID()}, null)`;
+          appended();
+          await appendHeld;
+        });
+        await appendDone;
+        const registering = registrar.begin(
+          `isolation level ${isolation}`,
+          (tx) => tx`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp, 30)`,
+        );
+        await waitUntilBlocked(ysql.sql, pid);
+        commitAppend();
+        await appending;
+        await registering;
+        const [lock] = await ysql.sql<{ offset: string }[]>`
+          SELECT "offset" FROM locks WHERE view = ${view} AND decider_id = ${stream}`;
+        return lock !== undefined;
+      };
+      expect(await inFlight('read committed')).toBe(true);
+      expect(await inFlight('repeatable read')).toBe(false);
     } finally {
       await ysql.drop();
     }

@@ -50,6 +50,76 @@ export interface Interleaving {
 
 type Row = { lease_id: string; decider_id: string; offset: string };
 
+/** One consumer step: lease up to 4 streams of `view` (3 events each) and acknowledge them, in one transaction. */
+export function leaseAndAcknowledge(consumer: postgres.Sql, view: string) {
+  return retryingTransient(() =>
+    consumer.begin(async (tx) => {
+      const rows = await tx<
+        Row[]
+      >`SELECT lease_id, decider_id, "offset" FROM lease_events(${view}, 4, 3, 30)`;
+      const lastByStream = new Map<string, Row>();
+      for (const row of rows) lastByStream.set(row.decider_id, row);
+      for (const row of lastByStream.values()) {
+        await tx`SELECT 1 FROM ack_events(${view}, ${row.decider_id}, ${row.lease_id}::uuid, ${row.offset}::bigint)`;
+      }
+      return rows.map((row) => ({ stream: row.decider_id, offset: Number(row.offset) }));
+    }),
+  );
+}
+
+/**
+ * Writers append (REPEATABLE READ, retried) while `register` registers a view that reads the whole log; then a
+ * consumer reads the view until every event of the writers has arrived or the deadline passes. Returns what they
+ * appended and what of it was delivered, by stream, in order.
+ */
+export async function registerWhileWritersAppend(options: {
+  connect: () => postgres.Sql;
+  decider: string;
+  view: string;
+  register: (sql: postgres.Sql) => Promise<unknown>;
+  deadlineMs: number;
+}): Promise<{ appended: Map<string, number[]>; delivered: Map<string, number[]> }> {
+  const { connect, decider, view, register, deadlineMs } = options;
+  const tag = randomUUID().slice(0, 8);
+  const appended = new Map<string, number[]>();
+  let registered = false;
+  const writing = Promise.all(
+    Array.from({ length: 4 }, async (_, writer) => {
+      const sql = connect();
+      const stream = `reg-w${writer}-${tag}`;
+      let previous: string | null = null;
+      // Until the registration is done, and a few appends more after it.
+      for (let after = 0; after < 5; after += registered ? 1 : 0) {
+        const rows = await retryingTransient(
+          () => sql<{ event_id: string; offset: string }[]>`
+            SELECT event_id, "offset" FROM append_events(${decider}, ${stream}, ${previous}, ${randomUUID()},
+              ${JSON.stringify([{ event: 'happened', event_id: randomUUID(), data: {} }])}::text::jsonb)`,
+        );
+        previous = rows.at(-1)?.event_id ?? previous;
+        appended.set(stream, [...(appended.get(stream) ?? []), ...rows.map((row) => Number(row.offset))]);
+      }
+    }),
+  );
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  await register(connect());
+  registered = true;
+  await writing;
+  const consumer = connect();
+  const delivered = new Map<string, number[]>();
+  const total = () => [...appended.values()].flat().length;
+  const deadline = Date.now() + deadlineMs;
+  let count = 0;
+  while (count < total() && Date.now() < deadline) {
+    const got = await leaseAndAcknowledge(consumer, view);
+    // The view reads the whole log: events of other runs in the database arrive too, and are not counted.
+    const ours = got.filter(({ stream }) => appended.has(stream));
+    for (const { stream, offset } of ours) delivered.set(stream, [...(delivered.get(stream) ?? []), offset]);
+    count += ours.length;
+    if (got.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return { appended, delivered };
+}
+
 export async function deliverWhileWritersInterleave(options: InterleavingOptions): Promise<Interleaving> {
   const { connect, decider, view, deadlineMs } = options;
   const writers = options.writers ?? 4;
@@ -131,20 +201,7 @@ export async function deliverWhileWritersInterleave(options: InterleavingOptions
   let lateCommitted = false;
   let idlePollsSinceWritersDone = 0;
   let deliveredBeforeLateCommit: number[] = [];
-  const lease = () =>
-    retryingTransient(() =>
-      consumer.begin(async (tx) => {
-        const rows = await tx<
-          Row[]
-        >`SELECT lease_id, decider_id, "offset" FROM lease_events(${view}, 4, 3, 30)`;
-        const lastByStream = new Map<string, Row>();
-        for (const row of rows) lastByStream.set(row.decider_id, row);
-        for (const row of lastByStream.values()) {
-          await tx`SELECT 1 FROM ack_events(${view}, ${row.decider_id}, ${row.lease_id}::uuid, ${row.offset}::bigint)`;
-        }
-        return rows.map((row) => ({ stream: row.decider_id, offset: Number(row.offset) }));
-      }),
-    );
+  const lease = () => leaseAndAcknowledge(consumer, view);
   for (;;) {
     if (Date.now() > deadline) break;
     const got = await lease();
