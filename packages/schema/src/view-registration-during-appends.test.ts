@@ -76,10 +76,12 @@ describe('views registered while appends run', () => {
   // while a view registered was missed by both. Now nothing at append time depends on the views: what must hold is
   // that the view's frontier never passes the append in flight, so that it is read once it commits.
   /**
-   * Appends to `deciderId` in a transaction held open while another connection registers `view` (it must finish
-   * meanwhile: it waits for no append) and a consumer advances the view and leases (it must not pass over the
-   * append, nor deliver it); then the append commits. Returns the appended offset, the view's lock row for the
-   * stream and what the consumer saw while the append was open.
+   * Appends to `deciderId` in a transaction held open while another transaction, begun after it, appends to a
+   * stream of its own and commits; meanwhile another connection registers `view` (it must finish: it waits for no
+   * append) and a consumer advances the view and leases. The frontier must stop below the open transaction: neither
+   * its event nor the later committed one (past it in the log's transaction order) is passed or delivered yet. Then
+   * the append commits. Returns the appended offset, the view's lock row for the stream, what the consumer saw while
+   * the append was open and what it gets after.
    */
   async function appendWhileRegistering(view: string, deciderId: string, previousId: string | null) {
     const writer = db.connect({ max: 1 });
@@ -91,12 +93,18 @@ describe('views registered while appends run', () => {
     let registration: Promise<unknown> = Promise.resolve();
     const whileOpen = {
       leased: [] as string[],
+      laterLeased: [] as string[],
       frontierBelowAppend: false,
       lockOffset: null as string | null,
     };
+    const laterStream = `later-${randomUUID()}`;
+    let later = '';
     await writer.begin(async (tx) => {
       offset = (await appendOne(tx as unknown as postgres.Sql, deciderId, previousId)).offset;
       const [{ xid } = { xid: '' }] = await tx<{ xid: string }[]>`SELECT pg_current_xact_id()::text AS xid`;
+      // A transaction with a later id, committed before the open one: a horizon that ignored running
+      // transactions would move the frontier past the open one here.
+      later = (await appendOne(db.sql, laterStream, null)).offset;
       let settled = false;
       registration = registrar`SELECT * FROM register_view(${view}, '2000-01-01'::timestamp)`.then(
         () => {
@@ -122,6 +130,7 @@ describe('views registered while appends run', () => {
       // A consumer while the append is open: the frontier stops below the append's transaction.
       const leased = await leaseAndAck(consumer, view);
       whileOpen.leased = leased.filter((row) => row.decider_id === deciderId).map((row) => row.offset);
+      whileOpen.laterLeased = leased.filter((row) => row.decider_id === laterStream).map((row) => row.offset);
       const [frontier] = await consumer<{ below: boolean }[]>`
         SELECT transaction_id < ${xid}::xid8 AS below FROM view_frontiers WHERE view = ${view}`;
       whileOpen.frontierBelowAppend = frontier?.below ?? false;
@@ -134,43 +143,45 @@ describe('views registered while appends run', () => {
     await consumer`SELECT advance_view(${view})`;
     const locks = await db.sql<{ offset: string }[]>`
       SELECT "offset"::text AS "offset" FROM locks WHERE view = ${view} AND decider_id = ${deciderId}`;
-    const delivered = (await leaseAndAck(consumer, view))
-      .filter((row) => row.decider_id === deciderId)
-      .map((row) => row.offset);
+    const after = await leaseAndAck(consumer, view);
+    const delivered = after.filter((row) => row.decider_id === deciderId).map((row) => row.offset);
+    const laterDelivered = after.filter((row) => row.decider_id === laterStream).map((row) => row.offset);
     await Promise.all([writer.end(), registrar.end(), consumer.end()]);
-    return { offset, locks, outcome, whileOpen, delivered };
+    return { offset, locks, outcome, whileOpen, delivered, later, laterDelivered };
   }
 
   test('an append in flight while a view registers: once it commits, its new stream gets a lock row and its event is delivered', async () => {
-    const { offset, locks, outcome, whileOpen, delivered } = await appendWhileRegistering(
-      `view-${randomUUID()}`,
-      `in-flight-${randomUUID()}`,
-      null,
-    );
+    const { offset, locks, outcome, whileOpen, delivered, later, laterDelivered } =
+      await appendWhileRegistering(`view-${randomUUID()}`, `in-flight-${randomUUID()}`, null);
     expect(outcome).toBe('the registration finished while the append was open');
-    // While open: not passed over, no lock row, nothing delivered.
-    expect(whileOpen).toEqual({ leased: [], frontierBelowAppend: true, lockOffset: null });
+    // While open: not passed over, no lock row, nothing delivered, and the later transaction waits behind it.
+    expect(whileOpen).toEqual({
+      leased: [],
+      laterLeased: [],
+      frontierBelowAppend: true,
+      lockOffset: null,
+    });
     expect(locks).toEqual([{ offset }]);
     expect(delivered).toEqual([offset]);
+    expect(laterDelivered).toEqual([later]);
   });
 
   test('an append in flight while a view registers: once it commits, the existing stream’s lock row reaches the new head and both events are delivered', async () => {
     const deciderId = `in-flight-${randomUUID()}`;
     const first = await appendOne(db.sql, deciderId, null);
-    const { offset, locks, outcome, whileOpen, delivered } = await appendWhileRegistering(
-      `view-${randomUUID()}`,
-      deciderId,
-      first.event_id,
-    );
+    const { offset, locks, outcome, whileOpen, delivered, later, laterDelivered } =
+      await appendWhileRegistering(`view-${randomUUID()}`, deciderId, first.event_id);
     expect(outcome).toBe('the registration finished while the append was open');
     // While open: the committed first event is leased and acknowledged, the lock row stops at it.
     expect(whileOpen).toEqual({
       leased: [first.offset],
+      laterLeased: [],
       frontierBelowAppend: true,
       lockOffset: first.offset,
     });
     expect(locks).toEqual([{ offset }]);
     expect(delivered).toEqual([offset]);
+    expect(laterDelivered).toEqual([later]);
   });
 
   /**
