@@ -4,7 +4,6 @@
  * It is a read: appends pay no lock and no NOTIFY for it, only the server's CPU for one small query per interval.
  */
 import type { Database } from '@fstore/store';
-import { queryRows } from '@fstore/store/internal';
 import { sql } from 'drizzle-orm';
 import type { Logger } from './observability.js';
 
@@ -36,6 +35,8 @@ export interface LogHeadProbeStats {
   readonly probes: number;
   /** Times the head moved and the subscribers were woken. */
   readonly wakeups: number;
+  /** Probes that had to read the head (log_head()), because the snapshot had moved. */
+  readonly headReads: number;
   /** Whether the last probe failed. */
   readonly failing: boolean;
 }
@@ -50,12 +51,23 @@ class LogHeadProbe {
   private warnedThisOutage = false;
   /** The head last seen ('' for an empty log); undefined until the first answer. */
   private head: string | undefined;
+  /** The server's snapshot when the head was last read (see headQuery); undefined: read the head next time. */
+  private snapshot: string | undefined;
+  /** Times log_head() itself ran (the others were answered by the snapshot alone). */
+  headReads = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private stopped = false;
   /** Settles when the first probe has answered or failed: a worker that leases after it misses no move of the head. */
   readonly ready: Promise<void>;
 
-  constructor(private readonly db: Database) {
+  /**
+   * Prepared: the server parses and plans it once per connection (where the driver allows it), which is most of
+   * what an unprepared statement of this size costs it.
+   */
+  private readonly query: ReturnType<typeof headQuery>;
+
+  constructor(db: Database) {
+    this.query = headQuery(db);
     this.ready = this.probe();
   }
 
@@ -67,12 +79,11 @@ class LogHeadProbe {
   private async probe(): Promise<void> {
     this.probes++;
     try {
-      const [row] = await queryRows(
-        this.db,
-        sql`SELECT transaction_id::text AS transaction_id, "offset"::text AS "offset" FROM log_head()`,
-      );
-      const head = row ? `${row.transaction_id}/${row.offset}` : '';
+      const [row] = await this.query.execute({ previous: this.snapshot ?? null });
       if (this.stopped) return;
+      const head = row?.read ? String(row.head) : this.head;
+      if (row?.read) this.headReads++;
+      this.snapshot = String(row?.snapshot);
       // After an outage, wake everyone whatever the head says: their own polls failed and are backing off.
       const moved = this.failing || (this.head !== undefined && head !== this.head);
       if (this.warnedThisOutage) this.log('info', 'probing the head of the log again');
@@ -85,6 +96,7 @@ class LogHeadProbe {
       }
     } catch (error) {
       if (this.stopped) return;
+      this.snapshot = undefined;
       // Once per outage: a database that is down for an hour must not write a line every second.
       const now = performance.now();
       if (!this.failing && (this.warnedAt === undefined || now - this.warnedAt >= failureWarningIntervalMs)) {
@@ -112,6 +124,28 @@ class LogHeadProbe {
     const [first] = this.subscribers.values();
     first?.logger[level](message, fields);
   }
+}
+
+/**
+ * One statement: the server's snapshot (which transactions have ended), and log_head() only when it differs from the
+ * one of the last read. The head can move only when a transaction that holds a transaction id ends, and that changes
+ * the snapshot (its xmax when the id is taken, its list of running ids when it ends). An idle database (workers
+ * polling, nothing written) changes nothing, and costs a probe about what `SELECT 1` costs instead of computing the
+ * log's horizon. Transactions of other databases change the snapshot too: log_head() then runs for nothing.
+ */
+export function headQuery(db: Database) {
+  const previous = sql`${sql.placeholder('previous')}::text`;
+  return db
+    .select({
+      snapshot: sql<string>`s.snapshot`,
+      read: sql<boolean>`s.snapshot IS DISTINCT FROM ${previous}`,
+      head: sql<string | null>`CASE
+          WHEN s.snapshot IS DISTINCT FROM ${previous} THEN
+              coalesce((SELECT h.transaction_id::text || '/' || h."offset"::text FROM log_head() h), '')
+          END`,
+    })
+    .from(sql`(SELECT pg_current_snapshot()::text AS snapshot) s`)
+    .prepare('fstore_log_head_probe');
 }
 
 // Keyed by the Drizzle database object: workers that share it share the probe, and a database that is dropped
@@ -150,6 +184,7 @@ export function logHeadProbeStats(db: Database): LogHeadProbeStats | undefined {
       subscribers: probe.subscribers.size,
       probes: probe.probes,
       wakeups: probe.wakeups,
+      headReads: probe.headReads,
       failing: probe.failing,
     }
   );

@@ -8,9 +8,10 @@
  *   and with NOTIFY on (runs alternate, so that the machine's drift falls on both).
  *
  *   pnpm --filter @fstore/stream exec node --conditions=@fstore/source --import tsx \
- *     src/test-support/wakeup-figures.ts [--seconds 10] [--runs 3]
+ *     src/test-support/wakeup-figures.ts [--seconds 10] [--runs 3] [--only cost,l1,idle,appends]
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { migrate } from '@fstore/schema';
 import { createEventStore, type Database, defineEvents, event } from '@fstore/store';
@@ -18,16 +19,21 @@ import { startRestartableServer, withDatabase } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import postgres from 'postgres';
 import { registerView, setWakeups } from '../functions.js';
-import { watchLogHead } from '../log-head-probe.js';
+import { headQuery, probeIntervalMs, watchLogHead } from '../log-head-probe.js';
 import { silentLogger } from '../observability.js';
 import { createProjection } from '../projection.js';
 import type { WakeupMode } from '../wakeups.js';
 
 const { values } = parseArgs({
-  options: { seconds: { type: 'string', default: '10' }, runs: { type: 'string', default: '3' } },
+  options: {
+    seconds: { type: 'string', default: '10' },
+    runs: { type: 'string', default: '3' },
+    only: { type: 'string', default: 'cost,l1,idle,appends' },
+  },
 });
 const seconds = Number(values.seconds);
 const runs = Number(values.runs);
+const only = new Set(values.only.split(','));
 
 const bench = defineEvents('Bench', { Happened: event<{ n: number }>() });
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -55,7 +61,7 @@ try {
   console.log(settings.map((row) => `${row.name}=${row.setting}`).join(', '));
 
   // What one probe costs: round trips of log_head() against round trips of SELECT 1, one connection, 2,000 each.
-  {
+  if (only.has('cost')) {
     const one = postgres(url, { max: 1, onnotice: () => {} });
     const time = async (run: () => Promise<unknown>) => {
       for (let i = 0; i < 200; i++) await run();
@@ -63,16 +69,37 @@ try {
       for (let i = 0; i < 2000; i++) await run();
       return ((performance.now() - started) / 2000) * 1000;
     };
+    // The server's CPU time, from its backend's /proc entry: what the machine's load does not inflate.
+    const [backend] = await one<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+    const cpuMs = () => {
+      const fields = readFileSync(`/proc/${backend?.pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+      return (Number(fields[11]) + Number(fields[12])) * 10; // utime + stime, in clock ticks of 10 ms
+    };
+    const cpuBefore = cpuMs();
     const probe = await time(() => one`SELECT * FROM log_head()`);
+    const probeCpu = ((cpuMs() - cpuBefore) / 2200) * 1000;
+    // The probe as it runs on an idle database: the snapshot has not moved, log_head() is not called.
+    const oneDb = drizzle(one);
+    const [first] = await headQuery(oneDb).execute({ previous: null });
+    const idleQuery = headQuery(oneDb);
+    const idleBefore = cpuMs();
+    const idle = await time(() => idleQuery.execute({ previous: first?.snapshot ?? null }));
+    const idleCpu = ((cpuMs() - idleBefore) / 2200) * 1000;
+    const trivialBefore = cpuMs();
     const trivial = await time(() => one`SELECT 1`);
+    const trivialCpu = ((cpuMs() - trivialBefore) / 2200) * 1000;
     console.log(
-      `one probe: ${probe.toFixed(0)} µs a round trip, against ${trivial.toFixed(0)} µs for SELECT 1`,
+      `log_head(): ${probe.toFixed(0)} µs a round trip and ${probeCpu.toFixed(0)} µs of server CPU; the probe on ` +
+        `an idle database ${idle.toFixed(0)} µs and ${idleCpu.toFixed(0)} µs; against ` +
+        `${trivial.toFixed(0)} µs and ${trivialCpu.toFixed(0)} µs for SELECT 1; one every ${probeIntervalMs} ms ` +
+        `is ${((idleCpu / 1000 / probeIntervalMs) * 100).toFixed(2)}% of one core idle, ` +
+        `${((probeCpu / 1000 / probeIntervalMs) * 100).toFixed(2)}% when the head is read every time`,
     );
     await one.end();
   }
 
   // L1, as apps/bench measures it: appender and worker in this process, sharing its clock.
-  for (const mode of ['probe', 'notify', 'off'] as const) {
+  for (const mode of only.has('l1') ? (['probe', 'notify', 'off'] as const) : []) {
     if (mode === 'notify') await setWakeups(db, true);
     const committed = new Map<string, number>();
     const latencies: number[] = [];
@@ -126,7 +153,7 @@ try {
       SELECT pg_stat_clear_snapshot(), xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()`;
     return Number(row?.n);
   };
-  for (const mode of ['probe', 'notify', 'off'] as const satisfies readonly WakeupMode[]) {
+  for (const mode of only.has('idle') ? (['probe', 'notify', 'off'] as const satisfies WakeupMode[]) : []) {
     const workerSql = postgres(url, { max: 4, onnotice: () => {} });
     const workerDb = drizzle(workerSql);
     const workers = await Promise.all(
@@ -198,7 +225,7 @@ try {
     return rate;
   }
   const rates = { alone: [] as number[], probe: [] as number[], notify: [] as number[] };
-  for (let run = 0; run < runs; run++) {
+  for (let run = 0; only.has('appends') && run < runs; run++) {
     for (const condition of run % 2 === 0 ? (['alone', 'probe'] as const) : (['probe', 'alone'] as const))
       rates[condition].push(await appendRate(condition));
     if (run < 2) rates.notify.push(await appendRate('notify'));
@@ -207,11 +234,12 @@ try {
         (run < 2 ? `, notify ${rates.notify.at(-1)?.toFixed(0)}/s` : ''),
     );
   }
-  console.log(
-    `appends, 8 clients, median of ${runs}: alone ${median(rates.alone).toFixed(0)}/s, ` +
-      `with the probe ${median(rates.probe).toFixed(0)}/s (${(median(rates.probe) / median(rates.alone)).toFixed(3)}x), ` +
-      `with NOTIFY ${median(rates.notify).toFixed(0)}/s (${(median(rates.notify) / median(rates.alone)).toFixed(3)}x)`,
-  );
+  if (only.has('appends'))
+    console.log(
+      `appends, 8 clients, median of ${runs}: alone ${median(rates.alone).toFixed(0)}/s, ` +
+        `with the probe ${median(rates.probe).toFixed(0)}/s (${(median(rates.probe) / median(rates.alone)).toFixed(3)}x), ` +
+        `with NOTIFY ${median(rates.notify).toFixed(0)}/s (${(median(rates.notify) / median(rates.alone)).toFixed(3)}x)`,
+    );
   await sql.end();
 } finally {
   await server.destroy();
