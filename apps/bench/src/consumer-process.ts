@@ -22,6 +22,10 @@ export interface ConsumerInput {
   batchSize: number;
   /** For iterate: the stream. */
   stream?: string;
+  /** For project in deployed-worker.mjs: the polling ceiling (default: the library's). */
+  pollIntervalMs?: number;
+  /** For project in deployed-worker.mjs: how many projections (each on a view of its own, made by the worker). */
+  projections?: number;
   wakeups?: boolean;
 }
 

@@ -26,6 +26,8 @@ export interface Figure {
   ratio?: number;
   target?: { description: string; met: boolean };
   note?: string;
+  /** Why this case could not be measured here (it is not a failure: e.g. the schema lacks what it measures). */
+  skipped?: string;
   /** The same case measured on a second server with fsync and full_page_writes off (a labelled second column). */
   fsyncOff?: Pick<Figure, 'value' | 'baseline' | 'ratio' | 'target'>;
 }

@@ -19,13 +19,17 @@ const tsx = createRequire(import.meta.url).resolve('tsx');
  * How load and consumer processes start. With FSTORE_BENCH_CPU_PROFILE=<folder>, each writes a V8 CPU profile there
  * when it exits (open it in Chrome DevTools' Performance panel or speedscope for a flame graph).
  */
-const childArgs = [
-  '--conditions=@fstore/source',
-  '--import',
-  tsx,
-  ...(process.env.FSTORE_BENCH_CPU_PROFILE
-    ? ['--cpu-prof', `--cpu-prof-dir=${process.env.FSTORE_BENCH_CPU_PROFILE}`]
-    : []),
+const profile = process.env.FSTORE_BENCH_CPU_PROFILE
+  ? ['--cpu-prof', `--cpu-prof-dir=${process.env.FSTORE_BENCH_CPU_PROFILE}`]
+  : [];
+const childArgs = ['--conditions=@fstore/source', '--import', tsx, ...profile];
+/**
+ * A deployed worker: plain Node.js on the built packages (no loader, no source condition). FSTORE_BENCH_NODE_OPTIONS
+ * adds flags to it (e.g. --max-semi-space-size=4, --heapsnapshot-signal=SIGUSR2) to see where its memory goes.
+ */
+const deployedArgs = () => [
+  ...profile,
+  ...(process.env.FSTORE_BENCH_NODE_OPTIONS?.split(' ').filter(Boolean) ?? []),
 ];
 const workerFile = fileURLToPath(new URL('./load-worker.ts', import.meta.url));
 
@@ -86,16 +90,22 @@ export async function runLoad(
   };
 }
 
-/** Runs `count` consumer processes (see consumer-process.ts) at once; `whenDone` may ask them to stop early. */
+/**
+ * Runs `count` consumer processes at once; `whenDone` may ask them to stop early. They run consumer-process.ts from
+ * source under tsx, or with `deployed` deployed-worker.mjs on plain Node.js over the packages' dist.
+ */
 export async function runConsumers(
   input: import('./consumer-process.js').ConsumerInput,
   count: number,
   whenDone?: () => Promise<void>,
+  options: { deployed?: boolean } = {},
 ): Promise<{ events: number; seconds: number; clientCpu: number; maxRssMb: number }> {
-  const file = fileURLToPath(new URL('./consumer-process.ts', import.meta.url));
+  const file = fileURLToPath(
+    new URL(options.deployed ? './deployed-worker.mjs' : './consumer-process.ts', import.meta.url),
+  );
   const started = performance.now();
   const children = Array.from({ length: count }, () =>
-    fork(file, [JSON.stringify(input)], { execArgv: childArgs }),
+    fork(file, [JSON.stringify(input)], { execArgv: options.deployed ? deployedArgs() : childArgs }),
   );
   const ready = children.map(
     (child) =>

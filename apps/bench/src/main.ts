@@ -23,23 +23,29 @@ import {
   serverFromEnvironment,
   startEmbeddedPostgres,
 } from '@fstore/embedded-postgres';
+import { buildPackages } from './build-packages.js';
 import { createContext, type Figure } from './context.js';
 import { loadErrors } from './load.js';
 import { lineChart, type Machine, table, writeResults } from './report.js';
 import { appendScenarios } from './scenarios/appends.js';
+import { catchUpScenarios } from './scenarios/catchup.js';
+import { idleScenarios } from './scenarios/idle.js';
 import { latencyScenarios } from './scenarios/latency.js';
 import { memoryScenarios } from './scenarios/memory.js';
 import { type StreamingCharts, streamingScenarios } from './scenarios/streaming.js';
 import { describeServer, mergeFsyncOff } from './settings.js';
 
-const all = ['A1', 'A2', 'A3', 'A4', 'S1', 'S2', 'S3', 'L1', 'M1'];
+const all = ['A1', 'A2', 'A3', 'A3′', 'A4', 'S1', 'S2', 'S3', 'C1', 'L1', 'I1', 'M1'];
+/** A3′ is also A3' or A3P on a command line. */
+const aliases: Record<string, string> = { "A3'": 'A3′', A3P: 'A3′' };
 /** What the fsync-off column repeats by default: the append path, whose cost is mostly commits (a full run stays
  * under 20 minutes; --fsync-off=all repeats everything). */
-const fsyncOffDefault = ['A1', 'A2', 'A3', 'A4'];
+const fsyncOffDefault = ['A1', 'A2', 'A3', 'A3′', 'A4'];
 const args = process.argv.slice(2).filter((arg) => arg !== '--');
 const flag = (name: string) => args.find((arg) => arg.startsWith(`--${name}=`))?.split('=')[1];
 const quick = args.includes('--quick');
-const list = (value: string) => value.split(',').map((s) => s.trim().toUpperCase());
+const list = (value: string) =>
+  value.split(',').map((s) => aliases[s.trim().toUpperCase()] ?? s.trim().toUpperCase());
 const selected = new Set(list(flag('only') ?? all.join(',')));
 const fsyncOffFlag = flag('fsync-off') ?? fsyncOffDefault.join(',');
 const fsyncOffAsked = fsyncOffFlag === 'none' ? [] : fsyncOffFlag === 'all' ? all : list(fsyncOffFlag);
@@ -74,7 +80,9 @@ async function runScenarios(
   const figures: Figure[] = [];
   figures.push(...(await appendScenarios(ctx, only)));
   figures.push(...(await streamingScenarios(ctx, only, charts)));
+  if (only.has('C1')) figures.push(...(await catchUpScenarios(ctx)));
   if (only.has('L1')) figures.push(...(await latencyScenarios(ctx)));
+  if (only.has('I1')) figures.push(...(await idleScenarios(ctx)));
   if (only.has('M1')) figures.push(...(await memoryScenarios(ctx)));
   return figures;
 }
@@ -105,6 +113,8 @@ try {
   console.log(
     `${quick ? 'quick' : 'full'} run: ${[...selected].join(', ')}; ${rounds} rounds of ${durationMs} ms per figure\n`,
   );
+  // The deployed worker runs the packages' dist: built first, so that a build that fails stops the run at once.
+  if (selected.has('M1') || selected.has('I1')) buildPackages(log);
   const options = { quick, durationMs, rounds, log };
   const streamingCharts: StreamingCharts = { byStreams: [], byConsumers: [] };
   let figures = await runScenarios(
@@ -155,7 +165,9 @@ try {
   const command = `pnpm bench ${args.join(' ')}`.trim();
   writeResults(directory, machine, command, figures, charts);
   const failed = figures.filter(
-    (f) => !Number.isFinite(f.value) || (f.fsyncOff !== undefined && !Number.isFinite(f.fsyncOff.value)),
+    (f) =>
+      (!f.skipped && !Number.isFinite(f.value)) ||
+      (f.fsyncOff !== undefined && !Number.isFinite(f.fsyncOff.value)),
   );
   console.log(`\nwritten: ${directory}/latest.json, latest.md${charts.map((c) => `, ${c}`).join('')}`);
   if (failed.length > 0 || loadErrors > 0) {

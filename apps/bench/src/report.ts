@@ -22,7 +22,7 @@ export function table(figures: readonly Figure[]): string {
   const rows = figures.map((f) => [
     f.scenario,
     f.case,
-    `${format(f.value)} ${f.unit}`,
+    f.skipped ? `skipped: ${f.skipped}` : `${format(f.value)} ${f.unit}`,
     f.baseline ? `${format(f.baseline.value)} (${f.baseline.label})` : '',
     f.ratio === undefined ? '' : `${f.ratio.toFixed(2)}x`,
     f.target ? targetCell(f.target) : (f.note ?? ''),

@@ -45,6 +45,7 @@ export function mergeFsyncOff(headline: readonly Figure[], fsyncOff: readonly Fi
       ...(figure.ratio === undefined ? {} : { ratio: figure.ratio }),
       ...(figure.target ? { target: figure.target } : {}),
     };
+    if (figure.skipped) continue;
     if (same) same.fsyncOff = column;
     else
       merged.push({ ...figure, value: Number.NaN, note: 'measured with fsync off only', fsyncOff: column });

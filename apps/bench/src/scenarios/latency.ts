@@ -1,10 +1,11 @@
 /**
- * L1: how long an event waits between its append's commit and the start of its handler, at 100 events/s, with NOTIFY
- * wake-ups and with polling only (a 500 ms polling delay). Appender and worker share this process's clock.
+ * L1: how long an event waits between its append's commit and the start of its handler, at 100 events/s, with the
+ * default wake-ups (the shared probe of the log's head), with NOTIFY wake-ups and with polling only (a 500 ms polling
+ * delay). Appender and worker share this process's clock.
  */
 import { randomUUID } from 'node:crypto';
 import { createEventStore, defineEvents, event } from '@fstore/store';
-import { createProjection, setWakeups } from '@fstore/stream';
+import { createProjection, setWakeups, type WakeupMode } from '@fstore/stream';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import postgres from 'postgres';
 import type { BenchContext, Figure } from '../context.js';
@@ -15,13 +16,13 @@ function percentile(sorted: number[], q: number) {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
 }
 
-async function measure(url: string, wakeups: boolean, seconds: number) {
+async function measure(url: string, wakeups: WakeupMode, seconds: number) {
   const sql = postgres(url, { max: 8, onnotice: () => {} });
   const db = drizzle(sql);
-  await setWakeups(db, wakeups);
+  await setWakeups(db, wakeups === 'notify');
   const committed = new Map<string, number>();
   const latencies: number[] = [];
-  const view = `latency-${wakeups ? 'wakeups' : 'polling'}-${randomUUID()}`;
+  const view = `latency-${wakeups}-${randomUUID()}`;
   const projection = createProjection({
     db,
     view,
@@ -68,21 +69,26 @@ export async function latencyScenarios(ctx: BenchContext): Promise<Figure[]> {
   const url = await ctx.freshDatabase('latency');
   const seconds = ctx.quick ? 3 : 10;
   const figures: Figure[] = [];
-  const polling = await measure(url, false, seconds);
-  ctx.log('L1: wake-ups');
-  const woken = await measure(url, true, seconds);
+  ctx.log('L1: polling only');
+  const polling = await measure(url, 'off', seconds);
+  ctx.log('L1: NOTIFY wake-ups');
+  const notified = await measure(url, 'notify', seconds);
+  ctx.log('L1: default wake-ups (log-head probe)');
+  const probed = await measure(url, 'probe', seconds);
   for (const [label, sorted] of [
-    ['NOTIFY wake-ups', woken],
+    ['default wake-ups (log-head probe)', probed],
+    ['NOTIFY wake-ups', notified],
     ['polling only, 500 ms delay', polling],
   ] as const) {
+    const [p50, p95, p99] = [percentile(sorted, 0.5), percentile(sorted, 0.95), percentile(sorted, 0.99)];
     figures.push({
       scenario: 'L1',
-      case: `append commit to handler start, 100 events/s, ${label}: p50 (p95, p99 ${percentile(sorted, 0.95).toFixed(1)}, ${percentile(sorted, 0.99).toFixed(1)})`,
+      case: `append commit to handler start, 100 events/s, ${label}: p50 (p95, p99 ${p95.toFixed(1)}, ${p99.toFixed(1)})`,
       unit: 'ms',
-      value: percentile(sorted, 0.5),
-      ...(label === 'NOTIFY wake-ups'
-        ? { target: { description: 'p50 <= 20 ms', met: percentile(sorted, 0.5) <= 20 } }
-        : { note: `${sorted.length} events measured` }),
+      value: p50,
+      ...(label.startsWith('default')
+        ? { target: { description: 'p50 <= 20 ms, p99 <= 100 ms', met: p50 <= 20 && p99 <= 100 } }
+        : { note: `report only: ${sorted.length} events measured` }),
     });
   }
   return figures;

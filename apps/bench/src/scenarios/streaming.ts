@@ -40,6 +40,12 @@ async function scanRate(ctx: BenchContext, url: string, limitMs: number) {
   return median(rates);
 }
 
+/** Issue 11: one-event streams at 0.25 of the scan at least, 100 events per stream at 0.5. */
+function s1Target(oneEventStreams: boolean, ratio: number) {
+  const floor = oneEventStreams ? 0.25 : 0.5;
+  return { description: `>= ${floor} of baseline`, met: ratio >= floor };
+}
+
 export interface StreamingCharts {
   byStreams: [number, number][];
   byConsumers: { name: string; points: [number, number][] }[];
@@ -80,9 +86,7 @@ export async function streamingScenarios(
             value: rate,
             baseline: { label: 'one reader, indexed range scan, no leases', value: baseline },
             ratio: rate / baseline,
-            ...(consumers === 4 && streams === backlogSize
-              ? { target: { description: '>= 0.5 of baseline', met: rate / baseline >= 0.5 } }
-              : {}),
+            ...(consumers === 4 ? { target: s1Target(streams === backlogSize, rate / baseline) } : {}),
           });
         }
       }
