@@ -3,7 +3,7 @@
  * the command handler under any interleaving of concurrent commands (property-based, with fast-check).
  */
 import { randomUUID } from 'node:crypto';
-import { backendPid, createTestDatabase, waitUntilBlocked } from '@fstore/test-harness';
+import { createTestDatabase } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -104,79 +104,84 @@ describe('a commit whose answer is lost', () => {
 
 describe('an append rolled back by a serialization failure (40001)', () => {
   /**
-   * Under REPEATABLE READ (YugabyteDB's default), an append whose stream's lock row is updated by another
-   * transaction after the append's snapshot fails with 40001 when its trigger updates that row. Staged here: a
-   * transaction holds the row (as a worker acknowledging the stream does), the append waits on it, the holder
-   * commits.
+   * Appends write only the event now, so no lock row of a worker can make one fail any more; YugabyteDB may still
+   * roll any write back with 40001, and PostgreSQL does under REPEATABLE READ or SERIALIZABLE. Staged here by a
+   * trigger in this file's database that raises the given SQLSTATEs on the stream's first inserts, in order (a
+   * sequence counts them: its values survive the rollback).
    */
-  async function appendAgainstACommittedLockRowUpdate(options: { transientRetries?: number }) {
-    const view = `serialization-${randomUUID()}`;
-    await database.sql`SELECT register_view(${view}, 500, '2020-01-01')`;
+  async function failingAppends(id: string, codes: string[]) {
+    const name = `fail_${randomUUID().replaceAll('-', '')}`;
+    const raise = codes
+      .map((code, n) => `WHEN ${n + 1} THEN RAISE EXCEPTION 'staged' USING ERRCODE = '${code}';`)
+      .join(' ');
+    await database.sql.unsafe(`CREATE SEQUENCE ${name}`);
+    await database.sql.unsafe(
+      `CREATE FUNCTION ${name}() RETURNS trigger LANGUAGE plpgsql AS $f$
+       BEGIN
+         IF NEW.decider_id = '${id}' THEN
+           CASE nextval('${name}') ${raise} ELSE NULL; END CASE;
+         END IF;
+         RETURN NEW;
+       END $f$`,
+    );
+    await database.sql.unsafe(
+      `CREATE TRIGGER ${name} BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION ${name}()`,
+    );
+    return async () => {
+      await database.sql.unsafe(`DROP TRIGGER ${name} ON events`);
+      await database.sql.unsafe(`DROP FUNCTION ${name}()`);
+      await database.sql.unsafe(`DROP SEQUENCE ${name}`);
+    };
+  }
+
+  async function appendRolledBack(codes: string[], options: { transientRetries?: number }) {
     const id = `order-${randomUUID()}`;
     const [first] = await store.append(id, [created], { expectedLastEventId: null });
-    const writerClient = database.connect({
-      max: 1,
-      connection: { default_transaction_isolation: 'repeatable read' },
-    });
-    const writer = createEventStore(drizzle(writerClient), orderEvents, options);
-    const writerPid = await backendPid(writerClient);
-    const holder = await database.sql.reserve();
+    const writer = createEventStore(connect(), orderEvents, options);
+    const restore = await failingAppends(id, codes);
     try {
-      await holder`BEGIN`;
-      await holder`UPDATE locks SET updated_at = now() WHERE view = ${view} AND decider_id = ${id}`;
-      const appending = writer.append(id, [added], { expectedLastEventId: first?.eventId ?? null }).then(
+      const outcome = await writer.append(id, [added], { expectedLastEventId: first?.eventId ?? null }).then(
         (events) => ({ events }),
         (error: unknown) => ({ error }),
       );
-      await waitUntilBlocked(database.sql, writerPid);
-      await holder`COMMIT`;
-      return { id, outcome: await appending };
+      return { id, outcome };
     } finally {
-      holder.release();
-      await writerClient.end();
+      await restore();
     }
   }
 
   test('store.append runs it again, once stored: the event is in the stream once', async () => {
-    const { id, outcome } = await appendAgainstACommittedLockRowUpdate({});
+    const { id, outcome } = await appendRolledBack(['40001', '40P01'], {});
     expect(outcome).toMatchObject({ events: [{ type: 'ItemAdded' }] });
     expect((await store.load(id)).map((e) => e.type)).toEqual(['OrderCreated', 'ItemAdded']);
   });
 
   test('with transientRetries: 0, the 40001 reaches the caller as it is, and nothing is written', async () => {
-    const { id, outcome } = await appendAgainstACommittedLockRowUpdate({ transientRetries: 0 });
+    const { id, outcome } = await appendRolledBack(['40001'], { transientRetries: 0 });
     expect('error' in outcome && databaseError(outcome.error)?.code).toBe('40001');
     expect((await store.load(id)).map((e) => e.type)).toEqual(['OrderCreated']);
   });
 
   test("inside a caller's transaction (store.with(tx)), it is never retried: the transaction is aborted", async () => {
-    const view = `serialization-${randomUUID()}`;
-    await database.sql`SELECT register_view(${view}, 500, '2020-01-01')`;
     const id = `order-${randomUUID()}`;
     const [first] = await store.append(id, [created], { expectedLastEventId: null });
-    const writerClient = database.connect({ max: 1 });
-    const db = drizzle(writerClient);
-    const writerPid = await backendPid(writerClient);
-    const holder = await database.sql.reserve();
+    const restore = await failingAppends(id, ['40001']);
     try {
-      await holder`BEGIN`;
-      await holder`UPDATE locks SET updated_at = now() WHERE view = ${view} AND decider_id = ${id}`;
-      const appending = db
+      const failure = await connect()
         .transaction(
-          (tx) => store.with(tx).append(id, [added], { expectedLastEventId: first?.eventId ?? null }),
+          async (tx) => {
+            await store.with(tx).append(id, [added], { expectedLastEventId: first?.eventId ?? null });
+          },
           { isolationLevel: 'repeatable read' },
         )
         .then(
           () => undefined,
           (error: unknown) => error,
         );
-      await waitUntilBlocked(database.sql, writerPid);
-      await holder`COMMIT`;
-      expect(databaseError(await appending)?.code).toBe('40001');
+      expect(databaseError(failure)?.code).toBe('40001');
       expect((await store.load(id)).map((e) => e.type)).toEqual(['OrderCreated']);
     } finally {
-      holder.release();
-      await writerClient.end();
+      await restore();
     }
   });
 });
