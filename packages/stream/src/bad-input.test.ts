@@ -304,6 +304,8 @@ describe('the wrappers refuse bad input through the SQL: clear SQLSTATE, nothing
   test('the largest safe integer of milliseconds (285,000 years) is accepted: the stream is held until a year JavaScript cannot show', async () => {
     const view = `view-${randomUUID()}`;
     await registerView(db, view, { startAt: new Date(0) });
+    // schedule_nack_event does not advance the view (lease_events, stream_events and ack_event do): create the rows.
+    await database.sql`SELECT advance_view(${view})`;
     const [held] = await scheduleNackEvent(db, view, fixture.stream, Number.MAX_SAFE_INTEGER);
     // Beyond JavaScript's last date (year 275760): the decoded lock says Invalid Date.
     expect(Number.isNaN(held?.lockedUntil.getTime())).toBe(true);

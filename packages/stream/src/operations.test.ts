@@ -100,6 +100,11 @@ test('leasing and acknowledging read only pending streams, whatever the number o
     INSERT INTO events (event, event_id, decider, decider_id, data, command_id, previous_id)
     SELECT 'Noted', gen_random_uuid(), 'Note', 'plan-' || i, '{"n": 1}', gen_random_uuid(), NULL
     FROM generate_series(1, 20005) AS i`;
+  // Appends write only the event: the lock rows appear when the view's frontier passes them, here in one call.
+  const [before] = await database.sql`SELECT count(*)::int AS n FROM locks WHERE view = ${view}`;
+  expect(before?.n).toBe(0);
+  const [advanced] = await database.sql`SELECT advance_view(${view}, 30000) AS passed`;
+  expect(advanced?.passed).toBe(20005);
   await database.sql`UPDATE locks SET last_offset = "offset" WHERE view = ${view} AND decider_id NOT IN ('plan-1', 'plan-2', 'plan-3', 'plan-4', 'plan-5')`;
   await database.sql`ANALYZE locks`;
   const plans: string[] = [];
