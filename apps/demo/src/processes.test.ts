@@ -7,6 +7,8 @@ import { createTestDatabase } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll, expect, test } from 'vitest';
 import { check } from './check.js';
+import { orderEvents } from './domain/order.js';
+import { restaurantEvents } from './domain/restaurant.js';
 import type { ProducerStats } from './producers.js';
 import { views } from './setup.js';
 
@@ -75,9 +77,20 @@ test('a decider process and two projector processes: the views are complete, eac
   const handled = await Promise.all(
     projectors.map(async (p) => Number((await p.waitFor(/stopped handled=\d+/)).split('=')[1])),
   );
-  // Both took part, and between them they handled every event once.
+  // Both took part, and between them they handled every event once: each view subscribes to its own decider, so
+  // an event reaches only the view that projects it (and no worker is called for the other's).
   expect(handled.every((n) => n > 0)).toBe(true);
   const result = await check(db, summary.run, summary.stats);
   expect(result.lines.filter((line) => !line.startsWith('ok '))).toEqual([]);
-  expect(handled.reduce((a, b) => a + b, 0)).toBe(2 * summary.stats.eventsAppended);
+  expect(handled.reduce((a, b) => a + b, 0)).toBe(summary.stats.eventsAppended);
+  const subscriptions = Object.fromEntries(
+    (await viewStatus(db)).map((s) => [
+      s.view,
+      { deciders: s.subscribedDeciders, events: s.subscribedEvents },
+    ]),
+  );
+  expect(subscriptions).toMatchObject({
+    [views.restaurants]: { deciders: [restaurantEvents.decider], events: null },
+    [views.orders]: { deciders: [orderEvents.decider], events: null },
+  });
 });
