@@ -202,7 +202,7 @@ describe('delivery', () => {
     expect(failures).toBe(3); // in its group, then alone twice (maxAttempts 2)
   });
 
-  test('a view created by the worker starts at the beginning of the log; events of other deciders are passed over', async () => {
+  test('a view created by the worker starts at the beginning of the log, subscribed to its deciders: events of other deciders are not delivered', async () => {
     const other = createEventStore(db, defineEvents('Other', { Happened: event<object>() }));
     await other.register();
     const otherId = `other-${randomUUID()}`;
@@ -220,8 +220,16 @@ describe('delivery', () => {
     for (const [id, offsets] of appended) expect(model.get(id)).toEqual(offsets);
     // Earlier tests' streams are in it too: the view starts at the beginning.
     expect(model.size).toBeGreaterThan(2);
-    // The passed-over event is acknowledged all the same.
+    // The view subscribes to the declared deciders only: the other decider's stream gets no lock row at all.
     await until(async () => (await viewStatus(db)).find((s) => s.view === view)?.pendingStreams === 0);
+    expect((await viewStatus(db)).find((s) => s.view === view)).toMatchObject({
+      subscribedDeciders: ['Task'],
+      subscribedEvents: null,
+      eventsBehind: 0,
+    });
+    const [locked] = await database.sql`
+      SELECT count(*)::int AS n FROM locks WHERE view = ${view} AND decider_id = ${otherId}`;
+    expect(locked?.n).toBe(0);
   });
 });
 
