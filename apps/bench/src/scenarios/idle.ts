@@ -21,7 +21,7 @@ async function idleLoad(ctx: BenchContext, processes: number, projections: numbe
   const sql = postgres(url, { max: 1, onnotice: () => {} });
   // A backend reports its counts at most once a second (up to 10 s later when it goes idle): a long window, after
   // the workers have started, makes that lag small against what is measured.
-  const settleMs = 3_000;
+  const settleMs = ctx.quick ? 2_000 : 3_000;
   let perSecond = Number.NaN;
   try {
     await runConsumers(
@@ -53,7 +53,7 @@ async function idleLoad(ctx: BenchContext, processes: number, projections: numbe
 }
 
 export async function idleScenarios(ctx: BenchContext): Promise<Figure[]> {
-  const windowMs = ctx.quick ? 6_000 : 20_000;
+  const windowMs = ctx.quick ? 3_000 : 20_000;
   const figures: Figure[] = [];
   for (const [processes, projections, label] of [
     [10, 1, 'ten processes, one projection each'],

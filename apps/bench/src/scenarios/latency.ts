@@ -67,7 +67,7 @@ async function measure(url: string, wakeups: WakeupMode, seconds: number) {
 
 export async function latencyScenarios(ctx: BenchContext): Promise<Figure[]> {
   const url = await ctx.freshDatabase('latency');
-  const seconds = ctx.quick ? 3 : 10;
+  const seconds = ctx.quick ? 2 : 10;
   const figures: Figure[] = [];
   ctx.log('L1: polling only');
   const polling = await measure(url, 'off', seconds);
