@@ -35,8 +35,11 @@ export interface ProjectionOptions<TDeciders extends readonly DeciderEvents<Even
   /** Events leased per stream at once (one transaction, one acknowledgement). Default 100. */
   batchSize?: number;
   /**
-   * Streams handled in one transaction, when their batches are small (one event each, say): one transaction and
-   * one acknowledgement for them all. If any of them fails, each is handled again on its own. Default 20.
+   * Streams handled in one transaction, when their batches are small (one event each, say): one transaction, one
+   * acknowledgement and one lease renewal for them all. If a handler fails, its stream is handled again on its own
+   * and the others together. A poll leases this many streams per free slot; while leases come back full of small
+   * streams, twice as many at each poll, up to 256 a poll, so that a backlog of one-event streams costs a lease and
+   * a transaction per few hundred streams. Default 20.
    */
   streamsPerTransaction?: number;
   /** Lease length in seconds; renewed every third of it while a batch runs. Default 30. */
