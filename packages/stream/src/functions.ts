@@ -156,6 +156,15 @@ export async function scheduleNackEvent(
   return rows.map(decodeLock);
 }
 
+/**
+ * `advance_view`: moves the view's frontier over up to `maxEvents` events of the log into lock rows; returns how
+ * many it passed (0 when there is nothing new, or another consumer is advancing the view right now).
+ */
+export async function advanceView(db: Database, view: string, maxEvents = 10_000): Promise<number> {
+  const [row] = await queryRows(db, sql`SELECT advance_view(${view}::text, ${maxEvents}::int) AS passed`);
+  return Number(row?.passed ?? 0);
+}
+
 /** An event leased by `leaseEvents`, with its stream's lease token and failed deliveries so far. */
 export type LeasedEvent = Event & { leaseId: string; attempts: number };
 

@@ -232,6 +232,28 @@ describe('small streams in bulk', () => {
   });
 });
 
+describe('a backlog', () => {
+  test('a worker alone on a view reads the log into lock rows beside its leases, and handles each event once', async () => {
+    const view = await newView();
+    // More than the first lease advances (80 streams of up to 100 events: 8,000), so the advancer has work.
+    const appended = await appendOneEventStreams(12_000);
+    const projection = project(view, { concurrency: 4, handle() {} });
+    await projection.start();
+    await until(async () => projection.stats.handled >= appended.size, 60_000);
+    await projection.stop();
+
+    expect(projection.stats.handled).toBe(appended.size);
+    const [status] = (await db.execute(
+      sql`SELECT count(*)::int AS pending FROM locks WHERE view = ${view} AND last_offset < "offset"`,
+    )) as unknown as { pending: number }[];
+    expect(status?.pending).toBe(0);
+    // advance_view on its own, not only inside lease_events.
+    expect(
+      calls('advance_view').filter((statement) => !statement.query.includes('lease_events(')),
+    ).not.toHaveLength(0);
+  });
+});
+
 describe('lease sizing', () => {
   const sizing = () => leaseSizing({ streamsPerTransaction: 20, batchSize: 100 });
 

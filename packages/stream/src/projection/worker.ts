@@ -12,6 +12,7 @@ import { type LeasedEvent, leaseEvents, registerView } from '../functions.js';
 import { startWakeups, type Wakeups } from '../wakeups.js';
 import { groupByStream, processTransaction, transactionGroups } from './batching.js';
 import { type AnyDeciders, describeError, type ProjectionContext, projectionContext } from './context.js';
+import { frontierAdvancer } from './frontier-advancer.js';
 import { leaseSizing } from './lease-sizing.js';
 import { handleParkedRetry } from './parked-events.js';
 import type { Projection, ProjectionOptions } from './types.js';
@@ -59,6 +60,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
     let idleDelay = Math.min(25, ceiling);
     let errorDelay = 100;
     const sizing = leaseSizing(context);
+    const advancer = frontierAdvancer(context);
     while (running) {
       const free = context.concurrency - inFlight.size;
       if (free <= 0) {
@@ -84,6 +86,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
       }
       const batches = groupByStream(view, leased);
       sizing.observe(streams, batches.length, leased.length);
+      if (batches.length >= streams) advancer.nudge(); // a backlog: read the log ahead of the next leases
       for (const group of transactionGroups(batches, free)) {
         // A finished batch frees a slot and its stream may have more events: poll again at once.
         const work = processTransaction(context, group).finally(() => {
@@ -108,6 +111,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
       await Promise.race([sleep(idleDelay), ...(inFlight.size > 0 ? [Promise.race(inFlight)] : [])]);
       idleDelay = Math.min(idleDelay * 2, ceiling);
     }
+    await advancer.stop();
   }
 
   return {
