@@ -28,7 +28,8 @@ export interface EventStoreOptions {
    * How many times `append` runs again when the database rolled it back for a serialization failure (40001) or a
    * deadlock (40P01), after a short jittered pause: safe, because the retry carries the same event ids and an
    * append stored once is not stored again. These come from REPEATABLE READ or SERIALIZABLE sessions (YugabyteDB's
-   * default) when a worker touches the stream's lock rows meanwhile. Never inside `with(tx)`: such an error aborts
+   * default) when another writer touches the same rows meanwhile, or from triggers of the application's own. Never
+   * inside `with(tx)`: such an error aborts
    * the caller's transaction, and only the caller can run it again. Default 3; 0 turns it off.
    */
   transientRetries?: number;
