@@ -11,6 +11,7 @@
  *   pnpm bench --quick              a smoke run in under 3 minutes (CI runs it; it fails on errors, never on speed)
  *   pnpm bench --only=A1,A4         some scenarios
  *   pnpm bench --fsync-off=none     no second column (or a list of scenarios, or all)
+ *   pnpm bench --only=C1 --results=/tmp/c1   a partial run, written elsewhere than results/
  *   pnpm bench --duration=3000 --rounds=3
  *   FSTORE_BENCH_CPU_PROFILE=/tmp/profiles pnpm bench --only=S3   CPU profiles of the load and consumer processes
  */
@@ -139,7 +140,9 @@ try {
   }
   console.log(table(figures));
   // A quick run is a smoke test: its figures go beside the full run's, never over them.
-  const directory = fileURLToPath(new URL(quick ? '../results/quick' : '../results', import.meta.url));
+  // --results=<folder> writes a partial run elsewhere, so that it does not replace the last full run's figures.
+  const directory =
+    flag('results') ?? fileURLToPath(new URL(quick ? '../results/quick' : '../results', import.meta.url));
   const charts: string[] = [];
   mkdirSync(directory, { recursive: true });
   if (streamingCharts.byStreams.length > 1) {
