@@ -255,6 +255,53 @@ describe('changing the subscription is a rebuild', () => {
     expect(await lockedStreams(view)).not.toContain(first.other);
   });
 
+  test('a rebuild that widens the subscription while an old worker runs: the old worker hands the new decider back and stops, the new one handles it', async () => {
+    const view = `view-${randomUUID()}`;
+    await registerView(db, view, { startAt: new Date(0), deciders: ['Task'] });
+    await rebuildProjection(db, { view, deciders: ['Note', 'Task'], reset: async () => {} });
+    const appended = await appendOneOfEach();
+    const errors: string[] = [];
+    const old = createProjection({
+      db: workerDb,
+      view,
+      events: [tasks],
+      pollIntervalMs: 50,
+      leaseSeconds: 5,
+      wakeups: false,
+      logger: {
+        debug() {},
+        info() {},
+        warn() {},
+        error: (message) => {
+          errors.push(message);
+        },
+      },
+      async handle(e, tx) {
+        await tx.execute(
+          sql`INSERT INTO projected (view, decider_id, "offset", type) VALUES (${view}, ${e.deciderId}, ${e.offset}, ${e.type})`,
+        );
+      },
+    });
+    running.push(old);
+    await old.start();
+    await until(async () => errors.some((message) => message.includes('does not declare')));
+    await old.stop();
+    // The note was handed back, not acknowledged as if it were none of the view's business.
+    expect((await readModel(view)).filter(([id]) => id === appended.note)).toEqual([]);
+    const [noteLock] = await database.sql`
+      SELECT last_offset, "offset", lease_id FROM locks WHERE view = ${view} AND decider_id = ${appended.note}`;
+    expect(noteLock).toMatchObject({ last_offset: '0', lease_id: null });
+
+    const fresh = project(view, [tasks, notes]);
+    await fresh.start();
+    await until(() => caughtUp(view));
+    const model = await readModel(view);
+    const offsetsOf = (id: string) => model.filter(([stream]) => stream === id).map(([, offset]) => offset);
+    expect(offsetsOf(appended.note)).toEqual(appended.offsets.note);
+    expect(offsetsOf(appended.task)).toEqual(appended.offsets.task);
+    expect(offsetsOf(appended.other)).toEqual([]);
+  });
+
   test('a rebuild whose reset fails changes nothing: the subscription, the positions and the read model stay', async () => {
     const view = `view-${randomUUID()}`;
     const appended = await appendOneOfEach();

@@ -3,7 +3,7 @@
  * fails at an event, the events before it commit and that one is reported (retried later, or parked).
  */
 import { isTransientDatabaseError } from '@fstore/store';
-import { LeaseLostError } from '../errors.js';
+import { LeaseLostError, SubscriptionMismatchError } from '../errors.js';
 import { ackEvents, failEvent, type LeasedEvent, releaseLease } from '../functions.js';
 import { describeError, type ProjectionContext } from './context.js';
 import { dispatch, HandlerFailure } from './dispatch.js';
@@ -71,6 +71,15 @@ export async function processBatch(context: ProjectionContext, batch: Batch): Pr
       // Stopping: the batch was abandoned and rolled back; hand the stream to another worker now.
       await releaseLease(context.db, batch).catch(() => {});
       logger.info('stopping: batch abandoned, lease released', { view, deciderId: batch.deciderId });
+    } else if (error instanceof SubscriptionMismatchError) {
+      // Nothing was acknowledged: hand the stream back at once, and stop leasing (worker.ts reads context.fatal).
+      context.fatal.error = error;
+      await releaseLease(context.db, batch).catch(() => {});
+      logger.error('the view subscribes to a decider this worker does not declare: it stops leasing', {
+        view,
+        deciderId: batch.deciderId,
+        error: describeError(error),
+      });
     } else if (error instanceof LeaseLostError) {
       stats.leaseLost++;
       metrics?.count('fstore.projection.lease_lost', 1, attributes);

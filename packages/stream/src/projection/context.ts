@@ -33,6 +33,8 @@ export interface ProjectionContext {
   readonly stats: ProjectionStats;
   /** Aborted when stop() stops waiting for the batches in flight: they give up. */
   readonly stopping: AbortSignal;
+  /** Set when the worker must stop polling: its view now subscribes to a decider it does not declare. */
+  readonly fatal: { error: unknown };
 }
 
 /** Checks the options (throwing ValidationError) and fills in their defaults. */
@@ -86,6 +88,7 @@ export function projectionContext(
     attributes: { view },
     stats: { handled: 0, failed: 0, parked: 0, leaseLost: 0, polls: 0 },
     stopping,
+    fatal: { error: undefined },
   };
 }
 

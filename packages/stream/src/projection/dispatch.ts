@@ -1,6 +1,8 @@
 /** The one path from a stored event to the handler: decode it with its decider's declaration, then handle it. */
-import type { Event } from '@fstore/schema';
+import { type Event, views } from '@fstore/schema';
 import { toStoredEvent } from '@fstore/store';
+import { eq } from 'drizzle-orm';
+import { SubscriptionMismatchError } from '../errors.js';
 import type { AnyDeciders, ProjectionContext } from './context.js';
 import type { ProjectedEvent, Transaction } from './types.js';
 
@@ -22,8 +24,11 @@ export interface Delivery {
 }
 
 /**
- * Hands one event to the handler in `tx`. An event of a decider the projection does not declare is skipped: it is
- * acknowledged with the others, without a call. Throws HandlerFailure.
+ * Hands one event to the handler in `tx`. An event of a decider the projection does not declare reaches it only from
+ * a view that subscribes to every decider (registered by fstore-sql's signatures), or from one whose subscription
+ * was widened while this worker ran: it is skipped (acknowledged with the others, without a call) in the first
+ * case, and refused with SubscriptionMismatchError in the second, so that a newer worker gets it. Throws
+ * HandlerFailure.
  */
 export async function dispatch(
   context: ProjectionContext,
@@ -32,7 +37,16 @@ export async function dispatch(
   delivery: Delivery,
 ): Promise<void> {
   const declared = context.declared.get(row.decider);
-  if (!declared) return;
+  if (!declared) {
+    const [view] = await tx
+      .select({ deciders: views.subscribedDeciders })
+      .from(views)
+      .where(eq(views.view, context.view));
+    const subscribed = view?.deciders;
+    if (subscribed?.includes(row.decider))
+      throw new SubscriptionMismatchError(context.view, subscribed, [row.decider]);
+    return;
+  }
   try {
     const event = (await toStoredEvent(declared, row)) as ProjectedEvent<AnyDeciders>;
     await context.handle(event, tx, {

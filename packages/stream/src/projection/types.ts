@@ -24,7 +24,9 @@ export interface ProjectionOptions<TDeciders extends readonly DeciderEvents<Even
   /** The view's name. It is registered at start if it does not exist yet (see `startAt`). */
   view: string;
   /**
-   * The deciders whose events the handler reads. Events of other deciders are acknowledged without a call; an
+   * The deciders whose events the handler reads: the view is registered subscribed to them, so events of other
+   * deciders are never delivered (on a view that subscribes to every decider, they are acknowledged without a
+   * call). A view that does not subscribe to one of them stops the worker (SubscriptionMismatchError). An
    * event of a declared decider that the declaration cannot read fails like a throwing handler (and is parked).
    */
   events: TDeciders;

@@ -62,6 +62,10 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
     const sizing = leaseSizing(context);
     const advancer = frontierAdvancer(context);
     while (running) {
+      if (context.fatal.error !== undefined) {
+        running = false;
+        break;
+      }
       const free = context.concurrency - inFlight.size;
       if (free <= 0) {
         await Promise.race(inFlight);
