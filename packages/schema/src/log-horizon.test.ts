@@ -13,7 +13,9 @@ afterAll(() => Promise.all([db.drop(), other.drop()]));
 /** The horizon, then the xmax of a snapshot taken after it (which the horizon can never pass). */
 const horizon = async () => {
   const [row] = await db.sql<{ horizon: string }[]>`SELECT log_horizon()::text AS horizon`;
-  const [after] = await db.sql<{ xmax: string }[]>`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax`;
+  const [after] = await db.sql<
+    { xmax: string }[]
+  >`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax`;
   return { horizon: BigInt(row?.horizon ?? '-1'), xmax: BigInt(after?.xmax ?? '-1') };
 };
 

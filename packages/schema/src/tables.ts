@@ -179,9 +179,11 @@ export const viewFrontiers = pgTable(
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [
-    foreignKey({ name: 'view_frontiers_view_fkey', columns: [t.view], foreignColumns: [views.view] }).onDelete(
-      'cascade',
-    ),
+    foreignKey({
+      name: 'view_frontiers_view_fkey',
+      columns: [t.view],
+      foreignColumns: [views.view],
+    }).onDelete('cascade'),
   ],
 );
 

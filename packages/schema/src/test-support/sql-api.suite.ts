@@ -623,7 +623,10 @@ export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>
         expect(byView[fromNow]).toBeUndefined();
         const next = await append({ decider, deciderId, previousId: events[2]?.event_id ?? null });
         await db.query(`SELECT advance_view($1)`, [fromNow]);
-        expect((await locksOfStream())[fromNow]).toMatchObject({ offset: next.offset, last_offset: next.offset });
+        expect((await locksOfStream())[fromNow]).toMatchObject({
+          offset: next.offset,
+          last_offset: next.offset,
+        });
       });
 
       test('re-registering with the same start_at keeps the progress; another start_at resets it', async () => {
