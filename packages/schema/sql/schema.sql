@@ -844,6 +844,7 @@ CREATE OR REPLACE FUNCTION public.lease_events(v_view text, v_streams integer DE
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
 AS $function$
 #variable_conflict use_column
 DECLARE
@@ -1412,6 +1413,7 @@ CREATE OR REPLACE FUNCTION public.stream_events(v_view_name text, v_limit intege
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
 AS $function$
 DECLARE
     v_view_row views;
