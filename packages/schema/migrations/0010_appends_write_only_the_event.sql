@@ -248,6 +248,24 @@ CREATE TRIGGER t_on_update_of_what_views_read
         OR OLD.subscribed_events IS DISTINCT FROM NEW.subscribed_events)
 EXECUTE FUNCTION on_insert_or_update_on_views();
 --> statement-breakpoint
+-- A subscription list as views store it: sorted and without duplicates (so that registering the same subscription
+-- again changes nothing), NULL for every one; an empty list or a NULL in it is refused, naming the function.
+CREATE OR REPLACE FUNCTION subscription_list(v_function text, v_what text, v_list text[])
+    RETURNS text[]
+    LANGUAGE plpgsql
+    IMMUTABLE
+    SET search_path = pg_catalog, public, pg_temp AS
+$subscription_list$
+BEGIN
+    IF cardinality(v_list) = 0 OR array_position(v_list, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION '%: % must be NULL (every one) or a list of names without NULL, got %', v_function, v_what,
+            v_list
+            USING ERRCODE = 'invalid_parameter_value', CONSTRAINT = 'views_subscription';
+    END IF;
+    RETURN (SELECT array_agg(DISTINCT x ORDER BY x) FROM unnest(v_list) x);
+END;
+$subscription_list$;
+--> statement-breakpoint
 -- API: register a view that projects only some deciders (and, optionally, some event types): fstore-sql's
 -- register_view(view, pooling delay in ms, start_at) with the subscription after it. NULL means every decider, or
 -- every event type. Registering it again with another subscription rebuilds it from start_at.
@@ -260,22 +278,13 @@ CREATE OR REPLACE FUNCTION register_view(v_view text, v_pooling_delay bigint, v_
     SET search_path = pg_catalog, public, pg_temp AS
 $register_view_subscribed$
 DECLARE
-    v_bad text := CASE
-                      WHEN cardinality(v_deciders) = 0 THEN 'deciders is an empty array (NULL means every decider)'
-                      WHEN array_position(v_deciders, NULL) IS NOT NULL THEN 'deciders holds a NULL'
-                      WHEN cardinality(v_event_types) = 0 THEN 'event types is an empty array (NULL means every type)'
-                      WHEN array_position(v_event_types, NULL) IS NOT NULL THEN 'event types holds a NULL' END;
+    v_deciders_list text[] := subscription_list('register_view', 'deciders', v_deciders);
+    v_events_list   text[] := subscription_list('register_view', 'event types', v_event_types);
 BEGIN
-    IF v_bad IS NOT NULL THEN
-        RAISE EXCEPTION 'register_view: %', v_bad
-            USING ERRCODE = 'invalid_parameter_value', CONSTRAINT = 'views_subscription';
-    END IF;
-    -- Sorted and without duplicates, so that registering the same subscription again changes nothing.
     RETURN QUERY INSERT INTO views AS v (view, start_at, pooling_delay_s, pooling_delay_ms, subscribed_deciders,
                                          subscribed_events)
         VALUES (v_view, v_start_at, (v_pooling_delay + 999) / 1000, v_pooling_delay,
-                (SELECT array_agg(DISTINCT d ORDER BY d) FROM unnest(v_deciders) d),
-                (SELECT array_agg(DISTINCT t ORDER BY t) FROM unnest(v_event_types) t))
+                v_deciders_list, v_events_list)
         ON CONFLICT (view) DO UPDATE
             SET start_at            = EXCLUDED.start_at,
                 pooling_delay_s     = EXCLUDED.pooling_delay_s,
@@ -295,17 +304,10 @@ CREATE OR REPLACE FUNCTION reset_view(v_view text, v_start_at timestamp, v_decid
     SET search_path = pg_catalog, public, pg_temp AS
 $reset_view_subscribed$
 DECLARE
-    v_current views;
-    v_bad     text := CASE
-                          WHEN cardinality(v_deciders) = 0 THEN 'deciders is an empty array (NULL means every decider)'
-                          WHEN array_position(v_deciders, NULL) IS NOT NULL THEN 'deciders holds a NULL'
-                          WHEN cardinality(v_event_types) = 0 THEN 'event types is an empty array (NULL means every type)'
-                          WHEN array_position(v_event_types, NULL) IS NOT NULL THEN 'event types holds a NULL' END;
+    v_current       views;
+    v_deciders_list text[] := subscription_list('reset_view', 'deciders', v_deciders);
+    v_events_list   text[] := subscription_list('reset_view', 'event types', v_event_types);
 BEGIN
-    IF v_bad IS NOT NULL THEN
-        RAISE EXCEPTION 'reset_view: %', v_bad
-            USING ERRCODE = 'invalid_parameter_value', CONSTRAINT = 'views_subscription';
-    END IF;
     SELECT * INTO v_current FROM views v WHERE v.view = v_view FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'reset_view: there is no view %', v_view USING ERRCODE = 'no_data_found';
@@ -314,8 +316,8 @@ BEGIN
     PERFORM reset_view_positions(v_view, v_start_at);
     RETURN QUERY UPDATE views v
         SET start_at            = v_start_at,
-            subscribed_deciders = (SELECT array_agg(DISTINCT d ORDER BY d) FROM unnest(v_deciders) d),
-            subscribed_events   = (SELECT array_agg(DISTINCT t ORDER BY t) FROM unnest(v_event_types) t)
+            subscribed_deciders = v_deciders_list,
+            subscribed_events   = v_events_list
         WHERE v.view = v_view
         RETURNING v.*;
 END;

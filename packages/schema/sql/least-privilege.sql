@@ -53,7 +53,7 @@ DECLARE
     -- they run as the owner).
     v_internal CONSTANT text[] := ARRAY ['check_event_append', 'on_insert_or_update_on_views',
         'reset_view_positions', 'forbid_truncate', 'notify_events_appended', 'before_update_views_table',
-        'raise_lease_lost', 'raise_beyond_lease'];
+        'raise_lease_lost', 'raise_beyond_lease', 'subscription_list'];
     v_owner            oid;
     v_missing          text[];
     v_role             text;

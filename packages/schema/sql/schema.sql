@@ -1128,22 +1128,13 @@ CREATE OR REPLACE FUNCTION public.register_view(v_view text, v_pooling_delay big
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 DECLARE
-    v_bad text := CASE
-                      WHEN cardinality(v_deciders) = 0 THEN 'deciders is an empty array (NULL means every decider)'
-                      WHEN array_position(v_deciders, NULL) IS NOT NULL THEN 'deciders holds a NULL'
-                      WHEN cardinality(v_event_types) = 0 THEN 'event types is an empty array (NULL means every type)'
-                      WHEN array_position(v_event_types, NULL) IS NOT NULL THEN 'event types holds a NULL' END;
+    v_deciders_list text[] := subscription_list('register_view', 'deciders', v_deciders);
+    v_events_list   text[] := subscription_list('register_view', 'event types', v_event_types);
 BEGIN
-    IF v_bad IS NOT NULL THEN
-        RAISE EXCEPTION 'register_view: %', v_bad
-            USING ERRCODE = 'invalid_parameter_value', CONSTRAINT = 'views_subscription';
-    END IF;
-    -- Sorted and without duplicates, so that registering the same subscription again changes nothing.
     RETURN QUERY INSERT INTO views AS v (view, start_at, pooling_delay_s, pooling_delay_ms, subscribed_deciders,
                                          subscribed_events)
         VALUES (v_view, v_start_at, (v_pooling_delay + 999) / 1000, v_pooling_delay,
-                (SELECT array_agg(DISTINCT d ORDER BY d) FROM unnest(v_deciders) d),
-                (SELECT array_agg(DISTINCT t ORDER BY t) FROM unnest(v_event_types) t))
+                v_deciders_list, v_events_list)
         ON CONFLICT (view) DO UPDATE
             SET start_at            = EXCLUDED.start_at,
                 pooling_delay_s     = EXCLUDED.pooling_delay_s,
@@ -1250,17 +1241,10 @@ CREATE OR REPLACE FUNCTION public.reset_view(v_view text, v_start_at timestamp w
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 DECLARE
-    v_current views;
-    v_bad     text := CASE
-                          WHEN cardinality(v_deciders) = 0 THEN 'deciders is an empty array (NULL means every decider)'
-                          WHEN array_position(v_deciders, NULL) IS NOT NULL THEN 'deciders holds a NULL'
-                          WHEN cardinality(v_event_types) = 0 THEN 'event types is an empty array (NULL means every type)'
-                          WHEN array_position(v_event_types, NULL) IS NOT NULL THEN 'event types holds a NULL' END;
+    v_current       views;
+    v_deciders_list text[] := subscription_list('reset_view', 'deciders', v_deciders);
+    v_events_list   text[] := subscription_list('reset_view', 'event types', v_event_types);
 BEGIN
-    IF v_bad IS NOT NULL THEN
-        RAISE EXCEPTION 'reset_view: %', v_bad
-            USING ERRCODE = 'invalid_parameter_value', CONSTRAINT = 'views_subscription';
-    END IF;
     SELECT * INTO v_current FROM views v WHERE v.view = v_view FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'reset_view: there is no view %', v_view USING ERRCODE = 'no_data_found';
@@ -1269,8 +1253,8 @@ BEGIN
     PERFORM reset_view_positions(v_view, v_start_at);
     RETURN QUERY UPDATE views v
         SET start_at            = v_start_at,
-            subscribed_deciders = (SELECT array_agg(DISTINCT d ORDER BY d) FROM unnest(v_deciders) d),
-            subscribed_events   = (SELECT array_agg(DISTINCT t ORDER BY t) FROM unnest(v_event_types) t)
+            subscribed_deciders = v_deciders_list,
+            subscribed_events   = v_events_list
         WHERE v.view = v_view
         RETURNING v.*;
 END;
@@ -1460,6 +1444,23 @@ BEGIN
                                      ORDER BY ev."offset"
                                      LIMIT 1) e
         ORDER BY e."offset";
+END;
+$function$;
+
+-- subscription_list(v_function text, v_what text, v_list text[]): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.subscription_list(v_function text, v_what text, v_list text[])
+ RETURNS text[]
+ LANGUAGE plpgsql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    IF cardinality(v_list) = 0 OR array_position(v_list, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION '%: % must be NULL (every one) or a list of names without NULL, got %', v_function, v_what,
+            v_list
+            USING ERRCODE = 'invalid_parameter_value', CONSTRAINT = 'views_subscription';
+    END IF;
+    RETURN (SELECT array_agg(DISTINCT x ORDER BY x) FROM unnest(v_list) x);
 END;
 $function$;
 
