@@ -12,6 +12,7 @@ import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { SubscriptionMismatchError } from './errors.js';
 import { registerView, viewStatus } from './functions.js';
+import type { Logger } from './observability.js';
 import { createProjection, type Projection } from './projection.js';
 import { rebuildProjection } from './rebuild.js';
 
@@ -43,11 +44,16 @@ afterEach(async () => {
 });
 
 /** A worker that writes every event it is handed to `projected`, declaring the given deciders. */
-function project<T extends readonly (typeof tasks | typeof notes)[]>(view: string, events: T): Projection {
+function project<T extends readonly (typeof tasks | typeof notes)[]>(
+  view: string,
+  events: T,
+  logger?: Logger,
+): Projection {
   const projection = createProjection({
     db: workerDb,
     view,
     events,
+    logger,
     pollIntervalMs: 50,
     leaseSeconds: 5,
     wakeups: false,
@@ -261,28 +267,14 @@ describe('changing the subscription is a rebuild', () => {
     await rebuildProjection(db, { view, deciders: ['Note', 'Task'], reset: async () => {} });
     const appended = await appendOneOfEach();
     const errors: string[] = [];
-    const old = createProjection({
-      db: workerDb,
-      view,
-      events: [tasks],
-      pollIntervalMs: 50,
-      leaseSeconds: 5,
-      wakeups: false,
-      logger: {
-        debug() {},
-        info() {},
-        warn() {},
-        error: (message) => {
-          errors.push(message);
-        },
-      },
-      async handle(e, tx) {
-        await tx.execute(
-          sql`INSERT INTO projected (view, decider_id, "offset", type) VALUES (${view}, ${e.deciderId}, ${e.offset}, ${e.type})`,
-        );
+    const old = project(view, [tasks], {
+      debug() {},
+      info() {},
+      warn() {},
+      error: (message) => {
+        errors.push(message);
       },
     });
-    running.push(old);
     await old.start();
     await until(async () => errors.some((message) => message.includes('does not declare')));
     await old.stop();
