@@ -66,9 +66,22 @@ BEGIN
     WHERE r.behind BETWEEN 1 AND 2147483647;
     v_horizon := (v_xmax::text::numeric - coalesce(v_behind, 0))::text::xid8;
     -- Under REPEATABLE READ or SERIALIZABLE the transaction keeps one snapshot: a transaction it saw running stays
-    -- invisible to it after it ends, so its events must not be passed either. Only the snapshot's xmin says that.
+    -- invisible to it after it ends, so its events must not be passed either. Of the transactions the snapshot saw
+    -- running, only those still running in another database (or an automatic ANALYZE) cannot have appended here.
     IF current_setting('transaction_isolation') <> 'read committed' THEN
-        v_horizon := least(v_horizon, pg_snapshot_xmin(pg_current_snapshot()));
+        SELECT least(v_horizon, min(x.xid))
+        INTO v_horizon
+        FROM pg_snapshot_xip(pg_current_snapshot()) AS x(xid)
+        WHERE (x.xid::text::numeric % 4294967296)::bigint NOT IN (
+            SELECT a.backend_xid::text::bigint
+            FROM pg_stat_get_activity(NULL) a
+            WHERE a.backend_xid IS NOT NULL
+              AND (a.datid IS DISTINCT FROM (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+                OR a.backend_type = 'autovacuum worker')
+            UNION ALL
+            SELECT p.transaction::text::bigint
+            FROM pg_prepared_xacts p
+            WHERE p.database <> current_database());
     END IF;
     RETURN v_horizon;
 END;

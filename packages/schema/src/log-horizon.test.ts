@@ -86,3 +86,17 @@ test('transactions that start after the snapshot never lift it above the snapsho
     await writers.end();
   }
 });
+
+test('under REPEATABLE READ, a running transaction of another database does not hold it back either', async () => {
+  await whileHolding(other, async (xid) => {
+    for (let i = 0; i < 5; i++) await db.sql`SELECT pg_current_xact_id()`;
+    const [row] = await db.sql.begin('ISOLATION LEVEL REPEATABLE READ', async (tx) => {
+      // The snapshot sees the other database's transaction running: only its database tells it apart.
+      const [snapshot] = await tx<{ running: boolean }[]>`
+        SELECT ${xid.toString()}::xid8 = ANY (SELECT pg_snapshot_xip(pg_current_snapshot())) AS running`;
+      expect(snapshot?.running).toBe(true);
+      return tx<{ horizon: string }[]>`SELECT log_horizon()::text AS horizon`;
+    });
+    expect(BigInt(row?.horizon ?? '-1') > xid).toBe(true);
+  });
+});
