@@ -43,6 +43,7 @@ DECLARE
     v_xmax_lo bigint;
     v_behind  bigint;
     v_horizon xid8;
+    v_oldest  xid8;
 BEGIN
     -- The backends' transaction ids as they are now, not the copy this transaction read earlier.
     PERFORM pg_stat_clear_snapshot();
@@ -69,8 +70,9 @@ BEGIN
     -- invisible to it after it ends, so its events must not be passed either. Of the transactions the snapshot saw
     -- running, only those still running in another database (or an automatic ANALYZE) cannot have appended here.
     IF current_setting('transaction_isolation') <> 'read committed' THEN
-        SELECT least(v_horizon, min(x.xid))
-        INTO v_horizon
+        -- (ORDER BY ... LIMIT 1: PostgreSQL 14 and 15 have no min() for xid8.)
+        SELECT x.xid
+        INTO v_oldest
         FROM pg_snapshot_xip(pg_current_snapshot()) AS x(xid)
         WHERE (x.xid::text::numeric % 4294967296)::bigint NOT IN (
             SELECT a.backend_xid::text::bigint
@@ -81,7 +83,12 @@ BEGIN
             UNION ALL
             SELECT p.transaction::text::bigint
             FROM pg_prepared_xacts p
-            WHERE p.database <> current_database());
+            WHERE p.database <> current_database())
+        ORDER BY x.xid
+        LIMIT 1;
+        IF v_oldest < v_horizon THEN
+            v_horizon := v_oldest;
+        END IF;
     END IF;
     RETURN v_horizon;
 END;
