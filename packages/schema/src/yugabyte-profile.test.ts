@@ -41,7 +41,7 @@ import {
 } from './test-support/interleaved-appends.js';
 import { describeProjectionSql } from './test-support/projection-sql.suite.js';
 import { describeSqlApi } from './test-support/sql-api.suite.js';
-import { postgresJsClient } from './test-support/sql-client.js';
+import { postgresJsClient, type Row, type SqlClient } from './test-support/sql-client.js';
 
 const cacheSize = 50;
 const decider = 'yugabyte-profile';
@@ -419,9 +419,41 @@ describe('views deliver every event once while commits interleave, under the pro
 
 // The single-connection specifications, under the profile: one connection, so one cached block at a time.
 const profiled = connect();
-describeSqlApi('PostgreSQL via postgres.js, YugabyteDB profile', async () => postgresJsClient(profiled));
+
+/**
+ * Under REPEATABLE READ a statement keeps the snapshot it started with, and log_horizon cannot tell a transaction of
+ * another database that ended since (other test files run beside this one) from one of this database whose events
+ * that snapshot cannot see: the view lags one poll behind it, as a worker would, and the next statement passes it.
+ * These specifications are about one connection's results, not that lag: before a statement that reads a view's
+ * lock rows, the view is advanced until nothing committed is past its frontier (with nothing else writing here,
+ * whatever is left past it is that lag).
+ */
+function caughtUpFirst(client: SqlClient): SqlClient {
+  const readsLocks = /\b(lease_events|stream_events|ack_event|ack_events|advance_view)\(/;
+  return {
+    async query<T extends Row>(text: string, parameters: unknown[] = []) {
+      const view = parameters[0];
+      if (readsLocks.test(text) && typeof view === 'string') {
+        for (let attempt = 0; attempt < 100; attempt++) {
+          const [behind] = await client.query<{ behind: boolean }>(
+            `SELECT EXISTS (SELECT 1 FROM events e JOIN view_frontiers f ON f.view = $1
+                            WHERE (e.transaction_id, e."offset") > (f.transaction_id, f."offset")) AS behind`,
+            [view],
+          );
+          if (!behind?.behind) break;
+          await client.query('SELECT advance_view($1)', [view]);
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+      }
+      return client.query<T>(text, parameters);
+    },
+  };
+}
+describeSqlApi('PostgreSQL via postgres.js, YugabyteDB profile', async () =>
+  caughtUpFirst(postgresJsClient(profiled)),
+);
 describeProjectionSql(
   'PostgreSQL via postgres.js, YugabyteDB profile',
-  async () => postgresJsClient(profiled),
+  async () => caughtUpFirst(postgresJsClient(profiled)),
   {},
 );
