@@ -14,7 +14,7 @@ import {
 } from '@fstore/schema';
 import type { Database } from '@fstore/store';
 import { decodeEventRow, queryRows, rowDecoder } from '@fstore/store/internal';
-import { sql } from 'drizzle-orm';
+import { type SQL, sql } from 'drizzle-orm';
 import { TransactionLostError, toLeaseError } from './errors.js';
 
 const decodeView = rowDecoder<View>(views);
@@ -70,15 +70,12 @@ export async function registerView(
   const leaseSeconds = options.leaseSeconds ?? options.lockTimeoutS;
   const pollIntervalMs = options.pollIntervalMs ?? options.pollingDelayMs;
   if (options.deciders !== undefined || options.eventTypes !== undefined) {
-    const subscribed = sql`SELECT * FROM register_view(${view}::text, ${pollIntervalMs ?? null}::bigint, ${startAt}, ${subscriptionArguments(options)})`;
-    if (leaseSeconds === undefined) {
-      const [row] = await queryRows(db, subscribed);
-      return decodeView(row ?? {});
-    }
-    return db.transaction(async (tx) => {
-      await queryRows(tx, subscribed);
-      return setViewLockTimeout(tx, view, leaseSeconds);
-    });
+    return registerThenSetLease(
+      db,
+      view,
+      sql`SELECT * FROM register_view(${view}::text, ${pollIntervalMs ?? null}::bigint, ${startAt}, ${subscriptionArguments(options)})`,
+      leaseSeconds,
+    );
   }
   if (pollIntervalMs === undefined) {
     const [row] = await queryRows(
@@ -87,14 +84,30 @@ export async function registerView(
     );
     return decodeView(row ?? {});
   }
-  const inMilliseconds = sql`SELECT * FROM register_view(${view}::text, ${pollIntervalMs}::bigint, ${startAt})`;
+  return registerThenSetLease(
+    db,
+    view,
+    sql`SELECT * FROM register_view(${view}::text, ${pollIntervalMs}::bigint, ${startAt})`,
+    leaseSeconds,
+  );
+}
+
+/**
+ * Runs a register_view form that takes no lease length, then sets it when one is given: both or neither, in one
+ * transaction.
+ */
+async function registerThenSetLease(
+  db: Database,
+  view: string,
+  registration: SQL,
+  leaseSeconds: number | undefined,
+): Promise<View> {
   if (leaseSeconds === undefined) {
-    const [row] = await queryRows(db, inMilliseconds);
+    const [row] = await queryRows(db, registration);
     return decodeView(row ?? {});
   }
-  // The milliseconds form has no lease length: register, then set it, both or neither.
   return db.transaction(async (tx) => {
-    await queryRows(tx, inMilliseconds);
+    await queryRows(tx, registration);
     return setViewLockTimeout(tx, view, leaseSeconds);
   });
 }
