@@ -112,7 +112,9 @@ function expectFlat(plans: string[], calls: number, perCall: number) {
     // It read the new events (or fewer, when they came over two calls), not the 20,000 before them.
     expect(Number(read?.[1])).toBeLessThanOrEqual(perCall);
   }
-  for (const plan of leases) expect(plan).toContain('Index Scan using locks_pending_idx on locks');
+  // Pending streams through locks_pending_idx; for a view with a handful of lock rows the planner may read them all
+  // through locks_pkey instead (PostgreSQL 14 does), which the check above keeps to a handful.
+  for (const plan of leases) expect(plan).toMatch(/Index Scan using locks_(pending_idx|pkey) on locks/);
 }
 
 const calls = 8;
