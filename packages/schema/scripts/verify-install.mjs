@@ -6,18 +6,20 @@ import postgres from 'postgres';
 const journal = JSON.parse(
   readFileSync(new URL('../migrations/meta/_journal.json', import.meta.url), 'utf8'),
 );
-// Every function the migrations create, read from the migrations themselves.
-const expected = [
-  ...new Set(
-    journal.entries.flatMap((entry) =>
-      [
-        ...readFileSync(new URL(`../migrations/${entry.tag}.sql`, import.meta.url), 'utf8').matchAll(
-          /CREATE OR REPLACE FUNCTION (\w+)\(/g,
-        ),
-      ].map((match) => match[1]),
-    ),
-  ),
-];
+// Every function the migrations leave in place, read from the migrations themselves, in order: created (or
+// replaced), unless a later statement dropped it (0010 drops the append trigger's function).
+const expected = [];
+for (const entry of journal.entries) {
+  const text = readFileSync(new URL(`../migrations/${entry.tag}.sql`, import.meta.url), 'utf8');
+  for (const [, dropped, name] of text.matchAll(
+    /(DROP FUNCTION (?:IF EXISTS )?|CREATE (?:OR REPLACE )?FUNCTION )(\w+)\(/g,
+  )) {
+    const at = expected.indexOf(name);
+    if (dropped.startsWith('DROP')) {
+      if (at >= 0) expected.splice(at, 1);
+    } else if (at < 0) expected.push(name);
+  }
+}
 const sql = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} });
 try {
   const functions = (
