@@ -48,12 +48,12 @@ DECLARE
         'stream_events', 'ack_event', 'nack_event', 'schedule_nack_event', 'lease_events', 'ack_events',
         'renew_lease', 'release_lease', 'fail_event', 'retry_parked_event', 'discard_parked_event', 'reset_view',
         'set_wakeups', 'ack_leases', 'set_view_lock_timeout', 'claim_parked_event', 'ack_parked_event',
-        'fail_parked_event', 'advance_view'];
+        'fail_parked_event', 'advance_view', 'claim_log_batch'];
     -- Trigger functions and helpers: nobody calls them directly (SECURITY INVOKER; fired by the functions above,
     -- they run as the owner).
     v_internal CONSTANT text[] := ARRAY ['check_event_append', 'on_insert_or_update_on_views',
         'reset_view_positions', 'forbid_truncate', 'notify_events_appended', 'before_update_views_table',
-        'raise_lease_lost', 'raise_beyond_lease', 'subscription_list'];
+        'raise_lease_lost', 'raise_beyond_lease', 'subscription_list', 'read_into_lock_rows'];
     v_owner            oid;
     v_missing          text[];
     v_role             text;

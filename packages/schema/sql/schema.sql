@@ -3,7 +3,7 @@
 -- Generated, do not edit: `pnpm check:migrations --write-schema` regenerates it (packages/schema/src/schema-dump.test.ts),
 -- and `pnpm check:migrations` fails when it is out of step with the migrations. Not a migration: migrate() builds
 -- the schema from migrations/; this file only shows the result.
--- After the migrations 0000_tables to 0011_drop_view_registration_gate; the same text on PostgreSQL 14 to 18.
+-- After the migrations 0000_tables to 0012_catch_up_reads_the_log; the same text on PostgreSQL 14 to 18.
 
 -- Tables
 
@@ -276,7 +276,6 @@ AS $function$
 DECLARE
     v_horizon  xid8;
     v_frontier view_frontiers;
-    v_view_row views;
     v_passed   integer;
     v_last_xid xid8;
     v_last     bigint;
@@ -317,55 +316,18 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
-    SELECT * INTO v_view_row FROM views v WHERE v.view = v_view;
-    WITH batch AS (SELECT e.transaction_id, e."offset", e.decider, e.decider_id, e.event, e.final, e.created_at
-                   FROM events e
-                   WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
-                     AND e.transaction_id < v_horizon
-                   ORDER BY e.transaction_id, e."offset"
-                   LIMIT v_max_events),
-         streams AS (SELECT b.decider_id,
-                            max(b."offset")                                                AS head,
-                            -- Events created before the view's start_at are skipped, never delivered.
-                            max(b."offset") FILTER (WHERE b.created_at < v_view_row.start_at) AS before_start,
-                            bool_or(b.final)                                               AS final
-                     FROM batch b
-                     WHERE (v_view_row.subscribed_deciders IS NULL OR b.decider = ANY (v_view_row.subscribed_deciders))
-                       AND (v_view_row.subscribed_events IS NULL OR b.event = ANY (v_view_row.subscribed_events))
-                     GROUP BY b.decider_id),
-         upserted AS (
-             INSERT INTO locks (view, decider_id, "offset", last_offset, locked_until, offset_final)
-                 SELECT v_view,
-                        s.decider_id,
-                        s.head,
-                        greatest(coalesce(s.before_start, 0),
-                                 -- A view registered to start now never read the log before its floor: a stream
-                                 -- new to it starts after its last event from before then.
-                                 CASE
-                                     WHEN v_frontier.floor_transaction_id > '0'::xid8 THEN
-                                         coalesce((SELECT e."offset"
-                                                   FROM events e
-                                                   WHERE e.decider_id = s.decider_id
-                                                     AND e.transaction_id < v_frontier.floor_transaction_id
-                                                   ORDER BY e."offset" DESC
-                                                   LIMIT 1), 0)
-                                     ELSE 0 END),
-                        now(),
-                        s.final
-                 FROM streams s
-                 -- Rows in one order, as every writer of many lock rows takes them: no deadlock between them.
-                 ORDER BY s.decider_id
-             ON CONFLICT ON CONSTRAINT locks_pkey DO UPDATE
-                 SET "offset"     = greatest(locks."offset", EXCLUDED."offset"),
-                     last_offset  = greatest(locks.last_offset, EXCLUDED.last_offset),
-                     offset_final = locks.offset_final OR EXCLUDED.offset_final,
-                     updated_at   = now())
     SELECT count(*)::integer,
            (array_agg(b.transaction_id ORDER BY b.transaction_id DESC, b."offset" DESC))[1],
            (array_agg(b."offset" ORDER BY b.transaction_id DESC, b."offset" DESC))[1]
     INTO v_passed, v_last_xid, v_last
-    FROM batch b;
+    FROM (SELECT e.transaction_id, e."offset"
+          FROM events e
+          WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+            AND e.transaction_id < v_horizon
+          ORDER BY e.transaction_id, e."offset"
+          LIMIT v_max_events) b;
     IF v_passed > 0 THEN
+        PERFORM read_into_lock_rows(v_view, v_frontier.transaction_id, v_frontier."offset", v_last_xid, v_last);
         UPDATE view_frontiers f
         SET transaction_id = v_last_xid,
             "offset"       = v_last,
@@ -586,6 +548,185 @@ BEGIN
         END LOOP;
     END IF;
     RETURN NEW;
+END;
+$function$;
+
+-- claim_log_batch(v_view text, v_max_events integer): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.claim_log_batch(v_view text, v_max_events integer DEFAULT 1000)
+ RETURNS SETOF events
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
+ SET enable_seqscan TO 'off'
+AS $function$
+DECLARE
+    v_view_row  views;
+    v_frontier  view_frontiers;
+    v_horizon   xid8;
+    v_end_xid   xid8;
+    v_end       bigint;
+    v_direct    text[];
+    v_held      jsonb;
+BEGIN
+    IF v_max_events IS NULL OR v_max_events < 1 THEN
+        RAISE EXCEPTION 'claim_log_batch: max events must be one or more, got %', v_max_events
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- On its own (autocommit), the statement that returns the events would also commit them as handled.
+    IF transaction_timestamp() = statement_timestamp() THEN
+        RAISE EXCEPTION 'claim_log_batch: call it inside a transaction (BEGIN; ... COMMIT;) that handles the events it returns'
+            USING ERRCODE = 'no_active_sql_transaction';
+    END IF;
+    SELECT * INTO v_view_row FROM views v WHERE v.view = v_view;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'claim_log_batch: there is no view %', v_view USING ERRCODE = 'no_data_found';
+    END IF;
+    -- Looks without a lock first, as advance_view does: an idle consumer must not write the frontier row.
+    SELECT * INTO v_frontier FROM view_frontiers f WHERE f.view = v_view;
+    PERFORM 1
+    FROM events e
+    WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+    ORDER BY e.transaction_id, e."offset"
+    LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    v_horizon := log_horizon();
+    PERFORM 1
+    FROM events e
+    WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+      AND e.transaction_id < v_horizon
+    ORDER BY e.transaction_id, e."offset"
+    LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    -- The frontier row, held until the caller's transaction ends: no other consumer advances the view meanwhile.
+    SELECT * INTO v_frontier FROM view_frontiers f WHERE f.view = v_view FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    -- The window: up to v_max_events events past the frontier, of ended transactions (an index-only range).
+    SELECT w.transaction_id, w."offset"
+    INTO v_end_xid, v_end
+    FROM (SELECT e.transaction_id, e."offset"
+          FROM events e
+          WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+            AND e.transaction_id < v_horizon
+          ORDER BY e.transaction_id, e."offset"
+          LIMIT v_max_events) w
+    ORDER BY w.transaction_id DESC, w."offset" DESC
+    LIMIT 1;
+    IF v_end IS NULL THEN
+        RETURN;
+    END IF;
+    -- Which of the window's streams can be taken. Their lock row must be free: none yet, or one with nothing
+    -- unhandled and no lease, which this takes (in decider_id order, as every writer of many lock rows does) and
+    -- holds to the end of the transaction; rows with work pending are left to their leases, whose holders must not
+    -- wait for this transaction. Of their events in the window, those at or below the row's last_offset were
+    -- handled already (a lease reads a stream by offset, ahead of the frontier) and are passed over; the others must
+    -- follow one another along previous_id from an event handled or passed before (so that none is missing: a
+    -- transaction may commit a stream's later event under a lower transaction id), come in offset order in the log
+    -- (the batch hands them over in log order), and have those created before start_at (passed over, as
+    -- advance_view does) before the rest.
+    SELECT coalesce(jsonb_object_agg(h.decider_id, h.last_offset), '{}')
+    INTO v_held
+    FROM (SELECT l.decider_id, l.last_offset
+          FROM locks l
+          WHERE l.view = v_view
+            AND l.decider_id IN (SELECT e.decider_id
+                                 FROM events e
+                                 WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+                                   AND (e.transaction_id, e."offset") <= (v_end_xid, v_end))
+            AND l.last_offset = l."offset"
+            AND l.locked_until <= now()
+          ORDER BY l.decider_id
+          FOR NO KEY UPDATE SKIP LOCKED) h;
+    -- The held rows are looked up in that map, not joined: the planner takes a range inside one transaction for a
+    -- row or two, and a nested loop over a thousand held rows per event cost 100 ms a batch.
+    WITH fresh AS (SELECT e.decider_id, e.previous_id, e.transaction_id, e."offset", e.created_at,
+                          (v_held ->> e.decider_id)::bigint AS handled_to,
+                          lag(e.event_id) OVER (PARTITION BY e.decider_id ORDER BY e."offset") AS before_id,
+                          lag(e."offset") OVER (PARTITION BY e.decider_id ORDER BY e.transaction_id, e."offset") AS prev_in_log
+                   FROM events e
+                   WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+                     AND (e.transaction_id, e."offset") <= (v_end_xid, v_end)
+                     AND (v_view_row.subscribed_deciders IS NULL OR e.decider = ANY (v_view_row.subscribed_deciders))
+                     AND e."offset" > coalesce((v_held ->> e.decider_id)::bigint, 0)),
+         streams AS (SELECT f.decider_id,
+                            max(f.handled_to)                                          AS handled_to,
+                            (array_agg(f.previous_id ORDER BY f."offset"))[1]          AS first_previous,
+                            bool_and(f.before_id IS NULL OR f.previous_id = f.before_id)
+                                AND bool_and(f.prev_in_log IS NULL OR f.prev_in_log < f."offset")
+                                AND coalesce(max(f."offset") FILTER (WHERE f.created_at < v_view_row.start_at)
+                                                 < min(f."offset") FILTER (WHERE f.created_at >= v_view_row.start_at),
+                                             true)                                     AS orderly
+                     FROM fresh f
+                     GROUP BY f.decider_id),
+         judged AS (SELECT s.decider_id,
+                           s.orderly
+                               AND (s.handled_to IS NOT NULL
+                                   OR NOT EXISTS (SELECT 1 FROM locks l WHERE l.view = v_view AND l.decider_id = s.decider_id))
+                               AND (s.first_previous IS NULL
+                                   OR EXISTS (SELECT 1
+                                              FROM events p
+                                              WHERE p.event_id = s.first_previous
+                                                AND (p."offset" <= s.handled_to
+                                                  OR (p.transaction_id, p."offset")
+                                                         <= (v_frontier.transaction_id, v_frontier."offset")))) AS direct
+                    FROM streams s)
+    SELECT coalesce(array_agg(j.decider_id), '{}')
+    INTO v_direct
+    FROM judged j
+    WHERE j.direct;
+    -- The other streams of the window go on through their leases: their events are read into their lock rows as
+    -- advance_view reads them (waiting for a row an acknowledgement holds, in the same decider_id order), so that
+    -- the batch takes the whole window instead of stopping in front of them.
+    PERFORM read_into_lock_rows(v_view, v_frontier.transaction_id, v_frontier."offset", v_end_xid, v_end,
+                                v_direct, v_held);
+    -- The events to handle (read before the lock rows move past them): those of the taken streams in the window,
+    -- past what their lock rows say was handled, of the subscribed types, created from start_at on.
+    RETURN QUERY
+        SELECT e.*
+        FROM events e
+        WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+          AND (e.transaction_id, e."offset") <= (v_end_xid, v_end)
+          AND e.decider_id = ANY (v_direct)
+          AND (v_view_row.subscribed_deciders IS NULL OR e.decider = ANY (v_view_row.subscribed_deciders))
+          AND (v_view_row.subscribed_events IS NULL OR e.event = ANY (v_view_row.subscribed_events))
+          AND e.created_at >= v_view_row.start_at
+          AND e."offset" > coalesce((v_held ->> e.decider_id)::bigint, 0)
+        ORDER BY e.transaction_id, e."offset";
+    -- The taken streams that have a lock row, handled up to their last event of the batch once the caller commits.
+    -- Those without one get none: no row means handled up to the frontier (advance_view starts a new row there),
+    -- so a stream taken whole costs no write of its own.
+    UPDATE locks l
+    SET "offset"     = greatest(l."offset", s.head),
+        last_offset  = greatest(l.last_offset, s.head),
+        offset_final = l.offset_final OR s.final,
+        attempts     = 0,
+        last_error   = NULL,
+        updated_at   = now()
+    FROM (SELECT e.decider_id, max(e."offset") AS head, bool_or(e.final) AS final
+          FROM events e
+          WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+            AND (e.transaction_id, e."offset") <= (v_end_xid, v_end)
+            AND e.decider_id = ANY (v_direct)
+            AND v_held ? e.decider_id
+            AND (v_view_row.subscribed_deciders IS NULL OR e.decider = ANY (v_view_row.subscribed_deciders))
+            AND (v_view_row.subscribed_events IS NULL OR e.event = ANY (v_view_row.subscribed_events))
+          GROUP BY e.decider_id) s
+    WHERE l.view = v_view
+      AND l.decider_id = s.decider_id;
+    UPDATE view_frontiers f
+    SET transaction_id = v_end_xid,
+        "offset"       = v_end,
+        updated_at     = now()
+    WHERE f.view = v_view;
+    -- Says, to the rest of the transaction, that the frontier moved: a batch that returned nothing (its events all
+    -- went to lock rows, or to no subscribed stream) is not the end of the log, and its caller should go on.
+    PERFORM set_config('fstore.log_batch_moved', 'true', true);
 END;
 $function$;
 
@@ -846,6 +987,21 @@ CREATE OR REPLACE FUNCTION public.lease_events(v_view text, v_streams integer DE
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
  SET plan_cache_mode TO 'force_custom_plan'
 AS $function$
+BEGIN
+    RETURN QUERY SELECT *
+                 FROM lease_events(v_view, v_streams, v_events_per_stream, v_lock_seconds,
+                                   least(greatest(1000, v_streams::bigint * v_events_per_stream), 20000)::int);
+END;
+$function$;
+
+-- lease_events(v_view text, v_streams integer, v_events_per_stream integer, v_lock_seconds integer, v_advance_events integer): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.lease_events(v_view text, v_streams integer, v_events_per_stream integer, v_lock_seconds integer, v_advance_events integer)
+ RETURNS TABLE(lease_id uuid, attempts integer, event text, event_id uuid, event_version bigint, decider text, decider_id text, data jsonb, command_id uuid, previous_id uuid, final boolean, created_at timestamp with time zone, "offset" bigint, transaction_id xid8)
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
+AS $function$
 #variable_conflict use_column
 DECLARE
     v_view_row views;
@@ -859,13 +1015,19 @@ BEGIN
         RAISE EXCEPTION 'lease_events: lock seconds must be one or more, got %', v_lock_seconds
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF v_advance_events IS NULL OR v_advance_events < 0 THEN
+        RAISE EXCEPTION 'lease_events: events to advance must be zero or more, got %', v_advance_events
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     -- A view that does not exist (a typo, or one deleted while its workers run) is an error, not an empty lease
     -- for ever: a worker polling it would otherwise look idle. (stream_events keeps fstore-sql's empty answer.)
     SELECT * INTO v_view_row FROM views v WHERE v.view = v_view;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'lease_events: there is no view %', v_view USING ERRCODE = 'no_data_found';
     END IF;
-    PERFORM advance_view(v_view, least(greatest(1000, v_streams::bigint * v_events_per_stream), 20000)::int);
+    IF v_advance_events > 0 THEN
+        PERFORM advance_view(v_view, v_advance_events);
+    END IF;
     -- The lease records the last offset it delivers (leased_to), read from the index on (decider_id, offset)
     -- before the rows: its holder can then acknowledge no further than what it was given.
     RETURN QUERY
@@ -1079,6 +1241,73 @@ BEGIN
     RAISE EXCEPTION 'the lease % on stream % of view % is no longer held', v_lease_id, v_decider_id, v_view
         USING ERRCODE = 'lock_not_available', CONSTRAINT = 'locks_lease_held',
               HINT = 'It expired and another consumer took the stream, or the view was reset. Renew long leases.';
+END;
+$function$;
+
+-- read_into_lock_rows(v_view text, v_from_xid xid8, v_from bigint, v_to_xid xid8, v_to bigint, v_skip text[], v_handled jsonb): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.read_into_lock_rows(v_view text, v_from_xid xid8, v_from bigint, v_to_xid xid8, v_to bigint, v_skip text[] DEFAULT '{}'::text[], v_handled jsonb DEFAULT '{}'::jsonb)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET plan_cache_mode TO 'force_custom_plan'
+ SET enable_seqscan TO 'off'
+AS $function$
+DECLARE
+    v_view_row views;
+    v_floor    xid8;
+BEGIN
+    SELECT * INTO v_view_row FROM views v WHERE v.view = v_view;
+    SELECT f.floor_transaction_id INTO v_floor FROM view_frontiers f WHERE f.view = v_view;
+    WITH streams AS (SELECT e.decider_id,
+                            max(e."offset")                                                AS head,
+                            -- Events created before the view's start_at are skipped, never delivered.
+                            max(e."offset") FILTER (WHERE e.created_at < v_view_row.start_at) AS before_start,
+                            bool_or(e.final)                                               AS final
+                     FROM events e
+                     WHERE (e.transaction_id, e."offset") > (v_from_xid, v_from)
+                       AND (e.transaction_id, e."offset") <= (v_to_xid, v_to)
+                       AND NOT e.decider_id = ANY (v_skip)
+                       AND e."offset" > coalesce((v_handled ->> e.decider_id)::bigint, 0)
+                       AND (v_view_row.subscribed_deciders IS NULL OR e.decider = ANY (v_view_row.subscribed_deciders))
+                       AND (v_view_row.subscribed_events IS NULL OR e.event = ANY (v_view_row.subscribed_events))
+                     GROUP BY e.decider_id)
+    INSERT INTO locks (view, decider_id, "offset", last_offset, locked_until, offset_final)
+    SELECT v_view,
+           s.decider_id,
+           s.head,
+           greatest(coalesce(s.before_start, 0),
+                    CASE
+                        WHEN v_floor > '0'::xid8 THEN
+                            coalesce((SELECT e."offset"
+                                      FROM events e
+                                      WHERE e.decider_id = s.decider_id
+                                        AND e.transaction_id < v_floor
+                                      ORDER BY e."offset" DESC
+                                      LIMIT 1), 0)
+                        ELSE 0 END,
+                    -- Only subscribed events count: an unsubscribed one committed under a lower transaction id
+                    -- must not hide a lower-offset event that is still unhandled.
+                    CASE
+                        WHEN NOT EXISTS (SELECT 1 FROM locks l WHERE l.view = v_view AND l.decider_id = s.decider_id) THEN
+                            coalesce((SELECT e."offset"
+                                      FROM events e
+                                      WHERE e.decider_id = s.decider_id
+                                        AND (e.transaction_id, e."offset") <= (v_from_xid, v_from)
+                                        AND (v_view_row.subscribed_events IS NULL
+                                          OR e.event = ANY (v_view_row.subscribed_events))
+                                      ORDER BY e."offset" DESC
+                                      LIMIT 1), 0)
+                        ELSE 0 END),
+           now(),
+           s.final
+    FROM streams s
+    -- Rows in one order, as every writer of many lock rows takes them: no deadlock between them.
+    ORDER BY s.decider_id
+    ON CONFLICT ON CONSTRAINT locks_pkey DO UPDATE
+        SET "offset"     = greatest(locks."offset", EXCLUDED."offset"),
+            last_offset  = greatest(locks.last_offset, EXCLUDED.last_offset),
+            offset_final = locks.offset_final OR EXCLUDED.offset_final,
+            updated_at   = now();
 END;
 $function$;
 

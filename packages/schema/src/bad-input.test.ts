@@ -200,6 +200,41 @@ function call(entry: Entry, casts: (string | undefined)[] = []): string {
     : `SELECT ${entry.fn}(${args}) AS value`;
 }
 
+const leaseParams: Parameter[] = [
+  {
+    name: 'v_view',
+    type: 'text',
+    null: NO_DATA,
+    variants: [otherType(), { label: 'a view that does not exist', value: 'no-such-view', code: 'P0002' }],
+  },
+  {
+    name: 'v_streams',
+    type: 'int',
+    null: INVALID,
+    variants: [{ label: '-1', value: '-1', code: '22023' }, TOO_BIG_INT],
+  },
+  {
+    name: 'v_events_per_stream',
+    type: 'int',
+    null: INVALID,
+    variants: [
+      { label: '0', value: '0', code: '22023' },
+      { label: '-5', value: '-5', code: '22023' },
+      TOO_BIG_INT,
+    ],
+  },
+  {
+    name: 'v_lock_seconds',
+    type: 'int',
+    null: INVALID,
+    variants: [
+      { label: '0', value: '0', code: '22023' },
+      { label: "'x'", value: 'x', code: '22P02' },
+      TOO_BIG_INT,
+    ],
+  },
+];
+
 const catalogue: Entry[] = [
   {
     fn: 'register_decider_event',
@@ -606,6 +641,28 @@ const catalogue: Entry[] = [
     fn: 'lease_events',
     select: 'rows',
     valid: () => [fixture.view, '10', '10', '30'],
+    params: leaseParams,
+  },
+  {
+    // The overload that says how far to advance the view first (0012_catch_up_reads_the_log).
+    fn: 'lease_events',
+    select: 'rows',
+    valid: () => [fixture.view, '10', '10', '30', '0'],
+    params: [
+      ...leaseParams,
+      {
+        name: 'v_advance_events',
+        type: 'int',
+        null: INVALID,
+        variants: [{ label: '-1', value: '-1', code: '22023' }, TOO_BIG_INT],
+      },
+    ],
+  },
+  {
+    // claim_log_batch (0012_catch_up_reads_the_log): the next events straight from the log, in a transaction.
+    fn: 'claim_log_batch',
+    select: 'rows',
+    valid: () => [fixture.view, '10'],
     params: [
       {
         name: 'v_view',
@@ -617,23 +674,7 @@ const catalogue: Entry[] = [
         ],
       },
       {
-        name: 'v_streams',
-        type: 'int',
-        null: INVALID,
-        variants: [{ label: '-1', value: '-1', code: '22023' }, TOO_BIG_INT],
-      },
-      {
-        name: 'v_events_per_stream',
-        type: 'int',
-        null: INVALID,
-        variants: [
-          { label: '0', value: '0', code: '22023' },
-          { label: '-5', value: '-5', code: '22023' },
-          TOO_BIG_INT,
-        ],
-      },
-      {
-        name: 'v_lock_seconds',
+        name: 'v_max_events',
         type: 'int',
         null: INVALID,
         variants: [
@@ -1002,7 +1043,8 @@ describe('the catalogue covers the whole SQL API', () => {
       SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' AS signature
       FROM pg_proc p
       WHERE p.pronamespace = 'public'::regnamespace AND p.prorettype <> 'trigger'::regtype
-        AND p.proname NOT IN ('reset_view_positions', 'raise_lease_lost', 'raise_beyond_lease', 'subscription_list')`;
+        AND p.proname NOT IN ('reset_view_positions', 'raise_lease_lost', 'raise_beyond_lease', 'subscription_list',
+                              'read_into_lock_rows')`;
     const names = (s: string) =>
       s
         .replace(/\bv_\w+ /g, '')

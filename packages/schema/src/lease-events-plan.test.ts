@@ -9,32 +9,18 @@ import { randomUUID } from 'node:crypto';
 import { createTestDatabase } from '@fstore/test-harness';
 import type postgres from 'postgres';
 import { afterAll, expect, test } from 'vitest';
+import { explainedPlans } from './test-support/auto-explain.js';
 
 const db = await createTestDatabase();
 afterAll(() => db.drop());
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** auto_explain's plans of every statement that `lease` runs, nested ones included. */
-async function explainEach(calls: number, lease: (explained: postgres.Sql, call: number) => Promise<void>) {
-  const plans: string[] = [];
-  const explained = db.connect({
-    max: 1,
-    onnotice: (notice) => {
-      if (String(notice.message).includes('Query Text')) plans.push(String(notice.message));
-    },
-  });
-  try {
-    await explained`LOAD 'auto_explain'`;
-    await explained`SET auto_explain.log_min_duration = 0`;
-    await explained`SET auto_explain.log_analyze = on`;
-    await explained`SET auto_explain.log_nested_statements = on`;
-    await explained`SET client_min_messages = log`;
+/** auto_explain's plans of every statement that `calls` runs of `lease` send, nested ones included. */
+function explainEach(calls: number, lease: (explained: postgres.Sql, call: number) => Promise<void>) {
+  return explainedPlans(db, async (explained) => {
     for (let call = 0; call < calls; call++) await lease(explained, call);
-  } finally {
-    await explained.end();
-  }
-  return plans;
+  });
 }
 
 /** `count` one-event streams `prefix-1`, `prefix-2`, … in one statement. */
@@ -91,13 +77,13 @@ const scanning = (plans: string[]) =>
     );
 
 /**
- * The plans of advance_view's batch and of the lease: the batch reads the log past the frontier through
- * events_transaction_id_offset_idx and upserts through locks_pkey, the lease reads pending streams through
+ * The plans of advance_view's batch and of the lease: the batch (read_into_lock_rows, which advance_view calls)
+ * reads the log past the frontier through events_transaction_id_offset_idx and upserts through locks_pkey, the lease reads pending streams through
  * locks_pending_idx, and no step scans the log or the lock rows or filters out more than a handful of rows (what
  * they read is what is new, not what the view already has).
  */
 function expectFlat(plans: string[], calls: number, perCall: number) {
-  const batches = plans.filter((plan) => plan.includes('WITH batch AS'));
+  const batches = plans.filter((plan) => plan.includes('INSERT INTO locks'));
   const leases = plans.filter((plan) => plan.includes('WITH candidates'));
   expect(batches.length).toBeGreaterThanOrEqual(calls);
   expect(leases.length).toBeGreaterThanOrEqual(calls);
@@ -200,12 +186,15 @@ test('an idle poll of a big view probes the index past the frontier, not the who
 // functions are planned for each call; this keeps them so.
 test('the leasing functions are planned for each call, never with a generic plan', async () => {
   const rows = await db.sql<{ name: string; config: string[] | null }[]>`
-    SELECT p.proname AS name, p.proconfig AS config
+    SELECT p.oid::regprocedure::text AS name, p.proconfig AS config
     FROM pg_proc p
-    WHERE p.pronamespace = 'public'::regnamespace AND p.proname IN ('lease_events', 'stream_events')
-    ORDER BY p.proname`;
+    WHERE p.pronamespace = 'public'::regnamespace
+      AND p.proname IN ('lease_events', 'stream_events', 'claim_log_batch')
+    ORDER BY 1`;
   expect(rows.map((row) => [row.name, row.config?.includes('plan_cache_mode=force_custom_plan')])).toEqual([
-    ['lease_events', true],
-    ['stream_events', true],
+    ['claim_log_batch(text,integer)', true],
+    ['lease_events(text,integer,integer,integer)', true],
+    ['lease_events(text,integer,integer,integer,integer)', true],
+    ['stream_events(text,integer,integer)', true],
   ]);
 });

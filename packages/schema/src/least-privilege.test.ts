@@ -945,7 +945,8 @@ describe('an upgrade keeps the application role working, without the script runn
                             'get_events', 'check_event_append', 'advance_view', 'reset_view', 'log_head',
                             'log_horizon')
         ORDER BY 1`;
-      // register_view, reset_view and get_events in every overload (0010 adds one to the first two).
+      // register_view, reset_view, get_events and lease_events in every overload (0010 adds one to the first two,
+      // 0012 one to lease_events).
       expect(replaced.map((fn) => fn.signature.replace(/\(.*/, ''))).toEqual([
         'ack_events',
         'ack_parked_event',
@@ -957,6 +958,7 @@ describe('an upgrade keeps the application role working, without the script runn
         'get_events',
         'get_events',
         'get_events',
+        'lease_events',
         'lease_events',
         'log_head',
         'log_horizon',
