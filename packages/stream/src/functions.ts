@@ -178,10 +178,44 @@ export async function advanceView(db: Database, view: string, maxEvents = 10_000
   return Number(row?.passed ?? 0);
 }
 
+/** What `claimLogBatch` took: the events to handle, and whether the view's frontier moved. */
+export interface LogBatch {
+  events: Event[];
+  /**
+   * Whether the batch moved the view's frontier: when it did but brought no events (they all went to streams that
+   * go on through their leases, or to no subscribed stream), the log may hold more right after it.
+   */
+  frontierMoved: boolean;
+}
+
+/**
+ * `claim_log_batch`: in `tx`, takes up to `maxEvents` of the view's next events straight from the log, in log order,
+ * for the caller to handle in that same transaction: committing it records their streams as handled (up to the frontier) and moves the
+ * view's frontier; rolling it back gives them back. Events of streams with work for their leases go to their lock
+ * rows instead. No events when another consumer holds the frontier or nothing new has ended (see docs/sql-api.md).
+ */
+export async function claimLogBatch(tx: Database, view: string, maxEvents = 1000): Promise<LogBatch> {
+  const rows = await queryRows(tx, sql`SELECT * FROM claim_log_batch(${view}::text, ${maxEvents}::int)`);
+  if (rows.length > 0) return { events: rows.map(decodeEventRow), frontierMoved: true };
+  const [moved] = await queryRows(
+    tx,
+    sql`SELECT current_setting('fstore.log_batch_moved', true) IS NOT DISTINCT FROM 'true' AS moved`,
+  );
+  return { events: [], frontierMoved: moved?.moved === true };
+}
+
 /** An event leased by `leaseEvents`, with its stream's lease token and failed deliveries so far. */
 export type LeasedEvent = Event & { leaseId: string; attempts: number };
 
-export type LeaseEventsOptions = { streams: number; eventsPerStream: number } & (
+export type LeaseEventsOptions = {
+  streams: number;
+  eventsPerStream: number;
+  /**
+   * How many events of the log to read into lock rows first (advance_view); 0 for none. Default: about what the
+   * lease may deliver, as `lease_events` with four arguments does.
+   */
+  advanceEvents?: number;
+} & (
   | { leaseSeconds: number }
   | {
       /** @deprecated use leaseSeconds; removed in 0.3 */
@@ -196,9 +230,10 @@ export async function leaseEvents(
   options: LeaseEventsOptions,
 ): Promise<LeasedEvent[]> {
   const leaseSeconds = 'leaseSeconds' in options ? options.leaseSeconds : options.lockSeconds;
+  const advance = options.advanceEvents === undefined ? sql`` : sql`, ${options.advanceEvents}::int`;
   const rows = await queryRows(
     db,
-    sql`SELECT * FROM lease_events(${view}::text, ${options.streams}::int, ${options.eventsPerStream}::int, ${leaseSeconds}::int)`,
+    sql`SELECT * FROM lease_events(${view}::text, ${options.streams}::int, ${options.eventsPerStream}::int, ${leaseSeconds}::int${advance})`,
   );
   // Thousands of rows a poll: add the two fields to the decoded row rather than copy it.
   return rows.map((row) => {

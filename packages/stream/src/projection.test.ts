@@ -134,6 +134,7 @@ describe('delivery', () => {
     const appended = await appendStreams(1, 250);
     let batches = 0;
     const projection = project(view, {
+      logBatches: false, // the leases' batches (log batches size themselves by time)
       batchSize: 100,
       metrics: { count() {}, record: (name) => void (name === 'fstore.projection.batch_ms' && batches++) },
     });
@@ -149,6 +150,7 @@ describe('delivery', () => {
     let active = 0;
     let peak = 0;
     const projection = project(view, {
+      logBatches: false, // concurrency is the leases' (log batches take one transaction at a time)
       concurrency: 4,
       batchSize: 1,
       async handle(e, tx) {
@@ -175,6 +177,7 @@ describe('delivery', () => {
     let transactions = 0;
     let failures = 0;
     const projection = project(view, {
+      logBatches: false, // groups of leased streams
       concurrency: 2,
       maxAttempts: 2,
       metrics: {
@@ -240,6 +243,7 @@ describe('failures', () => {
     const attempts: number[] = [];
     const [id, offsets] = [...appended][0] as [string, number[]];
     const projection = project(view, {
+      logBatches: false, // attempts are counted on leases (a failed log batch hands its events to leases)
       async handle(e, tx, context) {
         await tx.execute(
           sql`INSERT INTO projected (view, decider_id, "offset", type) VALUES (${view}, ${e.deciderId}, ${e.offset}, ${e.type})`,
@@ -485,6 +489,7 @@ describe('leases', () => {
     });
     let held = false;
     const projection = project(view, {
+      logBatches: false, // a leased batch (a rebuild waits for a log batch to end: log-batches.test.ts)
       async handle(e, tx) {
         await tx.execute(
           sql`INSERT INTO projected (view, decider_id, "offset", type) VALUES (${view}, ${e.deciderId}, ${e.offset}, ${e.type})`,

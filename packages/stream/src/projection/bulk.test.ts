@@ -58,6 +58,8 @@ function project(view: string, options: Partial<Options> = {}): Projection {
     pollIntervalMs: 50,
     leaseSeconds: 5,
     wakeups: false,
+    // Leases in bulk, measured here; log batches, which take new streams without leases, have their own file.
+    logBatches: false,
     backoff: { initialMs: 20, maxMs: 100 },
     async handle(e, tx) {
       await tx.execute(

@@ -26,6 +26,7 @@ export interface ProjectionContext {
   readonly startAt: Date;
   readonly onParked: 'continue' | 'stop';
   readonly wakeups: WakeupMode;
+  readonly logBatches: boolean;
   readonly logger: Logger;
   readonly metrics: ProjectionMetrics | undefined;
   /** The attributes of every metric. */
@@ -64,6 +65,8 @@ export function projectionContext(
   if (options.pollIntervalMs !== undefined) issues.whole('pollIntervalMs', options.pollIntervalMs, 0);
   const wakeups = wakeupMode(options.wakeups);
   if (wakeups === undefined) issues.add('wakeups', "must be 'probe', 'notify' or 'off'");
+  if (options.logBatches !== undefined && typeof options.logBatches !== 'boolean')
+    issues.add('logBatches', 'must be true or false');
   if (!Array.isArray(options.events) || options.events.length === 0)
     issues.add('events', 'must declare at least one decider');
   issues.throwIfAny();
@@ -83,6 +86,7 @@ export function projectionContext(
     startAt: options.startAt ?? new Date(0),
     onParked: options.onParked ?? 'continue',
     wakeups: wakeups ?? 'probe',
+    logBatches: options.logBatches ?? true,
     logger: { ...silentLogger, ...options.logger },
     metrics: options.metrics,
     attributes: { view },

@@ -15,14 +15,23 @@ export async function guardedTransaction(
   context: ProjectionContext,
   work: (tx: Transaction, transactionMarker: string) => Promise<void>,
   onExpired: () => void,
+  /** A shorter limit than maxBatchSeconds, and a signal that ends the session at once (a log batch's). */
+  guard: { seconds?: number; end?: AbortSignal } = {},
 ): Promise<void> {
-  const { db, view, maxBatchSeconds, logger } = context;
+  const { db, view, logger } = context;
+  const seconds = Math.min(guard.seconds ?? context.maxBatchSeconds, context.maxBatchSeconds);
   let pid: number | undefined;
-  const watchdog = setTimeout(() => {
+  let ended = false;
+  const end = (why: string) => {
+    if (ended) return;
+    ended = true;
     onExpired();
-    logger.error('batch outlived maxBatchSeconds; ending its session', { view, maxBatchSeconds, pid });
+    logger.error(`${why}; ending its session`, { view, seconds, pid });
     if (pid !== undefined) db.execute(sql`SELECT pg_terminate_backend(${pid})`).catch(() => {});
-  }, maxBatchSeconds * 1000);
+  };
+  const watchdog = setTimeout(() => end('batch outlived its time limit'), seconds * 1000);
+  const onEnd = () => end('batch abandoned while stopping');
+  guard.end?.addEventListener('abort', onEnd);
   try {
     const transactionMarker = randomUUID();
     await db.transaction(async (tx) => {
@@ -35,5 +44,6 @@ export async function guardedTransaction(
     });
   } finally {
     clearTimeout(watchdog);
+    guard.end?.removeEventListener('abort', onEnd);
   }
 }

@@ -71,6 +71,12 @@ export interface ProjectionOptions<TDeciders extends readonly DeciderEvents<Even
    * `true` and `false`, the older spelling, mean `'notify'` and `'off'`.
    */
   wakeups?: WakeupMode | boolean;
+  /**
+   * Whether a worker behind takes new streams straight from the log (`claim_log_batch`): many streams' events in
+   * one transaction, with no lease or acknowledgement per stream, while other streams keep their leases. Default
+   * true; it pauses itself while handlers take over 5 ms an event, where leases let workers share the work.
+   */
+  logBatches?: boolean;
   logger?: Logger;
   metrics?: ProjectionMetrics;
 }

@@ -14,8 +14,12 @@ import { groupByStream, processTransaction, transactionGroups } from './batching
 import { type AnyDeciders, describeError, type ProjectionContext, projectionContext } from './context.js';
 import { frontierAdvancer } from './frontier-advancer.js';
 import { leaseSizing } from './lease-sizing.js';
+import { type LogBatches, logBatches } from './log-batches.js';
 import { handleParkedRetry } from './parked-events.js';
 import type { Projection, ProjectionOptions } from './types.js';
+
+/** While log batches come full, a worker still leases this often: retries and busy streams must not wait for them. */
+const leaseTurnMs = 1000;
 
 /** Creates a projection worker. Call `start()`; call `stop()` on shutdown. */
 export function createProjection<const TDeciders extends readonly DeciderEvents<EventDefinitions>[]>(
@@ -32,6 +36,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
   let woken = false;
   const inFlight = new Set<Promise<void>>();
   let idleWaiters: (() => void)[] = [];
+  const batchesFromLog: LogBatches | undefined = logBatches(context);
 
   /** Waits `ms`, or less if woken (a wake-up that came while no one waited ends the next wait at once). */
   const sleep = (ms: number) =>
@@ -61,6 +66,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
     let errorDelay = 100;
     const sizing = leaseSizing(context);
     const advancer = frontierAdvancer(context);
+    let lastLease = 0;
     while (running) {
       if (context.fatal.error !== undefined) {
         running = false;
@@ -72,13 +78,35 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
         continue;
       }
       let leased: LeasedEvent[];
+      let fromLog = 0;
+      // Taking the log in batches, the worker leaves the frontier to them.
+      let advanceEvents: number | undefined;
+      let claimed = false;
+      if (batchesFromLog?.active) {
+        if (batchesFromLog.pending) {
+          fromLog = await batchesFromLog.run();
+          claimed = true;
+        }
+        if (context.fatal.error !== undefined) continue;
+        // After a full batch the log most likely has more: the next batch comes first, and leases (retries,
+        // streams that were busy) get a turn at least once a second.
+        if (fromLog > 0 && batchesFromLog.full && performance.now() - lastLease < leaseTurnMs) {
+          idleDelay = Math.min(25, ceiling);
+          continue;
+        }
+        // Leases read nothing into lock rows: the frontier is the batches', which read the events of streams that
+        // need their leases into their lock rows. A lease that read ahead would send whole stretches through leases.
+        advanceEvents = 0;
+      }
       const streams = sizing.streams(free);
       try {
         stats.polls++;
+        lastLease = performance.now();
         leased = await leaseEvents(db, view, {
           streams,
           eventsPerStream: context.batchSize,
           leaseSeconds: context.leaseSeconds,
+          advanceEvents,
         });
         errorDelay = 100;
       } catch (error) {
@@ -90,7 +118,8 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
       }
       const batches = groupByStream(view, leased);
       sizing.observe(streams, batches.length, leased.length);
-      if (batches.length >= streams) advancer.nudge(); // a backlog: read the log ahead of the next leases
+      // A backlog: read the log ahead of the next leases (log batches read it themselves).
+      if (batches.length >= streams && advanceEvents === undefined) advancer.nudge();
       for (const group of transactionGroups(batches, free)) {
         // A finished batch frees a slot and its stream may have more events: poll again at once.
         const work = processTransaction(context, group).finally(() => {
@@ -99,7 +128,9 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
         });
         inFlight.add(work);
       }
-      if (leased.length > 0) {
+      // A batch that moved the frontier without events for this view (it passed over events from before start_at,
+      // of other deciders, or for leases) leaves it pending: the log has more at once, so no sleep either.
+      if (leased.length > 0 || fromLog > 0 || (claimed && batchesFromLog?.pending)) {
         idleDelay = Math.min(25, ceiling);
         continue; // a backlog: poll again at once (for the slots still free)
       }
@@ -113,6 +144,8 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
         idleWaiters = [];
       }
       await Promise.race([sleep(idleDelay), ...(inFlight.size > 0 ? [Promise.race(inFlight)] : [])]);
+      // Without wake-ups nothing else says so; with them, a missed one costs a poll interval at most.
+      batchesFromLog?.logMoved();
       idleDelay = Math.min(idleDelay * 2, ceiling);
     }
     await advancer.stop();
@@ -126,7 +159,15 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
       await ensureRegistered(context);
       running = true;
       // Before the first lease: the probe has read the head, so no event appended after that lease goes unnoticed.
-      const started = await startWakeups(context.wakeups, db, wakeUp, logger);
+      const started = await startWakeups(
+        context.wakeups,
+        db,
+        () => {
+          batchesFromLog?.logMoved();
+          wakeUp();
+        },
+        logger,
+      );
       if (!running) {
         await started?.close(); // stopped while starting
         return;

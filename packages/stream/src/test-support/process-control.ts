@@ -12,12 +12,16 @@ export interface WorkerOptions {
   /** The projection's maxBatchSeconds (default 15 here). */
   maxBatchSeconds?: number;
   batchSize?: number;
+  /** The projection's streamsPerTransaction (default 20, as the product's). */
+  streamsPerTransaction?: number;
   handlerDelayMs?: number;
   hangAtOffset?: number;
   /** Block the worker's event loop (a busy wait: no timer, no renewal) for blockMs inside the handler of this event. */
   blockAtOffset?: number;
   blockMs?: number;
   pollIntervalMs?: number;
+  /** The projection's logBatches (default true); scenarios about leases turn them off. */
+  logBatches?: boolean;
 }
 
 export interface WorkerProcess {
@@ -52,11 +56,13 @@ export function startWorker(options: WorkerOptions): WorkerProcess {
     // mid-write can leave postgres.js waiting for ever (see faults.scenario.ts), and the checks wait less than that.
     MAX_BATCH_SECONDS: String(options.maxBatchSeconds ?? 15),
     BATCH_SIZE: String(options.batchSize ?? 100),
+    STREAMS_PER_TRANSACTION: String(options.streamsPerTransaction ?? 20),
     HANDLER_DELAY_MS: String(options.handlerDelayMs ?? 0),
     HANG_AT_OFFSET: options.hangAtOffset === undefined ? '' : String(options.hangAtOffset),
     BLOCK_AT_OFFSET: options.blockAtOffset === undefined ? '' : String(options.blockAtOffset),
     BLOCK_MS: String(options.blockMs ?? 0),
     POLL_INTERVAL_MS: String(options.pollIntervalMs ?? 200),
+    LOG_BATCHES: options.logBatches === false ? '0' : '1',
   };
   const child = spawn(process.execPath, ['--conditions=@fstore/source', '--import', tsx, workerScript], {
     env,

@@ -13,7 +13,8 @@
  * in the handler, to keep the worker busy; default 0), HANG_AT_OFFSET (block forever inside the handler for that
  * event, after printing `hanging <offset>`), BLOCK_AT_OFFSET and BLOCK_MS (a busy wait of BLOCK_MS inside the
  * handler of that event, after writing it: the event loop stops, so no lease renewal can run; prints
- * `blocking <offset>` before and `unblocked <offset>` after).
+ * `blocking <offset>` before and `unblocked <offset>` after), STREAMS_PER_TRANSACTION (default 20), LOG_BATCHES (`0` keeps the worker on leases only;
+ * default `1`).
  *
  * Standard output, one line each: `ready` once started, `handled <offset>` per event handled (not yet committed),
  * `hanging <offset>`, `blocking <offset>`, `unblocked <offset>`, `stopped` after a graceful stop. Logs go to standard error as JSON lines. SIGTERM or SIGINT
@@ -43,12 +44,14 @@ const name = process.env.WORKER_NAME ?? `worker-${process.pid}`;
 const concurrency = numberFromEnv('CONCURRENCY', 4);
 const leaseSeconds = numberFromEnv('LEASE_SECONDS', 2);
 const batchSize = numberFromEnv('BATCH_SIZE', 100);
+const streamsPerTransaction = numberFromEnv('STREAMS_PER_TRANSACTION', 20);
 const maxBatchSeconds = numberFromEnv('MAX_BATCH_SECONDS', 600);
 const pollIntervalMs = numberFromEnv('POLL_INTERVAL_MS', 200);
 const handlerDelayMs = numberFromEnv('HANDLER_DELAY_MS', 0);
 const hangAtOffset = process.env.HANG_AT_OFFSET ? numberFromEnv('HANG_AT_OFFSET', 0) : undefined;
 const blockAtOffset = process.env.BLOCK_AT_OFFSET ? numberFromEnv('BLOCK_AT_OFFSET', 0) : undefined;
 const blockMs = numberFromEnv('BLOCK_MS', 0);
+const logBatches = process.env.LOG_BATCHES !== '0';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 const logger = {
@@ -67,7 +70,9 @@ const projection = createProjection({
   leaseSeconds,
   maxBatchSeconds,
   batchSize,
+  streamsPerTransaction,
   pollIntervalMs,
+  logBatches,
   backoff: { initialMs: 50, maxMs: 1000 },
   logger,
   async handle(event, tx) {
