@@ -38,8 +38,10 @@ export interface ConsumerOutput {
 
 const input = JSON.parse(process.argv[2] ?? '{}') as ConsumerInput;
 // Loaded: the parent's deadline for the work starts now, not when the process was forked (loading takes seconds
-// on a loaded machine).
+// on a loaded machine). The work starts when every process has loaded ('go'): a process that loaded first would
+// otherwise work beside the others' loading, which the figure would count as the cost of more consumers.
 process.send?.('ready');
+if (process.send) await new Promise<void>((resolve) => process.once('message', () => resolve()));
 const sql = postgres(input.url, { max: input.concurrency + 2, onnotice: () => {} });
 const db = drizzle(sql);
 const started = performance.now();

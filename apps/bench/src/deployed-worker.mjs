@@ -4,7 +4,8 @@
  * dist, as npm installs them) with the postgres.js client fstore recommends. Modes (see consumer-process.ts):
  * - project: a projection worker with a no-op handler streams the view's backlog;
  * - iterate: store.iterate over one long stream, page by page.
- * Same messages as consumer-process.ts: 'ready' once loaded, then its ConsumerOutput; 'stop' ends it early.
+ * Same messages as consumer-process.ts: 'ready' once loaded, 'go' to start, then its ConsumerOutput; 'stop' ends it
+ * early.
  */
 import { createEventStore, defineEvents, event } from '@fstore/store';
 import { createPostgresClient } from '@fstore/store/postgres';
@@ -14,6 +15,7 @@ import { drizzle } from 'drizzle-orm/postgres-js';
 /** @type {import('./consumer-process.js').ConsumerInput} */
 const input = JSON.parse(process.argv[2] ?? '{}');
 process.send?.('ready');
+if (process.send) await new Promise((resolve) => process.once('message', resolve));
 // FSTORE_BENCH_MEMORY_TRACE=1: where the memory is, every half second, on stderr.
 if (process.env.FSTORE_BENCH_MEMORY_TRACE) {
   const mb = (bytes) => (bytes / 1048576).toFixed(1);

@@ -131,6 +131,10 @@ export async function runConsumers(
         );
       }),
   );
+  // Every process starts its work at once, when all have loaded (see consumer-process.ts).
+  void Promise.all(ready).then(() => {
+    for (const child of children) if (child.connected) child.send('go');
+  });
   if (whenDone) {
     // The deadline counts from when every process has loaded.
     await Promise.all(ready);
