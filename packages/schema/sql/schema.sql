@@ -3,7 +3,7 @@
 -- Generated, do not edit: `pnpm check:migrations --write-schema` regenerates it (packages/schema/src/schema-dump.test.ts),
 -- and `pnpm check:migrations` fails when it is out of step with the migrations. Not a migration: migrate() builds
 -- the schema from migrations/; this file only shows the result.
--- After the migrations 0000_tables to 0012_catch_up_reads_the_log; the same text on PostgreSQL 14 to 18.
+-- After the migrations 0000_tables to 0013_commands_apply_once; the same text on PostgreSQL 14 to 18.
 
 -- Tables
 
@@ -480,6 +480,37 @@ BEGIN
         SELECT *
         FROM inserted
         ORDER BY inserted."offset";
+END;
+$function$;
+
+-- append_events(v_decider text, v_decider_id text, v_previous_id uuid, v_command_id uuid, v_events jsonb, v_once_per_command boolean): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.append_events(v_decider text, v_decider_id text, v_previous_id uuid, v_command_id uuid, v_events jsonb, v_once_per_command boolean)
+ RETURNS SETOF events
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    IF v_once_per_command IS NULL THEN
+        RAISE EXCEPTION 'append_events: once_per_command must not be null'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_once_per_command
+        AND v_command_id IS NOT NULL
+        -- A retry of the same batch: the five-argument form returns it, or refuses other content.
+        AND jsonb_typeof(v_events) = 'array'
+        AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = (v_events -> 0 ->> 'event_id')::uuid)
+        AND EXISTS (SELECT 1
+                    FROM events e
+                    WHERE e.decider_id = v_decider_id
+                      AND e.decider = v_decider
+                      AND e.command_id = v_command_id) THEN
+        RAISE EXCEPTION 'append_events: command % was already applied to stream % of %', v_command_id, v_decider_id,
+            v_decider
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'events_command_applied',
+                  DETAIL = json_build_object('command_id', v_command_id)::text;
+    END IF;
+    RETURN QUERY SELECT * FROM append_events(v_decider, v_decider_id, v_previous_id, v_command_id, v_events);
 END;
 $function$;
 

@@ -95,6 +95,8 @@ const fixture = {
   retryView: `retry-${randomUUID()}`,
   offsets: [] as string[],
   ids: [] as string[],
+  /** The command of the stream's first event. */
+  commandId: randomUUID(),
   otherOffset: '',
   otherId: '',
   lease: '',
@@ -106,7 +108,7 @@ beforeAll(async () => {
   await conn`SELECT * FROM register_decider_event(${decider}, 'renamed')`;
   let previous: string | null = null;
   for (let i = 0; i < 3; i++) {
-    const row = await appendOne(conn, fixture.stream, previous);
+    const row = await appendOne(conn, fixture.stream, previous, i === 0 ? fixture.commandId : undefined);
     fixture.offsets.push(row.offset);
     fixture.ids.push(row.event_id);
     previous = row.event_id;
@@ -425,6 +427,55 @@ const catalogue: Entry[] = [
         type: 'jsonb',
         null: INVALID,
         variants: [{ label: 'malformed JSON', value: '[{"event": ', code: '22P02' }],
+      },
+    ],
+  },
+  {
+    // append_events once per command (0013_commands_apply_once): the same, refusing a command the stream holds.
+    fn: 'append_events',
+    select: 'rows',
+    valid: () => [
+      decider,
+      fixture.stream,
+      fixture.ids[2] as string,
+      randomUUID(),
+      JSON.stringify([{ event: 'renamed', event_id: randomUUID(), data: {} }]),
+      'true',
+    ],
+    params: [
+      text('v_decider', NOT_NULL),
+      text('v_decider_id', NOT_NULL),
+      {
+        name: 'v_previous_id',
+        type: 'uuid',
+        null: { code: '23514', constraint: 'events_expected_last_event' },
+        variants: [badUuid],
+      },
+      {
+        name: 'v_command_id',
+        type: 'uuid',
+        null: NOT_NULL,
+        variants: [
+          badUuid,
+          {
+            label: 'a command the stream already holds',
+            value: fixture.commandId,
+            code: '23505',
+            constraint: 'events_command_applied',
+          },
+        ],
+      },
+      {
+        name: 'v_events',
+        type: 'jsonb',
+        null: INVALID,
+        variants: [{ label: 'malformed JSON', value: '[{"event": ', code: '22P02' }],
+      },
+      {
+        name: 'v_once_per_command',
+        type: 'boolean',
+        null: INVALID,
+        variants: [{ label: "'maybe'", value: 'maybe', code: '22P02' }],
       },
     ],
   },

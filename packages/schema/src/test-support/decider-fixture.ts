@@ -13,9 +13,14 @@ export async function registerDecider(sql: postgres.Sql) {
 }
 
 /** Appends one 'created' event to the stream `deciderId`, after `previousId` (null: the stream's first event). */
-export async function appendOne(sql: postgres.Sql, deciderId: string, previousId: string | null) {
+export async function appendOne(
+  sql: postgres.Sql,
+  deciderId: string,
+  previousId: string | null,
+  commandId: string = randomUUID(),
+) {
   const [row] = await sql<{ event_id: string; offset: string }[]>`
-    SELECT * FROM append_event('created', ${randomUUID()}, ${decider}, ${deciderId}, '{"n": 1}', ${randomUUID()},
+    SELECT * FROM append_event('created', ${randomUUID()}, ${decider}, ${deciderId}, '{"n": 1}', ${commandId},
                                ${previousId})`;
   if (!row) throw new Error('no row');
   return row;

@@ -474,6 +474,63 @@ export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>
       });
     });
 
+    describe('append_events once per command', () => {
+      const once = (deciderId: string, previousId: string | null, commandId: string, eventIds: string[]) =>
+        db.query<EventRow>(`SELECT * FROM append_events($1, $2, $3, $4, $5::text::jsonb, true)`, [
+          onceDecider,
+          deciderId,
+          previousId,
+          commandId,
+          JSON.stringify(eventIds.map((id) => ({ event: 'e1', event_id: id, data: {} }))),
+        ]);
+      let onceDecider = '';
+      beforeAll(async () => {
+        onceDecider = await newDecider();
+      });
+
+      test('a command the stream already holds is refused, with its id, and nothing is written', async () => {
+        const deciderId = `stream-${randomUUID()}`;
+        const commandId = randomUUID();
+        const first = await once(deciderId, null, commandId, [randomUUID(), randomUUID()]);
+        // Decided again, with new event ids, after the stream's last event: still the same command.
+        const again = await failureOf(() =>
+          once(deciderId, first[1]?.event_id ?? null, commandId, [randomUUID()]),
+        );
+        expect(again).toMatchObject({ code: '23505', constraint: 'events_command_applied' });
+        expect(JSON.parse(again.detail ?? '{}')).toEqual({ command_id: commandId });
+        expect(await countEvents(deciderId)).toBe(2);
+      });
+
+      test('a retry of the stored batch returns the stored events; the command may still act on other streams', async () => {
+        const deciderId = `stream-${randomUUID()}`;
+        const commandId = randomUUID();
+        const ids = [randomUUID(), randomUUID()];
+        const stored = await once(deciderId, null, commandId, ids);
+        expect(await once(deciderId, null, commandId, ids)).toEqual(stored);
+        const other = await once(`stream-${randomUUID()}`, null, commandId, [randomUUID()]);
+        expect(other).toHaveLength(1);
+        expect(await countEvents(deciderId)).toBe(2);
+      });
+
+      test('without it, a command id may come again, as fstore-sql appends one command event by event', async () => {
+        const deciderId = `stream-${randomUUID()}`;
+        const commandId = randomUUID();
+        const [first] = await once(deciderId, null, commandId, [randomUUID()]);
+        const second = await db.query<EventRow>(
+          `SELECT * FROM append_events($1, $2, $3, $4, $5::text::jsonb, false)`,
+          [
+            onceDecider,
+            deciderId,
+            first?.event_id,
+            commandId,
+            JSON.stringify([{ event: 'e2', event_id: randomUUID(), data: {} }]),
+          ],
+        );
+        expect(second.map((e) => e.command_id)).toEqual([commandId]);
+        expect(await countEvents(deciderId)).toBe(2);
+      });
+    });
+
     describe('immutability', () => {
       test('UPDATE and DELETE on events change nothing', async () => {
         const decider = await newDecider();
