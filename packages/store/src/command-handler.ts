@@ -3,13 +3,25 @@
  * initialState. Load the stream, fold the state, decide, append after the last event seen; on a concurrent
  * append, reload and decide again, a bounded number of times with jittered backoff.
  *
+ * A command applies once. Every call has a command id (the caller's, or a new one), stored with its events, and
+ * the append refuses a command the stream already holds (append_events once per command). So the handler can
+ * retry what left it not knowing whether its append committed (a lost connection, a restart, a failover): the
+ * reload finds the command's events and returns them instead of deciding again. With the caller's id (an HTTP
+ * idempotency key, say) that holds across calls and processes too.
+ *
  * The Decider type is defined here (a few lines) rather than taken from @fraktalio/fmodel-ts: the handler needs
  * only these three members, and an fmodel-ts Decider has them too, so it can be passed as it is.
  */
 import { randomUUID } from 'node:crypto';
-import { OptimisticConcurrencyError } from './errors.js';
+import {
+  CommandAlreadyAppliedError,
+  isConnectionError,
+  isTransientDatabaseError,
+  OptimisticConcurrencyError,
+} from './errors.js';
 import type { EventStore } from './event-store.js';
 import type { DeciderEvents, EventDefinitions, EventOf, StoredEvent } from './events.js';
+import { Issues } from './validation.js';
 
 export interface Decider<TCommand, TState, TEvent> {
   decide(command: TCommand, state: TState): readonly TEvent[] | Promise<readonly TEvent[]>;
@@ -22,22 +34,42 @@ export interface CommandHandlerOptions {
   maxAttempts?: number;
   /** The first backoff, doubled each attempt, with full jitter. Default 10 ms. */
   backoffMs?: number;
-  /** The longest backoff. Default 500 ms. */
+  /** The longest backoff. Default 500 ms (1 s while the database is unreachable). */
   maxBackoffMs?: number;
+  /**
+   * How long connection errors, restarts and failovers (and serialization failures) are retried before the last
+   * one reaches the caller. Default 30,000 ms; 0 passes them through at once. Never inside `store.with(tx)`: the
+   * caller's transaction is gone, and only the caller can run it again.
+   */
+  reconnectForMs?: number;
+}
+
+export interface HandleOptions {
+  /**
+   * The command's id, stored with its events: a UUID. Give the same one to every try of one request (an
+   * idempotency key) and the command applies once, whichever try's answer was lost. Default: a new one per call,
+   * which makes the call's own retries safe but not a second call.
+   */
+  commandId?: string;
 }
 
 export interface HandledCommand<TState, TEvent> {
-  /** The events this command appended (none when the decider decided nothing). */
+  /** The events of this command (none when the decider decided nothing). */
   events: StoredEvent<TEvent>[];
-  /** The state after them. */
+  /** The state after them; when `replayed`, the stream's state as it is now. */
   state: TState;
-  /** How many times it decided: 1 unless another writer got in between. */
+  /** How many times it loaded the stream: 1 unless another writer got in between or the connection failed. */
   attempts: number;
+  /** The command's id: the caller's, or the one this call drew. */
+  commandId: string;
+  /** Whether the stream already held the command's events (an earlier call, or a try whose answer was lost). */
+  replayed: boolean;
 }
 
 export type CommandHandler<TCommand, TState, TEvent> = (
   deciderId: string,
   command: TCommand,
+  options?: HandleOptions,
 ) => Promise<HandledCommand<TState, TEvent>>;
 
 /** Creates the handler of one decider over its event store. */
@@ -49,28 +81,63 @@ export function createCommandHandler<TEvents extends DeciderEvents<EventDefiniti
   const maxAttempts = options.maxAttempts ?? 5;
   const backoffMs = options.backoffMs ?? 10;
   const maxBackoffMs = options.maxBackoffMs ?? 500;
-  return async (deciderId, command) => {
-    const commandId = randomUUID();
+  const reconnectForMs = options.reconnectForMs ?? 30_000;
+  const issues = new Issues();
+  issues.whole('maxAttempts', maxAttempts, 1, 1000);
+  issues.whole('backoffMs', backoffMs, 0);
+  issues.whole('maxBackoffMs', maxBackoffMs, 0);
+  issues.whole('reconnectForMs', reconnectForMs, 0);
+  issues.throwIfAny();
+  const pause = (ceiling: number) => new Promise((resolve) => setTimeout(resolve, Math.random() * ceiling));
+
+  return async (deciderId, command, handleOptions = {}) => {
+    if (handleOptions.commandId !== undefined) {
+      const invalid = new Issues();
+      invalid.uuid('commandId', handleOptions.commandId);
+      invalid.throwIfAny();
+    }
+    const commandId = handleOptions.commandId ?? randomUUID();
+    let collisions = 0;
+    let unreachableSince: number | undefined;
+    let unreachableTries = 0;
     for (let attempt = 1; ; attempt++) {
-      let state = decider.initialState;
-      let lastEventId: string | null = null;
-      for await (const event of store.iterate(deciderId)) {
-        state = decider.evolve(state, event);
-        lastEventId = event.eventId;
-      }
-      const decided = await decider.decide(command, state);
-      if (decided.length === 0) return { events: [], state, attempts: attempt };
       try {
+        let state = decider.initialState;
+        let lastEventId: string | null = null;
+        const ofCommand: StoredEvent<EventOf<TEvents>>[] = [];
+        for await (const event of store.iterate(deciderId)) {
+          state = decider.evolve(state, event);
+          lastEventId = event.eventId;
+          if (event.commandId === commandId) ofCommand.push(event);
+        }
+        if (ofCommand.length > 0)
+          return { events: ofCommand, state, attempts: attempt, commandId, replayed: true };
+        const decided = await decider.decide(command, state);
+        if (decided.length === 0) return { events: [], state, attempts: attempt, commandId, replayed: false };
         const appended = await store.append(deciderId, decided, {
           expectedLastEventId: lastEventId,
           commandId,
+          oncePerCommand: true,
         });
         for (const event of appended) state = decider.evolve(state, event);
-        return { events: appended, state, attempts: attempt };
+        return { events: appended, state, attempts: attempt, commandId, replayed: false };
       } catch (error) {
-        if (!(error instanceof OptimisticConcurrencyError) || attempt >= maxAttempts) throw error;
-        const ceiling = Math.min(maxBackoffMs, backoffMs * 2 ** (attempt - 1));
-        await new Promise((resolve) => setTimeout(resolve, Math.random() * ceiling));
+        if (error instanceof OptimisticConcurrencyError || error instanceof CommandAlreadyAppliedError) {
+          // Another writer got in first (a concurrent try of this very command, perhaps): reload.
+          collisions++;
+          if (collisions >= maxAttempts) throw error;
+          await pause(Math.min(maxBackoffMs, backoffMs * 2 ** (collisions - 1)));
+        } else if (!store.inTransaction && (isConnectionError(error) || isTransientDatabaseError(error))) {
+          // The append may have committed: the reload tells, by the command's id.
+          unreachableSince ??= Date.now();
+          if (Date.now() - unreachableSince >= reconnectForMs) throw error;
+          unreachableTries++;
+          await pause(
+            Math.min(Math.max(maxBackoffMs, 1000), backoffMs * 2 ** Math.min(unreachableTries, 10)),
+          );
+        } else {
+          throw error;
+        }
       }
     }
   };

@@ -9,6 +9,23 @@ export class FstoreError extends Error {
   override name = 'FstoreError';
 }
 
+/**
+ * The stream already holds events of this command: an append once per command (a command handler's, or
+ * `append(…, { oncePerCommand: true })`) found it applied before, and wrote nothing. Load the stream: the
+ * command's events are there.
+ */
+export class CommandAlreadyAppliedError extends FstoreError {
+  override name = 'CommandAlreadyAppliedError';
+  constructor(
+    readonly decider: string,
+    readonly deciderId: string,
+    readonly commandId: string,
+    options?: ErrorOptions,
+  ) {
+    super(`command ${commandId} was already applied to stream ${deciderId} of ${decider}`, options);
+  }
+}
+
 /** The stream did not end where the writer expected: someone else appended first. Reload and decide again. */
 export class OptimisticConcurrencyError extends FstoreError {
   override name = 'OptimisticConcurrencyError';
@@ -155,10 +172,42 @@ export function isTransientDatabaseError(error: unknown): boolean {
   return code === '40001' || code === '40P01';
 }
 
+/** The driver's codes for a connection that failed, closed or could not be opened. */
+const connectionCodes = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'CONNECTION_CLOSED',
+  'CONNECTION_ENDED',
+  'CONNECTION_DESTROYED',
+  'CONNECT_TIMEOUT',
+]);
+
+/**
+ * Whether the connection failed, or the server went away or is not taking connections yet (a restart, a failover):
+ * connection_exception (08xxx), admin_shutdown, crash_shutdown, cannot_connect_now (57P01-57P03), or the driver's
+ * own codes. A statement that failed so may or may not have committed: only a retry that can tell (a command with
+ * its id: see createCommandHandler) is safe. fstore's own errors never are.
+ */
+export function isConnectionError(error: unknown): boolean {
+  for (let current = error, depth = 0; current && depth < 5; depth++) {
+    if (current instanceof FstoreError) return false;
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string' && (connectionCodes.has(code) || /^08...$|^57P0[123]$/.test(code)))
+      return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
 export interface AppendContext {
   decider: string;
   deciderId: string;
   expected: string | null;
+  commandId?: string;
   types: readonly { type: string; version: number }[];
 }
 
@@ -184,6 +233,12 @@ export function toAppendError(error: unknown, context: AppendContext): unknown {
     case '23505:events_event_id_key': {
       const { event_id } = parseDetail(db.detail) as { event_id?: string };
       return new DuplicateEventError(event_id ?? eventIdFromKeyDetail(db.detail), { cause: error });
+    }
+    case '23505:events_command_applied': {
+      const { command_id } = parseDetail(db.detail) as { command_id?: string };
+      return new CommandAlreadyAppliedError(decider, deciderId, command_id ?? context.commandId ?? '', {
+        cause: error,
+      });
     }
     case '23503:events_decider_event_fkey':
       return new UnknownEventTypeError(decider, context.types, { cause: error });

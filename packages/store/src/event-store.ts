@@ -43,6 +43,11 @@ export interface AppendOptions {
   expectedLastEventId: string | null;
   /** The command that caused these events. Default: a new UUID. Pass the same one when retrying. */
   commandId?: string;
+  /**
+   * Apply the command once: if the stream already holds events of `commandId` (given), the append writes nothing
+   * and fails with CommandAlreadyAppliedError. A retry of the very same events still returns them.
+   */
+  oncePerCommand?: boolean;
 }
 
 /** An event to append; give `eventId` to make a retry idempotent (the same ids and content are stored once). */
@@ -80,6 +85,11 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
     issues.throwIfAny();
   }
 
+  /** Whether this store works inside a caller's transaction (`with(tx)`): its failures are the caller's to retry. */
+  get inTransaction(): boolean {
+    return this.insideTransaction;
+  }
+
   /** The same store, working inside a Drizzle transaction (to write other tables atomically with the events). */
   with(tx: Database): EventStore<TEvents> {
     const store = new EventStore(tx, this.events, this.options);
@@ -106,8 +116,9 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
   /**
    * Appends the events of one command to a stream, atomically and in one round trip, after the event the caller
    * saw last. Input is checked before any SQL runs. Throws OptimisticConcurrencyError, DuplicateEventError,
-   * StreamClosedError, UnknownEventTypeError, ValidationError or PayloadTooLargeError; connection errors pass
-   * through as they are. A serialization failure or a deadlock is run again (`transientRetries`).
+   * CommandAlreadyAppliedError (with oncePerCommand), StreamClosedError, UnknownEventTypeError, ValidationError or
+   * PayloadTooLargeError; connection errors pass through as they are. A serialization failure or a deadlock is run
+   * again (`transientRetries`).
    */
   async append(
     deciderId: string,
@@ -118,6 +129,8 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
     issues.text('deciderId', deciderId, limits.maxDeciderIdLength);
     if (options.expectedLastEventId !== null) issues.uuid('expectedLastEventId', options.expectedLastEventId);
     if (options.commandId !== undefined) issues.uuid('commandId', options.commandId);
+    if (options.oncePerCommand && options.commandId === undefined)
+      issues.add('commandId', 'is required with oncePerCommand: a new id would never match');
     if (!Array.isArray(events) || events.length === 0) issues.add('events', 'must be a non-empty array');
     issues.throwIfAny();
 
@@ -148,6 +161,7 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
       deciderId,
       previousId: options.expectedLastEventId,
       commandId: options.commandId ?? randomUUID(),
+      oncePerCommand: options.oncePerCommand === true,
       events: batch,
     };
     const rows = await this.retryingTransient(() => appendEvents(this.db, input));

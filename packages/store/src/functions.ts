@@ -59,6 +59,8 @@ export interface AppendEventsInput {
   /** The stream's last event as the writer saw it; null: the stream must not exist yet. */
   previousId: string | null;
   commandId: string;
+  /** Refuse the append if the stream already holds events of commandId (CommandAlreadyAppliedError). */
+  oncePerCommand?: boolean;
   /** Each payload is a JSON value (serialised here, once, with the whole batch). */
   events: readonly { event: string; eventId: string; data: unknown; version: number; final: boolean }[];
 }
@@ -77,7 +79,9 @@ export async function appendEvents(db: Database, input: AppendEventsInput): Prom
   try {
     const rows = await queryRows(
       db,
-      sql`SELECT * FROM append_events(${input.decider}, ${input.deciderId}, ${input.previousId}::uuid, ${input.commandId}::uuid, ${batch}::text::jsonb)`,
+      input.oncePerCommand
+        ? sql`SELECT * FROM append_events(${input.decider}, ${input.deciderId}, ${input.previousId}::uuid, ${input.commandId}::uuid, ${batch}::text::jsonb, true)`
+        : sql`SELECT * FROM append_events(${input.decider}, ${input.deciderId}, ${input.previousId}::uuid, ${input.commandId}::uuid, ${batch}::text::jsonb)`,
     );
     return rows.map(decodeEventRow);
   } catch (error) {
@@ -85,6 +89,7 @@ export async function appendEvents(db: Database, input: AppendEventsInput): Prom
       decider: input.decider,
       deciderId: input.deciderId,
       expected: input.previousId,
+      commandId: input.commandId,
       types: input.events.map((e) => ({ type: e.event, version: e.version })),
     });
   }

@@ -4,12 +4,15 @@ export {
   createCommandHandler,
   type Decider,
   type HandledCommand,
+  type HandleOptions,
 } from './command-handler.js';
 export type { Database } from './database.js';
 export * from './deprecated.js';
 export {
+  CommandAlreadyAppliedError,
   DuplicateEventError,
   FstoreError,
+  isConnectionError,
   isTransientDatabaseError,
   OptimisticConcurrencyError,
   PayloadTooLargeError,

@@ -1,6 +1,6 @@
 /** Producers: many streams appended at once, recording what the store acknowledged. */
 import { randomUUID } from 'node:crypto';
-import { type EventStore, FstoreError } from '@fstore/store';
+import { type EventStore, isConnectionError } from '@fstore/store';
 import { type counterEvents, sleep } from './scenario-fixtures.js';
 
 export interface ProduceOptions {
@@ -29,36 +29,6 @@ export interface Produced {
   retries: number;
   /** The messages of the errors that were retried, counted (for the report). */
   retriedErrors: Map<string, number>;
-}
-
-/**
- * Is this a failure of the connection (or of a server going away), after which a retry is the right move? Drizzle
- * wraps the driver's error (DrizzleQueryError), so the causes are looked at too.
- */
-export function isConnectionError(error: unknown): boolean {
-  for (let current = error, depth = 0; current && depth < 5; depth++) {
-    if (current instanceof FstoreError) return false;
-    const code = (current as { code?: unknown }).code;
-    if (
-      typeof code === 'string' &&
-      ([
-        'ECONNREFUSED',
-        'ECONNRESET',
-        'EPIPE',
-        'ETIMEDOUT',
-        'CONNECTION_CLOSED',
-        'CONNECTION_ENDED',
-        'CONNECTION_DESTROYED',
-        'CONNECT_TIMEOUT',
-      ].includes(code) ||
-        // connection_exception; admin_shutdown, crash_shutdown, cannot_connect_now
-        /^08...$|^57P0[123]$/.test(code))
-    ) {
-      return true;
-    }
-    current = (current as { cause?: unknown }).cause;
-  }
-  return false;
 }
 
 /** The code and message of the driver's error under Drizzle's wrapping, for counting retried errors. */
