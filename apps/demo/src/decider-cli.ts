@@ -4,7 +4,8 @@
  *   decider [--orders 200] [--producers 4] [--restaurants 3] [--run ID]   generated commands, as in the demo
  *   decider --stdin                                                        one JSON command a line:
  *     {"decider": "Restaurant", "id": "r1", "command": {"kind": "CreateRestaurant", "name": "Chez Ada", "menu": [...]}}
- *     {"decider": "Order", "id": "o1", "command": {"kind": "MarkOrderPrepared", "by": "Ada"}}
+ *     {"decider": "Order", "id": "o1", "command": {"kind": "MarkOrderPrepared", "by": "Ada"}, "commandId": "<uuid>"}
+ *   (a commandId, optional, applies the command once however often the line is sent: an idempotency key)
  *
  * Prints what it did as one JSON line at the end ({"run", "stats"}), or one line per command with --stdin.
  * Exit codes: 0 done, 1 it could not run (one line on stderr says why), 2 the command line is wrong.
@@ -66,19 +67,29 @@ try {
       if (interrupted.signal.aborted) break;
       if (line.trim() === '') continue;
       try {
-        const { decider, id, command } = JSON.parse(line) as {
+        const { decider, id, command, commandId } = JSON.parse(line) as {
           decider: string;
           id: string;
           command: unknown;
+          commandId?: string;
         };
+        const once = commandId === undefined ? {} : { commandId };
         const result =
           decider === 'Restaurant'
-            ? await restaurant(id, command as RestaurantCommand)
+            ? await restaurant(id, command as RestaurantCommand, once)
             : decider === 'Order'
-              ? await order(id, command as OrderCommand)
+              ? await order(id, command as OrderCommand, once)
               : undefined;
         if (!result) throw new CommandRejected(`unknown decider ${decider}`);
-        console.log(JSON.stringify({ ok: true, id, events: result.events.map((e) => e.type) }));
+        console.log(
+          JSON.stringify({
+            ok: true,
+            id,
+            events: result.events.map((e) => e.type),
+            commandId: result.commandId,
+            replayed: result.replayed,
+          }),
+        );
       } catch (error) {
         const reason = error instanceof Error ? error.message : String(error);
         console.log(JSON.stringify({ ok: false, rejected: error instanceof CommandRejected, reason }));

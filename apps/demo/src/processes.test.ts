@@ -1,7 +1,12 @@
-/** The two roles as separate processes on one database: a decider and two projectors that share the work. */
+/**
+ * The two roles as separate processes on one database: a decider and two projectors that share the work; and the
+ * decider reading commands from stdin, each applied once.
+ */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { createEventStore } from '@fstore/store';
 import { viewStatus } from '@fstore/stream';
 import { createTestDatabase } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
@@ -93,4 +98,51 @@ test('a decider process and two projector processes: the views are complete, eac
     [views.restaurants]: { deciders: [restaurantEvents.decider], events: null },
     [views.orders]: { deciders: [orderEvents.decider], events: null },
   });
+});
+
+test('the decider on stdin: a line sent twice with one commandId is applied once, the second answer replayed', async () => {
+  const child = spawn(
+    process.execPath,
+    [
+      '--conditions=@fstore/source',
+      '--import',
+      tsx,
+      fileURLToPath(new URL('./decider-cli.ts', import.meta.url)),
+      '--stdin',
+    ],
+    { env: { ...process.env, DATABASE_URL: database.url }, stdio: ['pipe', 'pipe', 'inherit'] },
+  );
+  children.push(child);
+  let output = '';
+  child.stdout?.on('data', (chunk) => {
+    output += String(chunk);
+  });
+  const id = `stdin-${randomUUID()}`;
+  const line = JSON.stringify({
+    decider: 'Restaurant',
+    id,
+    command: { kind: 'ChangeMenu', menu: [{ id: 'dish-1', name: 'soup', price: 4 }] },
+    commandId: randomUUID(),
+  });
+  const create = JSON.stringify({
+    decider: 'Restaurant',
+    id,
+    command: { kind: 'CreateRestaurant', name: 'Chez Ada', menu: [{ id: 'dish-1', name: 'tea', price: 3 }] },
+  });
+  child.stdin?.end(`${create}\n${line}\n${line}\n`);
+  const code = await new Promise((resolve) => child.once('exit', resolve));
+  expect(code).toBe(0);
+  const answers = output
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { ok: boolean; events: string[]; replayed: boolean; commandId: string });
+  expect(answers.map((a) => [a.ok, a.events, a.replayed])).toEqual([
+    [true, ['RestaurantCreated'], false],
+    [true, ['MenuChanged'], false],
+    [true, ['MenuChanged'], true],
+  ]);
+  expect(answers[2]?.commandId).toBe(answers[1]?.commandId);
+  const db = drizzle(database.connect({ max: 1 }));
+  const stored = await createEventStore(db, restaurantEvents).load(id);
+  expect(stored.map((e) => e.type)).toEqual(['RestaurantCreated', 'MenuChanged']);
 });

@@ -3,14 +3,13 @@
  * whose answer was lost. On a real PostgreSQL, through a proxy that cuts a connection right after a commit.
  */
 import { randomUUID } from 'node:crypto';
-import { createTestDatabase } from '@fstore/test-harness';
+import { createTestDatabase, startCuttingProxy } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createCommandHandler, type Decider } from './command-handler.js';
 import { FstoreError, ValidationError } from './errors.js';
 import { createEventStore } from './event-store.js';
 import { defineEvents, type EventOf, event } from './events.js';
-import { startCuttingProxy } from './test-support/cutting-proxy.js';
 
 const database = await createTestDatabase();
 afterAll(() => database.drop());

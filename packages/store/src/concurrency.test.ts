@@ -3,7 +3,7 @@
  * the command handler under any interleaving of concurrent commands (property-based, with fast-check).
  */
 import { randomUUID } from 'node:crypto';
-import { createTestDatabase } from '@fstore/test-harness';
+import { createTestDatabase, startCuttingProxy } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -11,7 +11,6 @@ import { createCommandHandler, type Decider } from './command-handler.js';
 import { databaseError, FstoreError, OptimisticConcurrencyError } from './errors.js';
 import { createEventStore, type EventStore } from './event-store.js';
 import { defineEvents, type EventOf, event } from './events.js';
-import { startCuttingProxy } from './test-support/cutting-proxy.js';
 import { orderEvents } from './test-support/orders.js';
 
 const database = await createTestDatabase();

@@ -1,4 +1,5 @@
 export { freePort, withDatabase } from '@fstore/embedded-postgres';
+export { type CuttingProxy, startCuttingProxy } from './cutting-proxy.js';
 export { type CreateTestDatabaseOptions, createTestDatabase, type TestDatabase } from './database.js';
 export { createGlobalSetup, type GlobalSetupOptions, type TestServerContext } from './global-setup.js';
 export { backendPid, waitUntilBlocked } from './lock-waits.js';

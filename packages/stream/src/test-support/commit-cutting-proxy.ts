@@ -8,7 +8,7 @@
  *
  * It reads the wire protocol just enough for that: the client's Parse messages (statement name and text) and
  * Bind messages (the acknowledgement's parameters, sent as text by postgres.js), the server's CommandComplete tags. The
- * store's cutting proxy (packages/store/src/test-support/cutting-proxy.ts) cuts after any implicit commit; this one
+ * test harness's cutting proxy (tooling/test-harness/src/cutting-proxy.ts) cuts after any implicit commit; this one
  * waits for the explicit COMMIT of a worker's batch transaction.
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';

@@ -15,6 +15,8 @@ export interface CuttingProxy {
   url: string;
   /** Cut the connection after the next statement commits, before the client learns it did. */
   cutAfterNextCommit(): void;
+  /** How many connections it has cut so far. */
+  readonly cuts: number;
   close(): Promise<void>;
 }
 
@@ -23,6 +25,7 @@ const syncMessage = Buffer.from([0x53, 0, 0, 0, 4]);
 export async function startCuttingProxy(databaseUrl: string): Promise<CuttingProxy> {
   const target = new URL(databaseUrl);
   let state: 'off' | 'armed' | 'committing' = 'off';
+  let cuts = 0;
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
     const upstream = createConnection({ host: target.hostname, port: Number(target.port) });
@@ -38,6 +41,7 @@ export async function startCuttingProxy(databaseUrl: string): Promise<CuttingPro
     upstream.on('data', (chunk: Buffer) => {
       if (state === 'committing') {
         state = 'off';
+        cuts++;
         closeBoth();
         return;
       }
@@ -55,6 +59,9 @@ export async function startCuttingProxy(databaseUrl: string): Promise<CuttingPro
     url: url.toString(),
     cutAfterNextCommit: () => {
       state = 'armed';
+    },
+    get cuts() {
+      return cuts;
     },
     close: async () => {
       for (const socket of sockets) socket.destroy();
