@@ -9,8 +9,11 @@ export interface LoadWorkerInput {
   url: string;
   clients: number;
   durationMs: number;
-  /** insert: plain INSERT into events_baseline; append: append_event after the previous event; batch: append_events. */
-  kind: 'insert' | 'append' | 'batch';
+  /**
+   * insert: plain INSERT into events_baseline; append: append_event after the previous event; batch: append_events;
+   * batch-once: append_events once per command (migration 0013).
+   */
+  kind: 'insert' | 'append' | 'batch' | 'batch-once';
   /** The table a plain INSERT writes (default events_baseline): the ablation also inserts into events itself. */
   insertInto?: 'events_baseline' | 'events';
   batchSize: number;
@@ -64,7 +67,10 @@ async function client(index: number) {
           event_id: randomUUID(),
           data: { n: 1 },
         }));
-        await sql`SELECT 1 FROM append_events('Bench', ${stream}, ${previous}, ${randomUUID()}, ${JSON.stringify(batch)}::text::jsonb)`;
+        if (input.kind === 'batch-once')
+          await sql`SELECT 1 FROM append_events('Bench', ${stream}, ${previous}, ${randomUUID()}, ${JSON.stringify(batch)}::text::jsonb, true)`;
+        else
+          await sql`SELECT 1 FROM append_events('Bench', ${stream}, ${previous}, ${randomUUID()}, ${JSON.stringify(batch)}::text::jsonb)`;
         previous = batch.at(-1)?.event_id ?? previous;
         output.events += batch.length;
       }

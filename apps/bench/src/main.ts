@@ -36,7 +36,7 @@ import { memoryScenarios } from './scenarios/memory.js';
 import { type StreamingCharts, streamingScenarios } from './scenarios/streaming.js';
 import { describeServer, mergeFsyncOff } from './settings.js';
 
-const all = ['A1', 'A2', 'A3', 'A3′', 'A4', 'S1', 'S2', 'S3', 'C1', 'L1', 'I1', 'M1'];
+const all = ['A1', 'A2', 'A3', 'A3′', 'A4', 'A5', 'S1', 'S2', 'S3', 'C1', 'L1', 'I1', 'M1'];
 /** A3′ is also A3' or A3P on a command line. */
 const aliases: Record<string, string> = { "A3'": 'A3′', A3P: 'A3′' };
 /** What the fsync-off column repeats by default: the append path, whose cost is mostly commits (a full run stays

@@ -1,7 +1,7 @@
 /**
- * A1-A4: appending. Single-event appends against plain INSERTs of the same rows (A1), batch appends (A2), the cost
- * of registered views (A3: every view sees every decider; A3′: each view subscribes to a decider of its own) and of
- * NOTIFY wake-ups (A4).
+ * A1-A5: appending. Single-event appends against plain INSERTs of the same rows (A1), batch appends (A2), the cost
+ * of registered views (A3: every view sees every decider; A3′: each view subscribes to a decider of its own), of
+ * NOTIFY wake-ups (A4) and of applying each command once (A5).
  */
 import postgres from 'postgres';
 import type { BenchContext, Figure } from '../context.js';
@@ -57,7 +57,7 @@ async function setWakeups(url: string, enabled: boolean) {
 async function measure(
   ctx: BenchContext,
   url: string,
-  kind: 'insert' | 'append' | 'batch',
+  kind: 'insert' | 'append' | 'batch' | 'batch-once',
   clients: number,
   batchSize = 1,
 ) {
@@ -215,6 +215,27 @@ export async function appendScenarios(ctx: BenchContext, selected: Set<string>):
         note: 'report only: the default is the better trade',
       });
     }
+  }
+  if (selected.has('A5')) {
+    // Alternating rounds, same conditions: one event per command, each client on a stream of its own that grows as
+    // it goes (the once check reads the stream, as the load before deciding does).
+    ctx.log('A5: append_events once per command against plain append_events, 8 clients');
+    const plain: number[] = [];
+    const once: number[] = [];
+    for (let round = 0; round < ctx.rounds; round++) {
+      plain.push(await measure({ ...ctx, rounds: 1 }, url, 'batch', 8, 1));
+      once.push(await measure({ ...ctx, rounds: 1 }, url, 'batch-once', 8, 1));
+    }
+    const streamLength = Math.round((median(once) * ctx.durationMs) / 1000 / 8);
+    figures.push({
+      scenario: 'A5',
+      case: 'append_events once per command, 1 event per command, 8 clients',
+      unit: 'events/s',
+      value: median(once),
+      baseline: { label: 'append_events, the same without the check', value: median(plain) },
+      ratio: median(once) / median(plain),
+      note: `report only: streams of up to ~${streamLength} events by the end of a round`,
+    });
   }
   return figures;
 }

@@ -9,6 +9,7 @@ import { sql } from 'drizzle-orm';
 import { beforeAll, describe, expect, test } from 'vitest';
 import type { Database } from '../database.js';
 import {
+  CommandAlreadyAppliedError,
   DuplicateEventError,
   OptimisticConcurrencyError,
   PayloadTooLargeError,
@@ -150,6 +151,34 @@ export function describeEventStore(driver: string, connect: () => Promise<Connec
         const stored = await store.append(id, batch, { expectedLastEventId: null, commandId });
         const retried = await store.append(id, batch, { expectedLastEventId: null, commandId });
         expect(retried).toEqual(stored);
+        expect(await store.load(id)).toHaveLength(2);
+      });
+
+      test('once per command: a command the stream holds is a CommandAlreadyAppliedError, whatever its events; nothing is written', async () => {
+        const id = newStream();
+        const commandId = randomUUID();
+        const batch = [{ ...created, eventId: randomUUID() }];
+        const [first] = await store.append(id, batch, {
+          expectedLastEventId: null,
+          commandId,
+          oncePerCommand: true,
+        });
+        // The very same batch again is a retry: the stored events come back.
+        expect(
+          await store.append(id, batch, { expectedLastEventId: null, commandId, oncePerCommand: true }),
+        ).toEqual([first]);
+        const error = await store
+          .append(id, [added], {
+            expectedLastEventId: first?.eventId ?? null,
+            commandId,
+            oncePerCommand: true,
+          })
+          .catch((e) => e);
+        expect(error).toBeInstanceOf(CommandAlreadyAppliedError);
+        expect(error).toMatchObject({ deciderId: id, commandId });
+        expect(await store.load(id)).toHaveLength(1);
+        // Without it, the command may append again, as fstore-sql lets it.
+        await store.append(id, [added], { expectedLastEventId: first?.eventId ?? null, commandId });
         expect(await store.load(id)).toHaveLength(2);
       });
 
@@ -301,6 +330,11 @@ export function describeEventStore(driver: string, connect: () => Promise<Connec
           ValidationError,
         );
         expect(badCommand.issues[0]?.path).toBe('commandId');
+        const onceWithoutId = await refusedBeforeSql(
+          () => append(newStream(), [created], { expectedLastEventId: null, oncePerCommand: true }),
+          ValidationError,
+        );
+        expect(onceWithoutId.issues[0]?.path).toBe('commandId');
       });
 
       test('no events, an undeclared type, repeated event ids', async () => {
