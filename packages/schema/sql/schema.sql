@@ -3,7 +3,7 @@
 -- Generated, do not edit: `pnpm check:migrations --write-schema` regenerates it (packages/schema/src/schema-dump.test.ts),
 -- and `pnpm check:migrations` fails when it is out of step with the migrations. Not a migration: migrate() builds
 -- the schema from migrations/; this file only shows the result.
--- After the migrations 0000_tables to 0013_commands_apply_once; the same text on PostgreSQL 14 to 18.
+-- After the migrations 0000_tables to 0014_read_your_writes; the same text on PostgreSQL 14 to 18.
 
 -- Tables
 
@@ -1744,6 +1744,79 @@ BEGIN
 END;
 $function$;
 
+-- view_reached(v_view text, v_decider_id text, v_offset bigint): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.view_reached(v_view text, v_decider_id text, v_offset bigint)
+ RETURNS TABLE(state text, parked_offset bigint, parked_error text)
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_view_row views;
+    v_event    events;
+    v_frontier view_frontiers;
+    v_lock     locks;
+    v_parked   parked_events;
+BEGIN
+    IF v_decider_id IS NULL OR v_offset IS NULL THEN
+        RAISE EXCEPTION 'view_reached: the stream and the offset must not be null'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO v_view_row FROM views v WHERE v.view = v_view;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'view_reached: there is no view %', v_view USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT * INTO v_event FROM events e WHERE e."offset" = v_offset AND e.decider_id = v_decider_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'view_reached: stream % has no event at offset %', v_decider_id, v_offset
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF v_view_row.subscribed_deciders IS NOT NULL AND NOT (v_event.decider = ANY (v_view_row.subscribed_deciders)) THEN
+        RAISE EXCEPTION 'view_reached: view % does not subscribe to decider % (stream %)', v_view, v_event.decider,
+            v_decider_id
+            USING ERRCODE = 'invalid_parameter_value', CONSTRAINT = 'views_subscription';
+    END IF;
+    -- The event itself parked, or an earlier one that stopped the stream: nothing will reach it until an operator
+    -- retries or discards (a parked event the stream went on past does not hold later ones).
+    SELECT *
+    INTO v_parked
+    FROM parked_events p
+    WHERE p.view = v_view
+      AND p.decider_id = v_decider_id
+      AND p."offset" <= v_offset
+      AND (p."offset" = v_offset OR p.stream_stopped)
+    ORDER BY p."offset"
+    LIMIT 1;
+    IF FOUND THEN
+        RETURN QUERY SELECT 'parked'::text, v_parked."offset", v_parked.error;
+        RETURN;
+    END IF;
+    -- Past the frontier, no consumer has read it yet. (No frontier row: YugabyteDB's profile, whose frontier stands
+    -- past every transaction.)
+    SELECT * INTO v_frontier FROM view_frontiers f WHERE f.view = v_view;
+    IF FOUND AND (v_event.transaction_id, v_event."offset") > (v_frontier.transaction_id, v_frontier."offset") THEN
+        RETURN QUERY SELECT 'pending'::text, NULL::bigint, NULL::text;
+        RETURN;
+    END IF;
+    -- Read by a consumer: handled unless the stream's lock row has events it projects still to handle, up to this
+    -- one. (No lock row: a log batch took the stream whole, so everything up to the frontier is handled.)
+    SELECT * INTO v_lock FROM locks l WHERE l.view = v_view AND l.decider_id = v_decider_id;
+    IF FOUND AND EXISTS (SELECT 1
+                         FROM events e
+                         WHERE e.decider_id = v_decider_id
+                           AND e."offset" > v_lock.last_offset
+                           AND e."offset" <= v_offset
+                           AND e.created_at >= v_view_row.start_at
+                           AND (v_view_row.subscribed_deciders IS NULL
+                             OR e.decider = ANY (v_view_row.subscribed_deciders))
+                           AND (v_view_row.subscribed_events IS NULL
+                             OR e.event = ANY (v_view_row.subscribed_events))) THEN
+        RETURN QUERY SELECT 'pending'::text, NULL::bigint, NULL::text;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT 'handled'::text, NULL::bigint, NULL::text;
+END;
+$function$;
+
 -- view_status(): EXECUTE by everyone (PUBLIC)
 CREATE OR REPLACE FUNCTION public.view_status()
  RETURNS TABLE(view text, streams bigint, pending_streams bigint, leased_streams bigint, stopped_streams bigint, events_behind bigint, oldest_unacked_at timestamp with time zone, parked_events bigint, subscribed_deciders text[], subscribed_events text[])
@@ -1793,4 +1866,38 @@ FROM views v
                               AND (v.subscribed_deciders IS NULL OR e.decider = ANY (v.subscribed_deciders))
                               AND (v.subscribed_events IS NULL OR e.event = ANY (v.subscribed_events))) f ON true
 ORDER BY v.view;
+$function$;
+
+-- wait_for_view(v_view text, v_decider_id text, v_offset bigint, v_timeout_ms integer): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.wait_for_view(v_view text, v_decider_id text, v_offset bigint, v_timeout_ms integer DEFAULT 10000)
+ RETURNS TABLE(state text, parked_offset bigint, parked_error text)
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_until   timestamptz;
+    v_reached record;
+    v_pause   float8 := 0.002;
+BEGIN
+    IF v_timeout_ms IS NULL OR v_timeout_ms < 0 THEN
+        RAISE EXCEPTION 'wait_for_view: the timeout must be zero or more milliseconds, got %', v_timeout_ms
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'wait_for_view: call it under READ COMMITTED: under % its snapshot never sees the view move',
+            upper(current_setting('transaction_isolation'))
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    v_until := clock_timestamp() + make_interval(secs => v_timeout_ms / 1000.0);
+    LOOP
+        SELECT * INTO v_reached FROM view_reached(v_view, v_decider_id, v_offset);
+        IF v_reached.state <> 'pending' OR clock_timestamp() >= v_until THEN
+            RETURN QUERY SELECT v_reached.state, v_reached.parked_offset, v_reached.parked_error;
+            RETURN;
+        END IF;
+        -- From 2 ms, doubling up to 50 ms: quick for a worker that is right behind, light for one that is not.
+        PERFORM pg_sleep(least(v_pause, greatest(extract(epoch FROM v_until - clock_timestamp()), 0)));
+        v_pause := least(v_pause * 2, 0.05);
+    END LOOP;
+END;
 $function$;

@@ -710,6 +710,82 @@ const catalogue: Entry[] = [
     ],
   },
   {
+    // view_reached (0014_read_your_writes): how far a view has come with one stream.
+    fn: 'view_reached',
+    select: 'rows',
+    valid: () => [fixture.view, fixture.stream, fixture.offsets[0] as string],
+    params: [
+      {
+        name: 'v_view',
+        type: 'text',
+        null: NO_DATA,
+        variants: [otherType(), noSuchView()],
+      },
+      {
+        name: 'v_decider_id',
+        type: 'text',
+        null: INVALID,
+        variants: [
+          otherType(),
+          { label: 'a stream with no event at that offset', value: 'no-such-stream', ...NO_DATA },
+        ],
+      },
+      {
+        name: 'v_offset',
+        type: 'bigint',
+        null: INVALID,
+        variants: [
+          { label: "'x'", value: 'x', code: '22P02' },
+          { label: 'an offset with no event', value: '0', ...NO_DATA },
+          TOO_BIG_BIGINT,
+        ],
+      },
+    ],
+  },
+  {
+    // wait_for_view (0014_read_your_writes): the same, waiting up to a timeout.
+    fn: 'wait_for_view',
+    select: 'rows',
+    valid: () => [fixture.view, fixture.stream, fixture.offsets[0] as string, '0'],
+    params: [
+      {
+        name: 'v_view',
+        type: 'text',
+        null: NO_DATA,
+        variants: [otherType(), noSuchView()],
+      },
+      {
+        name: 'v_decider_id',
+        type: 'text',
+        null: INVALID,
+        variants: [
+          otherType(),
+          { label: 'a stream with no event at that offset', value: 'no-such-stream', ...NO_DATA },
+        ],
+      },
+      {
+        name: 'v_offset',
+        type: 'bigint',
+        null: INVALID,
+        variants: [
+          { label: "'x'", value: 'x', code: '22P02' },
+          { label: 'an offset with no event', value: '0', ...NO_DATA },
+          TOO_BIG_BIGINT,
+        ],
+      },
+      {
+        name: 'v_timeout_ms',
+        type: 'int',
+        null: INVALID,
+        variants: [
+          { label: '-1', value: '-1', code: '22023' },
+          { label: "'x'", value: 'x', code: '22P02' },
+          TOO_BIG_INT,
+        ],
+      },
+    ],
+  },
+  {
     // claim_log_batch (0012_catch_up_reads_the_log): the next events straight from the log, in a transaction.
     fn: 'claim_log_batch',
     select: 'rows',
