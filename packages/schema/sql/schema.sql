@@ -1768,7 +1768,7 @@ BEGIN
     SELECT * INTO v_event FROM events e WHERE e."offset" = v_offset AND e.decider_id = v_decider_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'view_reached: stream % has no event at offset %', v_decider_id, v_offset
-            USING ERRCODE = 'no_data_found';
+            USING ERRCODE = 'no_data_found', CONSTRAINT = 'events_pkey';
     END IF;
     IF v_view_row.subscribed_deciders IS NOT NULL AND NOT (v_event.decider = ANY (v_view_row.subscribed_deciders)) THEN
         RAISE EXCEPTION 'view_reached: view % does not subscribe to decider % (stream %)', v_view, v_event.decider,

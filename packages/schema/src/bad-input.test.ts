@@ -727,7 +727,12 @@ const catalogue: Entry[] = [
         null: INVALID,
         variants: [
           otherType(),
-          { label: 'a stream with no event at that offset', value: 'no-such-stream', ...NO_DATA },
+          {
+            label: 'a stream with no event at that offset',
+            value: 'no-such-stream',
+            code: 'P0002',
+            constraint: 'events_pkey',
+          },
         ],
       },
       {
@@ -736,7 +741,7 @@ const catalogue: Entry[] = [
         null: INVALID,
         variants: [
           { label: "'x'", value: 'x', code: '22P02' },
-          { label: 'an offset with no event', value: '0', ...NO_DATA },
+          { label: 'an offset with no event', value: '0', code: 'P0002', constraint: 'events_pkey' },
           TOO_BIG_BIGINT,
         ],
       },
@@ -760,7 +765,12 @@ const catalogue: Entry[] = [
         null: INVALID,
         variants: [
           otherType(),
-          { label: 'a stream with no event at that offset', value: 'no-such-stream', ...NO_DATA },
+          {
+            label: 'a stream with no event at that offset',
+            value: 'no-such-stream',
+            code: 'P0002',
+            constraint: 'events_pkey',
+          },
         ],
       },
       {
@@ -769,7 +779,7 @@ const catalogue: Entry[] = [
         null: INVALID,
         variants: [
           { label: "'x'", value: 'x', code: '22P02' },
-          { label: 'an offset with no event', value: '0', ...NO_DATA },
+          { label: 'an offset with no event', value: '0', code: 'P0002', constraint: 'events_pkey' },
           TOO_BIG_BIGINT,
         ],
       },

@@ -49,6 +49,9 @@ describe('with the caller’s command id', () => {
     expect(first).toMatchObject({ replayed: false, commandId, state: 2 });
     expect(second).toMatchObject({ replayed: true, commandId, state: 7, attempts: 1 });
     expect(second.events.map((e) => e.eventId)).toEqual(first.events.map((e) => e.eventId));
+    // Where the command's events end: what a reader of its own write waits on.
+    expect(second.position).toEqual({ deciderId: id, offset: first.events[0]?.offset });
+    expect(first.position).toEqual(second.position);
     expect(decider.decisions).toBe(2);
     expect((await store.load(id)).map((e) => e.data.by)).toEqual([2, 5]);
   });
@@ -151,7 +154,7 @@ test('a command that decides nothing appends nothing and is not replayed', async
     { noop: true },
     { commandId: randomUUID() },
   );
-  expect(result).toMatchObject({ events: [], replayed: false, state: 0, attempts: 1 });
+  expect(result).toMatchObject({ events: [], replayed: false, state: 0, attempts: 1, position: undefined });
   expect(await store.load(id)).toEqual([]);
 });
 

@@ -19,7 +19,14 @@
 import { randomUUID } from 'node:crypto';
 import { isConnectionError, isTransientDatabaseError, OptimisticConcurrencyError } from './errors.js';
 import type { EventStore } from './event-store.js';
-import type { DeciderEvents, EventDefinitions, EventOf, StoredEvent } from './events.js';
+import {
+  type DeciderEvents,
+  type EventDefinitions,
+  type EventOf,
+  positionAfter,
+  type StoredEvent,
+  type StreamPosition,
+} from './events.js';
 import { Issues } from './validation.js';
 
 export interface Decider<TCommand, TState, TEvent> {
@@ -63,6 +70,11 @@ export interface HandledCommand<TState, TEvent> {
   commandId: string;
   /** Whether the stream already held the command's events (an earlier call, or a try whose answer was lost). */
   replayed: boolean;
+  /**
+   * Where the command's events end (undefined when it decided nothing): wait on it with `waitForView` before
+   * reading a read model, to read your own write.
+   */
+  position: StreamPosition | undefined;
 }
 
 export type CommandHandler<TCommand, TState, TEvent> = (
@@ -110,15 +122,30 @@ export function createCommandHandler<TEvents extends DeciderEvents<EventDefiniti
           if (event.commandId === commandId) ofCommand.push(event);
         }
         if (ofCommand.length > 0)
-          return { events: ofCommand, state, attempts: attempt, commandId, replayed: true };
+          return {
+            events: ofCommand,
+            state,
+            attempts: attempt,
+            commandId,
+            replayed: true,
+            position: positionAfter(ofCommand),
+          };
         const decided = await decider.decide(command, state);
-        if (decided.length === 0) return { events: [], state, attempts: attempt, commandId, replayed: false };
+        if (decided.length === 0)
+          return { events: [], state, attempts: attempt, commandId, replayed: false, position: undefined };
         const appended = await store.append(deciderId, decided, {
           expectedLastEventId: lastEventId,
           commandId,
         });
         for (const event of appended) state = decider.evolve(state, event);
-        return { events: appended, state, attempts: attempt, commandId, replayed: false };
+        return {
+          events: appended,
+          state,
+          attempts: attempt,
+          commandId,
+          replayed: false,
+          position: positionAfter(appended),
+        };
       } catch (error) {
         if (error instanceof OptimisticConcurrencyError) {
           // Another writer got in first (a concurrent try of this very command, perhaps): reload.

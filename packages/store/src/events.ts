@@ -92,6 +92,19 @@ export interface EventMetadata {
 /** A stored event: the typed event and its metadata. */
 export type StoredEvent<TEvent> = TEvent & EventMetadata;
 
+/** A place in one stream: what a writer waits on to read its own write (`waitForView` in @fstore/stream). */
+export interface StreamPosition {
+  deciderId: string;
+  /** The offset of an event of the stream: the last one written, for read-your-writes. */
+  offset: number;
+}
+
+/** Where `events` (appended to one stream, in order) end: their last event's stream and offset. */
+export function positionAfter(events: readonly EventMetadata[]): StreamPosition | undefined {
+  const last = events.at(-1);
+  return last ? { deciderId: last.deciderId, offset: last.offset } : undefined;
+}
+
 /** Runs a Standard Schema (sync or async) and returns its issues as paths. */
 export async function validateWithSchema(
   schema: StandardSchemaV1,

@@ -40,7 +40,9 @@ export {
   type EventOf,
   type EventOptions,
   event,
+  positionAfter,
   type StoredEvent,
+  type StreamPosition,
   type Upcaster,
 } from './events.js';
 export {
