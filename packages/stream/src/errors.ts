@@ -53,6 +53,82 @@ export class SubscriptionMismatchError extends FstoreError {
   }
 }
 
+/** A wait for a view (`waitForView`) outlived its timeout: the view has not handled the event yet. */
+export class ViewWaitTimeoutError extends FstoreError {
+  override name = 'ViewWaitTimeoutError';
+  constructor(
+    readonly view: string,
+    readonly deciderId: string,
+    readonly offset: number,
+    readonly timeoutMs: number,
+  ) {
+    super(`view ${view} had not handled stream ${deciderId} up to offset ${offset} after ${timeoutMs} ms`);
+  }
+}
+
+/**
+ * The event a wait was for is parked, or an earlier event of its stream is and stopped the stream: the view will not
+ * get there until an operator retries or discards it. `parkedOffset` and `parkedError` name it.
+ */
+export class EventParkedError extends FstoreError {
+  override name = 'EventParkedError';
+  constructor(
+    readonly view: string,
+    readonly deciderId: string,
+    readonly parkedOffset: number,
+    readonly parkedError: string,
+  ) {
+    super(`view ${view} parked the event at offset ${parkedOffset} of stream ${deciderId}: ${parkedError}`);
+  }
+}
+
+/**
+ * A wait for a view that cannot end: the view does not exist (`no-view`), the stream has no event at that offset
+ * (`no-event`), or the view does not subscribe to the stream's decider (`not-subscribed`).
+ */
+export class ViewPositionError extends FstoreError {
+  override name = 'ViewPositionError';
+  constructor(
+    readonly reason: 'no-view' | 'no-event' | 'not-subscribed',
+    readonly view: string,
+    readonly deciderId: string,
+    readonly offset: number,
+    options?: ErrorOptions,
+  ) {
+    super(
+      reason === 'no-view'
+        ? `there is no view ${view}`
+        : reason === 'no-event'
+          ? `stream ${deciderId} has no event at offset ${offset}`
+          : `view ${view} does not subscribe to the decider of stream ${deciderId}`,
+      options,
+    );
+  }
+}
+
+/** Maps a refusal of view_reached to ViewPositionError, by SQLSTATE and constraint; anything else as given. */
+export function toViewPositionError(
+  error: unknown,
+  view: string,
+  deciderId: string,
+  offset: number,
+): unknown {
+  const db = databaseError(error);
+  if (db?.code === 'P0002')
+    return new ViewPositionError(
+      db.constraint === 'events_pkey' ? 'no-event' : 'no-view',
+      view,
+      deciderId,
+      offset,
+      {
+        cause: error,
+      },
+    );
+  if (db?.code === '22023' && db.constraint === 'views_subscription')
+    return new ViewPositionError('not-subscribed', view, deciderId, offset, { cause: error });
+  return error;
+}
+
 /** Maps a failure of the lease functions to LeaseLostError by SQLSTATE and constraint; anything else as given. */
 export function toLeaseError(error: unknown, view: string, deciderId: string, leaseId: string): unknown {
   const db = databaseError(error);

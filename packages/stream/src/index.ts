@@ -8,7 +8,14 @@ export {
   reportFailure,
   UsageError,
 } from './error-line.js';
-export { LeaseLostError, SubscriptionMismatchError, TransactionLostError } from './errors.js';
+export {
+  EventParkedError,
+  LeaseLostError,
+  SubscriptionMismatchError,
+  TransactionLostError,
+  ViewPositionError,
+  ViewWaitTimeoutError,
+} from './errors.js';
 export {
   ackEvent,
   ackEvents,
@@ -52,6 +59,12 @@ export {
   type ProjectionStats,
   type Transaction,
 } from './projection.js';
+export {
+  type ViewReached,
+  viewReached,
+  type WaitForViewOptions,
+  waitForView,
+} from './read-your-writes.js';
 export { type RebuildOptions, rebuildProjection } from './rebuild.js';
 export { formatStatusTable } from './status.js';
 export { type WakeupMode, wakeupChannel } from './wakeups.js';
