@@ -25,8 +25,10 @@ test('the demo appends, projects, and checks that every event was projected exac
   });
   expect(result.interrupted).toBe(false);
   expect(result.check.ok).toBe(true);
-  expect(result.check.lines).toHaveLength(7);
+  expect(result.check.lines).toHaveLength(8);
   for (const line of result.check.lines) expect(line).toMatch(/^ok /);
+  // A write read back once waitForView resolved.
+  expect(result.check.lines.at(-1)).toMatch(/^ok {3}read-your-writes: .* holds 9 of 9 dishes$/);
   // The rules said no to some commands, and writers collided on the same restaurants.
   expect(result.stats.rejected).toBeGreaterThan(0);
   expect(result.stats.ordersPrepared).toBe(54);

@@ -11,14 +11,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import type { Database } from '@fstore/store';
+import { createCommandHandler, createEventStore, type Database } from '@fstore/store';
 import { createPostgresClient } from '@fstore/store/postgres';
-import { type Projection, reportFailure, viewStatus } from '@fstore/stream';
-import { asc } from 'drizzle-orm';
+import { type Projection, reportFailure, viewStatus, waitForView } from '@fstore/stream';
+import { asc, eq } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { type CheckResult, check } from './check.js';
 import { wholeNumber } from './command-line.js';
 import { openDatabase } from './database.js';
+import { restaurantDecider, restaurantEvents } from './domain/restaurant.js';
 import { newStats, type ProducerStats, produce } from './producers.js';
 import { startProgress } from './progress.js';
 import { orderBoardWorker, restaurantMenusWorker } from './projections.js';
@@ -79,19 +80,52 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     } finally {
       await progress.stop();
     }
+    const ownWrite = options.signal?.aborted ? undefined : await readYourWrite(db, run, stats);
     await Promise.all(workers.map((worker) => worker.stop()));
-    if (options.signal?.aborted) {
+    if (options.signal?.aborted || !ownWrite) {
       out.write(`interrupted after ${stats.commands} commands; the workers stopped cleanly\n`);
       return { stats, check: { ok: false, lines: [] }, run, interrupted: true };
     }
     await printReadModels(db, run, out);
     const result = await check(db, run, stats);
+    result.lines.push(ownWrite.line);
+    result.ok &&= ownWrite.ok;
     out.write(`\n${result.lines.join('\n')}\n`);
     return { stats, check: result, run, interrupted: false };
   } finally {
     await Promise.all(workers.map((worker) => worker.stop()));
     await Promise.all([sql.end({ timeout: 5 }), workersSql.end({ timeout: 5 })]);
   }
+}
+
+/**
+ * Read-your-writes: one more command (a new menu for the first restaurant), then a read of the read model once
+ * waitForView says the view has handled it. The read finds the new menu, however far behind the workers are.
+ */
+async function readYourWrite(
+  db: Database,
+  run: string,
+  stats: ProducerStats,
+): Promise<{ ok: boolean; line: string }> {
+  const id = `${run}-restaurant-0`;
+  const menu = Array.from({ length: 9 }, (_, d) => ({
+    id: `dish-${d + 1}`,
+    name: `new dish ${d + 1}`,
+    price: 9 + d,
+  }));
+  const handle = createCommandHandler(createEventStore(db, restaurantEvents), restaurantDecider);
+  const started = performance.now();
+  const { position, events } = await handle(id, { kind: 'ChangeMenu', menu });
+  stats.commands++;
+  stats.eventsAppended += events.length;
+  if (position) await waitForView(db, views.restaurants, position);
+  const waited = Math.round(performance.now() - started);
+  const [row] = await db.select({ menu: restaurants.menu }).from(restaurants).where(eq(restaurants.id, id));
+  const ok = row?.menu.length === menu.length;
+  return {
+    ok,
+    line: `${ok ? 'ok  ' : 'FAIL'} read-your-writes: a menu change, read back from restaurant-menus once waitForView resolved (${waited} ms after the command), holds ${row?.menu.length ?? 0} of ${menu.length} dishes`,
+  };
 }
 
 async function caughtUp(db: Database, signal?: AbortSignal) {
