@@ -7,7 +7,7 @@
  * views move and backing off to 50 ms while they do not, and no statement runs while nobody waits. A wake-up on
  * acknowledgement would need NOTIFY from every consumer's commit, which serialises commits (bench A4).
  */
-import type { Database, StreamPosition } from '@fstore/store';
+import { type Database, isConnectionError, type StreamPosition } from '@fstore/store';
 import { databaseError, queryRows } from '@fstore/store/internal';
 import { sql } from 'drizzle-orm';
 import { EventParkedError, toViewPositionError, ViewWaitTimeoutError } from './errors.js';
@@ -65,7 +65,11 @@ export async function waitForView(
   { timeoutMs = 10_000, signal }: WaitForViewOptions = {},
 ): Promise<void> {
   signal?.throwIfAborted();
-  const first = await viewReached(db, view, position);
+  // A connection the pool does not know is gone yet fails the first look: the shared poll rides that out.
+  const first = await viewReached(db, view, position).catch((error: unknown): ViewReached => {
+    if (isConnectionError(error)) return { state: 'pending' };
+    throw error;
+  });
   if (settled(first, view, position)) return;
   let poll = polls.get(db);
   if (!poll) {
