@@ -189,6 +189,39 @@ const noSuchView = (code = 'P0002'): Variant => ({
 });
 const TOO_BIG_INT = { label: '2^31 (beyond int)', value: '2147483648', code: '22003' };
 const TOO_BIG_BIGINT = { label: '2^63 (beyond bigint)', value: '9223372036854775808', code: '22003' };
+/** A view, a stream and an offset in it (view_reached and wait_for_view, 0014_read_your_writes). */
+const viewPositionParams: Parameter[] = [
+  {
+    name: 'v_view',
+    type: 'text',
+    null: NO_DATA,
+    variants: [otherType(), noSuchView()],
+  },
+  {
+    name: 'v_decider_id',
+    type: 'text',
+    null: INVALID,
+    variants: [
+      otherType(),
+      {
+        label: 'a stream with no event at that offset',
+        value: 'no-such-stream',
+        code: 'P0002',
+        constraint: 'events_pkey',
+      },
+    ],
+  },
+  {
+    name: 'v_offset',
+    type: 'bigint',
+    null: INVALID,
+    variants: [
+      { label: "'x'", value: 'x', code: '22P02' },
+      { label: 'an offset with no event', value: '0', code: 'P0002', constraint: 'events_pkey' },
+      TOO_BIG_BIGINT,
+    ],
+  },
+];
 
 function call(entry: Entry, casts: (string | undefined)[] = []): string {
   const args = entry.params
@@ -714,38 +747,7 @@ const catalogue: Entry[] = [
     fn: 'view_reached',
     select: 'rows',
     valid: () => [fixture.view, fixture.stream, fixture.offsets[0] as string],
-    params: [
-      {
-        name: 'v_view',
-        type: 'text',
-        null: NO_DATA,
-        variants: [otherType(), noSuchView()],
-      },
-      {
-        name: 'v_decider_id',
-        type: 'text',
-        null: INVALID,
-        variants: [
-          otherType(),
-          {
-            label: 'a stream with no event at that offset',
-            value: 'no-such-stream',
-            code: 'P0002',
-            constraint: 'events_pkey',
-          },
-        ],
-      },
-      {
-        name: 'v_offset',
-        type: 'bigint',
-        null: INVALID,
-        variants: [
-          { label: "'x'", value: 'x', code: '22P02' },
-          { label: 'an offset with no event', value: '0', code: 'P0002', constraint: 'events_pkey' },
-          TOO_BIG_BIGINT,
-        ],
-      },
-    ],
+    params: viewPositionParams,
   },
   {
     // wait_for_view (0014_read_your_writes): the same, waiting up to a timeout.
@@ -753,36 +755,7 @@ const catalogue: Entry[] = [
     select: 'rows',
     valid: () => [fixture.view, fixture.stream, fixture.offsets[0] as string, '0'],
     params: [
-      {
-        name: 'v_view',
-        type: 'text',
-        null: NO_DATA,
-        variants: [otherType(), noSuchView()],
-      },
-      {
-        name: 'v_decider_id',
-        type: 'text',
-        null: INVALID,
-        variants: [
-          otherType(),
-          {
-            label: 'a stream with no event at that offset',
-            value: 'no-such-stream',
-            code: 'P0002',
-            constraint: 'events_pkey',
-          },
-        ],
-      },
-      {
-        name: 'v_offset',
-        type: 'bigint',
-        null: INVALID,
-        variants: [
-          { label: "'x'", value: 'x', code: '22P02' },
-          { label: 'an offset with no event', value: '0', code: 'P0002', constraint: 'events_pkey' },
-          TOO_BIG_BIGINT,
-        ],
-      },
+      ...viewPositionParams,
       {
         name: 'v_timeout_ms',
         type: 'int',
