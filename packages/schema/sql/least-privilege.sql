@@ -9,8 +9,8 @@
 --     that live there. The functions that write are SECURITY DEFINER (they run with the rights of their owner, the
 --     role that ran the migrations), so the application role needs no write right on any table;
 --   * fstore_reader may read every fstore table and call the read-only functions (get_events, get_event,
---     get_last_event, view_status, list_parked_events, log_head, log_horizon, view_reached, wait_for_view), nothing
---     else;
+--     get_last_event, get_correlated_events, view_status, list_parked_events, log_head, log_horizon, view_reached,
+--     wait_for_view), nothing else;
 --   * EXECUTE on every fstore function is revoked from PUBLIC, and CREATE on schema public too (PostgreSQL 15 and
 --     later already default to that): a role that can create objects in public could shadow built-in functions
 --     there, inside the SECURITY DEFINER functions, whose fixed search_path is pg_catalog, public, pg_temp.
@@ -42,8 +42,8 @@ DECLARE
     v_tables  CONSTANT text[] := ARRAY ['events', 'deciders', 'views', 'view_frontiers', 'locks', 'parked_events'];
     -- The SQL API, by function name (every overload). The read-only ones are SECURITY INVOKER: SELECT on the
     -- tables is all they need.
-    v_read    CONSTANT text[] := ARRAY ['get_events', 'get_event', 'get_last_event', 'view_status',
-        'list_parked_events', 'log_head', 'log_horizon', 'view_reached', 'wait_for_view'];
+    v_read    CONSTANT text[] := ARRAY ['get_events', 'get_event', 'get_last_event', 'get_correlated_events',
+        'view_status', 'list_parked_events', 'log_head', 'log_horizon', 'view_reached', 'wait_for_view'];
     -- The ones that write are SECURITY DEFINER.
     v_write   CONSTANT text[] := ARRAY ['register_decider_event', 'append_event', 'append_events', 'register_view',
         'stream_events', 'ack_event', 'nack_event', 'schedule_nack_event', 'lease_events', 'ack_events',

@@ -3,7 +3,7 @@
 -- Generated, do not edit: `pnpm check:migrations --write-schema` regenerates it (packages/schema/src/schema-dump.test.ts),
 -- and `pnpm check:migrations` fails when it is out of step with the migrations. Not a migration: migrate() builds
 -- the schema from migrations/; this file only shows the result.
--- After the migrations 0000_tables to 0014_read_your_writes; the same text on PostgreSQL 14 to 18.
+-- After the migrations 0000_tables to 0016_event_metadata_in_the_sql_api; the same text on PostgreSQL 14 to 18.
 
 -- Tables
 
@@ -28,8 +28,10 @@ CREATE TABLE public.events (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     "offset" bigint DEFAULT nextval('events_offset_seq'::regclass) NOT NULL,
     transaction_id xid8 DEFAULT pg_current_xact_id() NOT NULL,
+    metadata jsonb,
     CONSTRAINT events_decider_event_fkey FOREIGN KEY (decider, event, event_version) REFERENCES deciders(decider, event, event_version),
     CONSTRAINT events_event_id_key UNIQUE (event_id),
+    CONSTRAINT events_metadata_check CHECK (metadata IS NULL OR jsonb_typeof(metadata) = 'object'::text AND (metadata - ARRAY['correlation_id'::text, 'causation_id'::text, 'traceparent'::text, 'tracestate'::text, 'headers'::text]) = '{}'::jsonb AND COALESCE(jsonb_typeof(metadata -> 'correlation_id'::text), 'string'::text) = 'string'::text AND COALESCE(length(metadata ->> 'correlation_id'::text), 0) <= 200 AND COALESCE(jsonb_typeof(metadata -> 'causation_id'::text), 'string'::text) = 'string'::text AND COALESCE(length(metadata ->> 'causation_id'::text), 0) <= 200 AND COALESCE(jsonb_typeof(metadata -> 'traceparent'::text), 'string'::text) = 'string'::text AND COALESCE(jsonb_typeof(metadata -> 'tracestate'::text), 'string'::text) = 'string'::text AND COALESCE(jsonb_typeof(metadata -> 'headers'::text), 'object'::text) = 'object'::text AND pg_column_size(metadata) <= 8192),
     CONSTRAINT events_pkey PRIMARY KEY ("offset"),
     CONSTRAINT events_previous_id_key UNIQUE (previous_id)
 );
@@ -98,6 +100,7 @@ CREATE SEQUENCE public.events_offset_seq AS bigint OWNED BY public.events."offse
 
 -- Indexes (those that back a constraint are the constraints above)
 
+CREATE INDEX events_correlation_id_idx ON public.events USING btree (((metadata ->> 'correlation_id'::text)), "offset") WHERE (metadata ? 'correlation_id'::text);
 CREATE INDEX events_decider_id_offset_idx ON public.events USING btree (decider_id, "offset");
 CREATE UNIQUE INDEX events_final_key ON public.events USING btree (decider_id, decider) WHERE final;
 CREATE UNIQUE INDEX events_first_event_key ON public.events USING btree (decider_id, decider) WHERE (previous_id IS NULL);
@@ -368,8 +371,50 @@ BEGIN
 END;
 $function$;
 
+-- append_event(v_event text, v_event_id uuid, v_decider text, v_decider_id text, v_data jsonb, v_command_id uuid, v_previous_id uuid, v_event_version bigint, v_final boolean, v_metadata jsonb): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.append_event(v_event text, v_event_id uuid, v_decider text, v_decider_id text, v_data jsonb, v_command_id uuid, v_previous_id uuid, v_event_version bigint, v_final boolean, v_metadata jsonb)
+ RETURNS SETOF events
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    RETURN QUERY INSERT INTO events (event, event_id, event_version, decider, decider_id, data, command_id,
+                                     previous_id, final, metadata)
+        VALUES (v_event, v_event_id, v_event_version, v_decider, v_decider_id, v_data, v_command_id, v_previous_id,
+                coalesce(v_final, false), v_metadata)
+        RETURNING *;
+END;
+$function$;
+
 -- append_events(v_decider text, v_decider_id text, v_previous_id uuid, v_command_id uuid, v_events jsonb): EXECUTE by its owner only, unless granted
 CREATE OR REPLACE FUNCTION public.append_events(v_decider text, v_decider_id text, v_previous_id uuid, v_command_id uuid, v_events jsonb)
+ RETURNS SETOF events
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    RETURN QUERY SELECT * FROM append_events(v_decider, v_decider_id, v_previous_id, v_command_id, v_events, false,
+                                             NULL::jsonb);
+END;
+$function$;
+
+-- append_events(v_decider text, v_decider_id text, v_previous_id uuid, v_command_id uuid, v_events jsonb, v_once_per_command boolean): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.append_events(v_decider text, v_decider_id text, v_previous_id uuid, v_command_id uuid, v_events jsonb, v_once_per_command boolean)
+ RETURNS SETOF events
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    RETURN QUERY SELECT * FROM append_events(v_decider, v_decider_id, v_previous_id, v_command_id, v_events,
+                                             v_once_per_command, NULL::jsonb);
+END;
+$function$;
+
+-- append_events(v_decider text, v_decider_id text, v_previous_id uuid, v_command_id uuid, v_events jsonb, v_once_per_command boolean, v_metadata jsonb): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.append_events(v_decider text, v_decider_id text, v_previous_id uuid, v_command_id uuid, v_events jsonb, v_once_per_command boolean, v_metadata jsonb)
  RETURNS SETOF events
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -393,6 +438,10 @@ BEGIN
         RAISE EXCEPTION 'append_events: events must be a non-empty JSON array'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF v_once_per_command IS NULL THEN
+        RAISE EXCEPTION 'append_events: once_per_command must not be null'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     v_count := jsonb_array_length(v_events);
     v_first_id := (v_events -> 0 ->> 'event_id')::uuid;
 
@@ -408,6 +457,7 @@ BEGIN
               AND e.event_version = coalesce((x.element ->> 'event_version')::bigint, 1)
               AND e.data = x.element -> 'data'
               AND e.final = coalesce((x.element ->> 'final')::boolean, false)
+              AND e.metadata IS NOT DISTINCT FROM v_metadata
               AND e.previous_id IS NOT DISTINCT FROM
                   CASE WHEN x.n = 1 THEN v_previous_id ELSE (v_events -> (x.n::int - 2) ->> 'event_id')::uuid END
            ) = v_count THEN
@@ -420,6 +470,19 @@ BEGIN
         RAISE EXCEPTION 'append_events: event % is already stored, with other content', v_first_id
             USING ERRCODE = 'unique_violation', CONSTRAINT = 'events_event_id_key',
                   DETAIL = json_build_object('event_id', v_first_id)::text;
+    END IF;
+
+    -- Once per command (0013): a stream that holds events of this command refuses it again, whatever the events.
+    IF v_once_per_command
+        AND EXISTS (SELECT 1
+                    FROM events e
+                    WHERE e.decider_id = v_decider_id
+                      AND e.decider = v_decider
+                      AND e.command_id = v_command_id) THEN
+        RAISE EXCEPTION 'append_events: command % was already applied to stream % of %', v_command_id, v_decider_id,
+            v_decider
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'events_command_applied',
+                  DETAIL = json_build_object('command_id', v_command_id)::text;
     END IF;
 
     -- The same one-probe questions as the append trigger (see check_event_append), asked once for the batch.
@@ -460,7 +523,7 @@ BEGIN
     END IF;
 
     -- One statement for the batch: each row still passes the append trigger (which sees the rows before it in
-    -- the same statement), and the lock rows are advanced once per stream.
+    -- the same statement) and the metadata check.
     RETURN QUERY
         WITH batch AS (SELECT x.n,
                               x.element ->> 'event'                                       AS event,
@@ -471,46 +534,15 @@ BEGIN
                        FROM jsonb_array_elements(v_events) WITH ORDINALITY AS x(element, n)),
              inserted AS (
                  INSERT INTO events (event, event_id, event_version, decider, decider_id, data, command_id,
-                                     previous_id, final)
+                                     previous_id, final, metadata)
                      SELECT b.event, b.event_id, b.event_version, v_decider, v_decider_id, b.data, v_command_id,
-                            coalesce(lag(b.event_id) OVER (ORDER BY b.n), v_previous_id), b.final
+                            coalesce(lag(b.event_id) OVER (ORDER BY b.n), v_previous_id), b.final, v_metadata
                      FROM batch b
                      ORDER BY b.n
                      RETURNING *)
         SELECT *
         FROM inserted
         ORDER BY inserted."offset";
-END;
-$function$;
-
--- append_events(v_decider text, v_decider_id text, v_previous_id uuid, v_command_id uuid, v_events jsonb, v_once_per_command boolean): EXECUTE by its owner only, unless granted
-CREATE OR REPLACE FUNCTION public.append_events(v_decider text, v_decider_id text, v_previous_id uuid, v_command_id uuid, v_events jsonb, v_once_per_command boolean)
- RETURNS SETOF events
- LANGUAGE plpgsql
- SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-AS $function$
-BEGIN
-    IF v_once_per_command IS NULL THEN
-        RAISE EXCEPTION 'append_events: once_per_command must not be null'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF v_once_per_command
-        AND v_command_id IS NOT NULL
-        -- A retry of the same batch: the five-argument form returns it, or refuses other content.
-        AND jsonb_typeof(v_events) = 'array'
-        AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = (v_events -> 0 ->> 'event_id')::uuid)
-        AND EXISTS (SELECT 1
-                    FROM events e
-                    WHERE e.decider_id = v_decider_id
-                      AND e.decider = v_decider
-                      AND e.command_id = v_command_id) THEN
-        RAISE EXCEPTION 'append_events: command % was already applied to stream % of %', v_command_id, v_decider_id,
-            v_decider
-            USING ERRCODE = 'unique_violation', CONSTRAINT = 'events_command_applied',
-                  DETAIL = json_build_object('command_id', v_command_id)::text;
-    END IF;
-    RETURN QUERY SELECT * FROM append_events(v_decider, v_decider_id, v_previous_id, v_command_id, v_events);
 END;
 $function$;
 
@@ -763,7 +795,7 @@ $function$;
 
 -- claim_parked_event(v_view text): EXECUTE by its owner only, unless granted
 CREATE OR REPLACE FUNCTION public.claim_parked_event(v_view text)
- RETURNS TABLE(attempts integer, event text, event_id uuid, event_version bigint, decider text, decider_id text, data jsonb, command_id uuid, previous_id uuid, final boolean, created_at timestamp with time zone, "offset" bigint, transaction_id xid8)
+ RETURNS TABLE(attempts integer, event text, event_id uuid, event_version bigint, decider text, decider_id text, data jsonb, command_id uuid, previous_id uuid, final boolean, created_at timestamp with time zone, "offset" bigint, transaction_id xid8, metadata jsonb)
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
@@ -932,6 +964,20 @@ BEGIN
 END;
 $function$;
 
+-- get_correlated_events(v_correlation_id text): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.get_correlated_events(v_correlation_id text)
+ RETURNS SETOF events
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+SELECT *
+FROM events e
+WHERE e.metadata ? 'correlation_id'
+  AND e.metadata ->> 'correlation_id' = v_correlation_id
+ORDER BY e."offset";
+$function$;
+
 -- get_event(v_event_id uuid): EXECUTE by everyone (PUBLIC)
 CREATE OR REPLACE FUNCTION public.get_event(v_event_id uuid)
  RETURNS SETOF events
@@ -1012,7 +1058,7 @@ $function$;
 
 -- lease_events(v_view text, v_streams integer, v_events_per_stream integer, v_lock_seconds integer): EXECUTE by its owner only, unless granted
 CREATE OR REPLACE FUNCTION public.lease_events(v_view text, v_streams integer DEFAULT 10, v_events_per_stream integer DEFAULT 100, v_lock_seconds integer DEFAULT 300)
- RETURNS TABLE(lease_id uuid, attempts integer, event text, event_id uuid, event_version bigint, decider text, decider_id text, data jsonb, command_id uuid, previous_id uuid, final boolean, created_at timestamp with time zone, "offset" bigint, transaction_id xid8)
+ RETURNS TABLE(lease_id uuid, attempts integer, event text, event_id uuid, event_version bigint, decider text, decider_id text, data jsonb, command_id uuid, previous_id uuid, final boolean, created_at timestamp with time zone, "offset" bigint, transaction_id xid8, metadata jsonb)
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
@@ -1027,7 +1073,7 @@ $function$;
 
 -- lease_events(v_view text, v_streams integer, v_events_per_stream integer, v_lock_seconds integer, v_advance_events integer): EXECUTE by its owner only, unless granted
 CREATE OR REPLACE FUNCTION public.lease_events(v_view text, v_streams integer, v_events_per_stream integer, v_lock_seconds integer, v_advance_events integer)
- RETURNS TABLE(lease_id uuid, attempts integer, event text, event_id uuid, event_version bigint, decider text, decider_id text, data jsonb, command_id uuid, previous_id uuid, final boolean, created_at timestamp with time zone, "offset" bigint, transaction_id xid8)
+ RETURNS TABLE(lease_id uuid, attempts integer, event text, event_id uuid, event_version bigint, decider text, decider_id text, data jsonb, command_id uuid, previous_id uuid, final boolean, created_at timestamp with time zone, "offset" bigint, transaction_id xid8, metadata jsonb)
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'

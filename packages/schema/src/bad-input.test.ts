@@ -168,6 +168,28 @@ const text = (name: string, nullOutcome: Parameter['null']): Parameter => ({
   null: nullOutcome,
   variants: [otherType()],
 });
+/** Metadata (append_event and append_events with metadata, 0016): a JSON object of known keys, within 8 KiB. */
+const METADATA: Refusal = { code: '23514', constraint: 'events_metadata_check' };
+const metadataVariants: Variant[] = [
+  { label: 'malformed JSON', value: '{"correlation_id": ', code: '22P02' },
+  { label: 'a JSON array', value: '["c-1"]', ...METADATA },
+  { label: 'JSON null', value: 'null', ...METADATA },
+  { label: 'an unknown key', value: '{"user": "ada"}', ...METADATA },
+  { label: 'a correlation id that is a number', value: '{"correlation_id": 42}', ...METADATA },
+  {
+    label: 'a correlation id of 201 characters',
+    value: `{"correlation_id": "${'c'.repeat(201)}"}`,
+    ...METADATA,
+  },
+  { label: 'a causation id that is an object', value: '{"causation_id": {}}', ...METADATA },
+  { label: 'a traceparent that is a number', value: '{"traceparent": 1}', ...METADATA },
+  { label: 'headers that are a string', value: '{"headers": "user=ada"}', ...METADATA },
+  {
+    label: 'headers over 8 KiB',
+    value: JSON.stringify({ headers: { note: 'x'.repeat(9000) } }),
+    ...METADATA,
+  },
+];
 /** A subscription (register_view, reset_view): NULL means everything, an empty array or a NULL in it is refused. */
 const SUBSCRIPTION: Refusal = { code: '22023', constraint: 'views_subscription' };
 const subscription = (name: string): Parameter => ({
@@ -511,6 +533,100 @@ const catalogue: Entry[] = [
         variants: [{ label: "'maybe'", value: 'maybe', code: '22P02' }],
       },
     ],
+  },
+  {
+    // append_event with metadata (0016_event_metadata_in_the_sql_api): the nine-argument form's checks, and the
+    // metadata's own (events_metadata_check).
+    fn: 'append_event',
+    select: 'rows',
+    valid: () => [
+      'renamed',
+      randomUUID(),
+      decider,
+      fixture.stream,
+      '{}',
+      randomUUID(),
+      fixture.ids[2] as string,
+      '1',
+      'false',
+      '{"correlation_id": "c-1"}',
+    ],
+    params: [
+      text('v_event', NOT_NULL),
+      { name: 'v_event_id', type: 'uuid', null: NOT_NULL, variants: [badUuid] },
+      text('v_decider', NOT_NULL),
+      text('v_decider_id', NOT_NULL),
+      {
+        name: 'v_data',
+        type: 'jsonb',
+        null: NOT_NULL,
+        variants: [{ label: 'malformed JSON', value: '[1, 2', code: '22P02' }],
+      },
+      { name: 'v_command_id', type: 'uuid', null: NOT_NULL, variants: [badUuid] },
+      {
+        name: 'v_previous_id',
+        type: 'uuid',
+        null: { code: '23514', constraint: 'events_previous_id_required' },
+        variants: [badUuid],
+      },
+      {
+        name: 'v_event_version',
+        type: 'bigint',
+        null: NOT_NULL,
+        variants: [{ label: "'x'", value: 'x', code: '22P02' }],
+      },
+      {
+        name: 'v_final',
+        type: 'boolean',
+        null: 'accepted',
+        variants: [{ label: "'maybe'", value: 'maybe', code: '22P02' }],
+      },
+      { name: 'v_metadata', type: 'jsonb', null: 'accepted', variants: metadataVariants },
+    ],
+  },
+  {
+    // append_events with metadata (0016_event_metadata_in_the_sql_api): the one body of append_events.
+    fn: 'append_events',
+    select: 'rows',
+    valid: () => [
+      decider,
+      fixture.stream,
+      fixture.ids[2] as string,
+      randomUUID(),
+      JSON.stringify([{ event: 'renamed', event_id: randomUUID(), data: {} }]),
+      'false',
+      '{"correlation_id": "c-1", "headers": {"user": "ada"}}',
+    ],
+    params: [
+      text('v_decider', NOT_NULL),
+      text('v_decider_id', NOT_NULL),
+      {
+        name: 'v_previous_id',
+        type: 'uuid',
+        null: { code: '23514', constraint: 'events_expected_last_event' },
+        variants: [badUuid],
+      },
+      { name: 'v_command_id', type: 'uuid', null: NOT_NULL, variants: [badUuid] },
+      {
+        name: 'v_events',
+        type: 'jsonb',
+        null: INVALID,
+        variants: [{ label: 'malformed JSON', value: '[{"event": ', code: '22P02' }],
+      },
+      {
+        name: 'v_once_per_command',
+        type: 'boolean',
+        null: INVALID,
+        variants: [{ label: "'maybe'", value: 'maybe', code: '22P02' }],
+      },
+      { name: 'v_metadata', type: 'jsonb', null: 'accepted', variants: metadataVariants },
+    ],
+  },
+  {
+    fn: 'get_correlated_events',
+    select: 'rows',
+    valid: () => ['c-1'],
+    params: [text('v_correlation_id', 'accepted')],
   },
   {
     fn: 'get_events',
@@ -1225,6 +1341,27 @@ describe('nulls that are accepted, and what they do', () => {
       [decider, `new-${randomUUID()}`],
     );
     expect(row).toMatchObject({ previous_id: null });
+  });
+
+  test('append_event and append_events with metadata: a null metadata writes none, as the older forms', async () => {
+    const [one] = await rows(
+      `SELECT * FROM append_event('created', gen_random_uuid(), $1, $2, '{}', gen_random_uuid(), NULL, 1, false, NULL)`,
+      [decider, `new-${randomUUID()}`],
+    );
+    expect(one).toMatchObject({ metadata: null });
+    const [batch] = await rows(
+      `SELECT * FROM append_events($1, $2, NULL, gen_random_uuid(), $3::text::jsonb, false, NULL)`,
+      [
+        decider,
+        `new-${randomUUID()}`,
+        JSON.stringify([{ event: 'created', event_id: randomUUID(), data: {} }]),
+      ],
+    );
+    expect(batch).toMatchObject({ metadata: null });
+  });
+
+  test('get_correlated_events: a null correlation id finds nothing', async () => {
+    expect(await rows('SELECT * FROM get_correlated_events(NULL)', [])).toEqual([]);
   });
 
   test('append_event (9 arguments): a null final is taken as false, as in append_events', async () => {

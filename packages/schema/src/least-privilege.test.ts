@@ -946,11 +946,12 @@ describe('an upgrade keeps the application role working, without the script runn
                             'log_horizon')
         ORDER BY 1`;
       // register_view, reset_view, get_events, lease_events and append_events in every overload (0010 adds one to
-      // the first two, 0012 one to lease_events, 0013 one to append_events).
+      // the first two, 0012 one to lease_events, 0013 and 0016 one each to append_events).
       expect(replaced.map((fn) => fn.signature.replace(/\(.*/, ''))).toEqual([
         'ack_events',
         'ack_parked_event',
         'advance_view',
+        'append_events',
         'append_events',
         'append_events',
         'check_event_append',

@@ -68,8 +68,31 @@ export const events = pgTable(
     /** Global order of appends. Numbers stay exact up to 2^53, far beyond any log this table will hold. */
     offset: bigserial('offset', { mode: 'number' }).primaryKey(),
     transactionId: xid8('transaction_id').notNull().default(sql`pg_current_xact_id()`),
+    /**
+     * What the writer attaches (null for fstore-sql's appends): a JSON object of `correlation_id`, `causation_id`,
+     * `traceparent`, `tracestate` (W3C trace context) and free-form `headers`, within 8 KiB.
+     */
+    metadata: jsonb('metadata'),
   },
   (t) => [
+    // One column rather than four: headers are free-form anyway, fstore-sql's row keeps its shape (one trailing
+    // nullable column, free when null), and the SQL API grows no argument per key. The check keeps the shape
+    // readable by every client, and the correlation id short enough for its index.
+    check(
+      'events_metadata_check',
+      sql`${t.metadata} IS NULL OR (
+        jsonb_typeof(${t.metadata}) = 'object'
+        AND ${t.metadata} - ARRAY['correlation_id', 'causation_id', 'traceparent', 'tracestate', 'headers'] = '{}'::jsonb
+        AND coalesce(jsonb_typeof(${t.metadata} -> 'correlation_id'), 'string') = 'string'
+        AND coalesce(length(${t.metadata} ->> 'correlation_id'), 0) <= 200
+        AND coalesce(jsonb_typeof(${t.metadata} -> 'causation_id'), 'string') = 'string'
+        AND coalesce(length(${t.metadata} ->> 'causation_id'), 0) <= 200
+        AND coalesce(jsonb_typeof(${t.metadata} -> 'traceparent'), 'string') = 'string'
+        AND coalesce(jsonb_typeof(${t.metadata} -> 'tracestate'), 'string') = 'string'
+        AND coalesce(jsonb_typeof(${t.metadata} -> 'headers'), 'object') = 'object'
+        AND pg_column_size(${t.metadata}) <= 8192)`,
+    ),
+
     unique('events_event_id_key').on(t.eventId),
     unique('events_previous_id_key').on(t.previousId),
     // UNIQUE ignores NULLs, so `previous_id` alone lets two "first" events into one stream. This closes that hole.
@@ -82,6 +105,11 @@ export const events = pgTable(
     // The order in which views' frontiers read the log (advance_view): by transaction, so that everything below
     // the oldest transaction still running is final, then by offset within one transaction.
     index('events_transaction_id_offset_idx').on(t.transactionId, t.offset),
+    // The events of one correlation id, in log order. Partial: an append without one (fstore-sql's, or any that
+    // gives no metadata) adds no index entry.
+    index('events_correlation_id_idx')
+      .on(sql`(${t.metadata} ->> 'correlation_id')`, t.offset)
+      .where(sql`${t.metadata} ? 'correlation_id'`),
     foreignKey({
       name: 'events_decider_event_fkey',
       columns: [t.decider, t.event, t.eventVersion],

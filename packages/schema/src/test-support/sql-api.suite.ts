@@ -27,6 +27,7 @@ interface EventRow extends Row {
   created_at: Date;
   offset: number;
   transaction_id: string;
+  metadata: unknown;
 }
 
 interface LockRow extends Row {
@@ -528,6 +529,147 @@ export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>
         );
         expect(second.map((e) => e.command_id)).toEqual([commandId]);
         expect(await countEvents(deciderId)).toBe(2);
+      });
+    });
+
+    describe('event metadata (0015, 0016)', () => {
+      let metaDecider = '';
+      beforeAll(async () => {
+        metaDecider = await newDecider();
+      });
+      const appendWith = (
+        deciderId: string,
+        previousId: string | null,
+        metadata: unknown,
+        eventIds = [randomUUID()],
+        commandId = randomUUID(),
+      ) =>
+        db.query<EventRow>(
+          `SELECT * FROM append_events($1, $2, $3, $4, $5::text::jsonb, false, $6::text::jsonb)`,
+          [
+            metaDecider,
+            deciderId,
+            previousId,
+            commandId,
+            JSON.stringify(eventIds.map((id) => ({ event: 'e1', event_id: id, data: {} }))),
+            metadata === null ? null : JSON.stringify(metadata),
+          ],
+        );
+
+      test("append_events stores the command's metadata on each of its events; every read returns it", async () => {
+        const deciderId = `stream-${randomUUID()}`;
+        const metadata = {
+          correlation_id: `order-${randomUUID()}`,
+          causation_id: randomUUID(),
+          traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+          headers: { user: 'ada', attempt: 2 },
+        };
+        const stored = await appendWith(deciderId, null, metadata, [randomUUID(), randomUUID()]);
+        expect(stored.map((e) => e.metadata)).toEqual([metadata, metadata]);
+        const loaded = await db.query<EventRow>(`SELECT * FROM get_events($1, $2)`, [deciderId, metaDecider]);
+        expect(loaded.map((e) => e.metadata)).toEqual([metadata, metadata]);
+        const [last] = await db.query<EventRow>(`SELECT * FROM get_last_event($1, $2)`, [
+          deciderId,
+          metaDecider,
+        ]);
+        expect(last?.metadata).toEqual(metadata);
+        const [one] = await db.query<EventRow>(`SELECT * FROM get_event($1)`, [stored[0]?.event_id]);
+        expect(one?.metadata).toEqual(metadata);
+      });
+
+      test('append_event with ten arguments stores it; the older forms store none', async () => {
+        const deciderId = `stream-${randomUUID()}`;
+        const [first] = await db.query<EventRow>(
+          `SELECT * FROM append_event('e1', $1, $2, $3, '{}', $4, NULL, 1, false, '{"correlation_id": "c-1"}')`,
+          [randomUUID(), metaDecider, deciderId, randomUUID()],
+        );
+        expect(first?.metadata).toEqual({ correlation_id: 'c-1' });
+        const second = await append({ decider: metaDecider, deciderId, previousId: first?.event_id ?? null });
+        expect(second.metadata).toBeNull();
+        const [third] = await db.query<EventRow>(
+          `SELECT * FROM append_events($1, $2, $3, $4, $5::text::jsonb)`,
+          [
+            metaDecider,
+            deciderId,
+            second.event_id,
+            randomUUID(),
+            JSON.stringify([{ event: 'e1', event_id: randomUUID(), data: {} }]),
+          ],
+        );
+        expect(third?.metadata).toBeNull();
+      });
+
+      test('a retry of a stored batch must carry the same metadata; other metadata is other content', async () => {
+        const deciderId = `stream-${randomUUID()}`;
+        const ids = [randomUUID()];
+        const commandId = randomUUID();
+        const stored = await appendWith(deciderId, null, { correlation_id: 'a' }, ids, commandId);
+        expect(await appendWith(deciderId, null, { correlation_id: 'a' }, ids, commandId)).toEqual(stored);
+        const other = await failureOf(() =>
+          appendWith(deciderId, null, { correlation_id: 'b' }, ids, commandId),
+        );
+        expect(other).toMatchObject({ code: '23505', constraint: 'events_event_id_key' });
+        expect(await countEvents(deciderId)).toBe(1);
+      });
+
+      test('metadata that is not an object of the known keys is refused, and nothing is written', async () => {
+        const deciderId = `stream-${randomUUID()}`;
+        for (const bad of [['c-1'], { user: 'ada' }, { correlation_id: 7 }, { headers: 'x' }]) {
+          const failure = await failureOf(() =>
+            appendWith(deciderId, null, bad, [randomUUID(), randomUUID()]),
+          );
+          expect(failure).toMatchObject({ code: '23514', constraint: 'events_metadata_check' });
+        }
+        expect(await countEvents(deciderId)).toBe(0);
+      });
+
+      test('get_correlated_events returns the events of one correlation id across streams, in log order', async () => {
+        const correlationId = `order-${randomUUID()}`;
+        const a = await appendWith(`stream-${randomUUID()}`, null, { correlation_id: correlationId });
+        await appendWith(`stream-${randomUUID()}`, null, { correlation_id: `other-${randomUUID()}` });
+        await appendWith(`stream-${randomUUID()}`, null, null);
+        const b = await appendWith(`stream-${randomUUID()}`, null, { correlation_id: correlationId }, [
+          randomUUID(),
+          randomUUID(),
+        ]);
+        const found = await db.query<EventRow>(`SELECT * FROM get_correlated_events($1)`, [correlationId]);
+        expect(found.map((e) => e.event_id)).toEqual([...a, ...b].map((e) => e.event_id));
+        expect(await db.query(`SELECT * FROM get_correlated_events($1)`, [`none-${randomUUID()}`])).toEqual(
+          [],
+        );
+      });
+
+      test('lease_events, stream_events and claim_parked_event deliver it with the event', async () => {
+        const view = `view-${randomUUID()}`;
+        await db.query(`SELECT * FROM register_view($1, now()::timestamp)`, [view]);
+        const metadata = { correlation_id: `c-${randomUUID()}`, causation_id: 'x' };
+        const [event] = await appendWith(`stream-${randomUUID()}`, null, metadata);
+        const leased = await db.query<EventRow & { lease_id: string }>(
+          `SELECT * FROM lease_events($1, 1000, 10, 300) WHERE event_id = $2`,
+          [view, event?.event_id],
+        );
+        expect(leased.map((e) => e.metadata)).toEqual([metadata]);
+        // Parked, its retry asked for: a worker claims it with its metadata.
+        await db.query(`SELECT fail_event($1, $2, $3, $4, 'boom', 0, 1)`, [
+          view,
+          event?.decider_id,
+          leased[0]?.lease_id,
+          event?.offset,
+        ]);
+        await db.query(`SELECT * FROM append_events($1, $2, $3, $4, $5::text::jsonb)`, [
+          metaDecider,
+          event?.decider_id,
+          event?.event_id,
+          randomUUID(),
+          JSON.stringify([{ event: 'e1', event_id: randomUUID(), data: {} }]),
+        ]);
+        await db.query(`SELECT * FROM retry_parked_event($1, $2)`, [view, event?.offset]);
+        const claimed = await db.query<EventRow>(`SELECT * FROM claim_parked_event($1)`, [view]);
+        expect(claimed.map((e) => e.metadata)).toEqual([metadata]);
+        const other = `view-${randomUUID()}`;
+        await db.query(`SELECT * FROM register_view($1, '2000-01-01'::timestamp)`, [other]);
+        const streamed = await db.query<EventRow>(`SELECT * FROM stream_events($1, 100000, 300)`, [other]);
+        expect(streamed.find((e) => e.event_id === event?.event_id)?.metadata).toEqual(metadata);
       });
     });
 
