@@ -10,10 +10,11 @@ export interface LoadWorkerInput {
   clients: number;
   durationMs: number;
   /**
-   * insert: plain INSERT into events_baseline; append: append_event after the previous event; batch: append_events;
-   * batch-once: append_events once per command (migration 0013).
+   * insert: plain INSERT into events_baseline; append: append_event after the previous event; batch: append_events
+   * as the typed store calls it (the seven-argument form, no metadata); batch-once: once per command (migration
+   * 0013); batch-metadata: with a command's metadata, as the command handler writes it (migration 0016).
    */
-  kind: 'insert' | 'append' | 'batch' | 'batch-once';
+  kind: 'insert' | 'append' | 'batch' | 'batch-once' | 'batch-metadata';
   /** The table a plain INSERT writes (default events_baseline): the ablation also inserts into events itself. */
   insertInto?: 'events_baseline' | 'events';
   batchSize: number;
@@ -67,10 +68,17 @@ async function client(index: number) {
           event_id: randomUUID(),
           data: { n: 1 },
         }));
-        if (input.kind === 'batch-once')
-          await sql`SELECT 1 FROM append_events('Bench', ${stream}, ${previous}, ${randomUUID()}, ${JSON.stringify(batch)}::text::jsonb, true)`;
-        else
-          await sql`SELECT 1 FROM append_events('Bench', ${stream}, ${previous}, ${randomUUID()}, ${JSON.stringify(batch)}::text::jsonb)`;
+        const commandId = randomUUID();
+        // What the command handler stores: the command as cause and correlation, and the span that appended.
+        const metadata =
+          input.kind === 'batch-metadata'
+            ? JSON.stringify({
+                correlation_id: commandId,
+                causation_id: commandId,
+                traceparent: `00-${randomUUID().replaceAll('-', '')}-${randomUUID().replaceAll('-', '').slice(0, 16)}-01`,
+              })
+            : null;
+        await sql`SELECT 1 FROM append_events('Bench', ${stream}, ${previous}, ${commandId}, ${JSON.stringify(batch)}::text::jsonb, ${input.kind === 'batch-once'}::boolean, ${metadata}::text::jsonb)`;
         previous = batch.at(-1)?.event_id ?? previous;
         output.events += batch.length;
       }

@@ -36,12 +36,12 @@ import { memoryScenarios } from './scenarios/memory.js';
 import { type StreamingCharts, streamingScenarios } from './scenarios/streaming.js';
 import { describeServer, mergeFsyncOff } from './settings.js';
 
-const all = ['A1', 'A2', 'A3', 'A3′', 'A4', 'A5', 'S1', 'S2', 'S3', 'C1', 'L1', 'I1', 'M1'];
+const all = ['A1', 'A2', 'A3', 'A3′', 'A4', 'A5', 'A6', 'S1', 'S2', 'S3', 'C1', 'L1', 'I1', 'M1'];
 /** A3′ is also A3' or A3P on a command line. */
 const aliases: Record<string, string> = { "A3'": 'A3′', A3P: 'A3′' };
 /** What the fsync-off column repeats by default: the append path, whose cost is mostly commits (a full run stays
  * under 20 minutes; --fsync-off=all repeats everything). */
-const fsyncOffDefault = ['A1', 'A2', 'A3', 'A3′', 'A4', 'A5'];
+const fsyncOffDefault = ['A1', 'A2', 'A3', 'A3′', 'A4', 'A5', 'A6'];
 const args = process.argv.slice(2).filter((arg) => arg !== '--');
 const flag = (name: string) => args.find((arg) => arg.startsWith(`--${name}=`))?.split('=')[1];
 const quick = args.includes('--quick');

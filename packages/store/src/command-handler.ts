@@ -27,6 +27,7 @@ import {
   type StoredEvent,
   type StreamPosition,
 } from './events.js';
+import type { Metadata } from './metadata.js';
 import { Issues } from './validation.js';
 
 export interface Decider<TCommand, TState, TEvent> {
@@ -57,6 +58,12 @@ export interface HandleOptions {
    * which makes the call's own retries safe but not a second call.
    */
   commandId?: string;
+  /**
+   * Where the command comes from, stored with its events: give the caller's correlation id (a request id), or
+   * `causedBy(event)` when a projection acts on an event. The correlation id defaults to the command's id (it starts
+   * a conversation) and the causation id to the command's id.
+   */
+  metadata?: Metadata;
 }
 
 export interface HandledCommand<TState, TEvent> {
@@ -136,6 +143,11 @@ export function createCommandHandler<TEvents extends DeciderEvents<EventDefiniti
         const appended = await store.append(deciderId, decided, {
           expectedLastEventId: lastEventId,
           commandId,
+          metadata: {
+            ...handleOptions.metadata,
+            correlationId: handleOptions.metadata?.correlationId ?? commandId,
+            causationId: handleOptions.metadata?.causationId ?? commandId,
+          },
         });
         for (const event of appended) state = decider.evolve(state, event);
         return {

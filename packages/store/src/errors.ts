@@ -94,7 +94,7 @@ export interface ValidationIssue {
   message: string;
 }
 
-/** Input refused before any SQL ran: nothing was written. Each issue names the field. */
+/** Input refused (before any SQL ran, or by SQL's own checks): nothing was written. Each issue names the field. */
 export class ValidationError extends FstoreError {
   override name = 'ValidationError';
   constructor(
@@ -102,6 +102,23 @@ export class ValidationError extends FstoreError {
     options?: ErrorOptions,
   ) {
     super(issues.map((issue) => `${issue.path}: ${issue.message}`).join('; '), options);
+  }
+}
+
+/** Metadata that SQL refused (`events_metadata_check`): not an object of the known keys, an id too long, over 8 KiB. */
+export class InvalidMetadataError extends ValidationError {
+  override name = 'InvalidMetadataError';
+  constructor(options?: ErrorOptions) {
+    super(
+      [
+        {
+          path: 'metadata',
+          message:
+            'must be an object of correlationId and causationId (text of up to 200 characters), traceparent, tracestate (text) and headers (an object), within 8 KiB',
+        },
+      ],
+      options,
+    );
   }
 }
 
@@ -240,6 +257,8 @@ export function toAppendError(error: unknown, context: AppendContext): unknown {
         cause: error,
       });
     }
+    case '23514:events_metadata_check':
+      return new InvalidMetadataError({ cause: error });
     case '23503:events_decider_event_fkey':
       return new UnknownEventTypeError(decider, context.types, { cause: error });
     default:

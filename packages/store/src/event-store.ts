@@ -15,6 +15,7 @@ import {
   type StoredEvent,
 } from './events.js';
 import { appendEvents, getEvent, getEvents, getLastEvent, registerDeciderEvent } from './functions.js';
+import { decodeMetadata, encodeMetadata, type Metadata } from './metadata.js';
 import { Issues, limits, toJson } from './validation.js';
 
 export interface EventStoreOptions {
@@ -48,6 +49,11 @@ export interface AppendOptions {
    * and fails with CommandAlreadyAppliedError. A retry of the very same events still returns them.
    */
   oncePerCommand?: boolean;
+  /**
+   * Stored with every event of this append: correlation and causation ids, trace context, headers. Refused with
+   * InvalidMetadataError unless SQL's rules hold (known keys, ids of up to 200 characters, 8 KiB in all).
+   */
+  metadata?: Metadata;
 }
 
 /** An event to append; give `eventId` to make a retry idempotent (the same ids and content are stored once). */
@@ -132,6 +138,8 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
     if (options.oncePerCommand && options.commandId === undefined)
       issues.add('commandId', 'is required with oncePerCommand: a new id would never match');
     if (!Array.isArray(events) || events.length === 0) issues.add('events', 'must be a non-empty array');
+    const metadata = encodeMetadata(options.metadata);
+    if (metadata !== null) toJson(metadata, 'metadata', issues);
     issues.throwIfAny();
 
     const batch = [];
@@ -162,6 +170,7 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
       previousId: options.expectedLastEventId,
       commandId: options.commandId ?? randomUUID(),
       oncePerCommand: options.oncePerCommand === true,
+      metadata,
       events: batch,
     };
     const rows = await this.retryingTransient(() => appendEvents(this.db, input));
@@ -270,6 +279,7 @@ export async function toStoredEvent<TEvents extends DeciderEvents<EventDefinitio
     createdAt: row.createdAt,
     offset: row.offset,
     transactionId: row.transactionId,
+    metadata: decodeMetadata(row.metadata),
   } as StoredEvent<EventOf<TEvents>>;
 }
 

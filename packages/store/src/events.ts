@@ -5,6 +5,7 @@
  */
 import type { StandardSchemaV1 } from '@standard-schema/spec';
 import { UnreadableEventError, ValidationError, type ValidationIssue } from './errors.js';
+import type { Metadata } from './metadata.js';
 
 /** Turns the payload of version n into the payload of version n + 1. */
 export type Upcaster = (data: unknown) => unknown;
@@ -87,6 +88,8 @@ export interface EventMetadata {
   createdAt: Date;
   offset: number;
   transactionId: string;
+  /** What the writer attached (correlation, causation, trace, headers), or null when it attached nothing. */
+  metadata: Metadata | null;
 }
 
 /** A stored event: the typed event and its metadata. */

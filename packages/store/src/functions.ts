@@ -31,16 +31,19 @@ export interface AppendEventInput {
   previousId: string | null;
   version?: number;
   final?: boolean;
+  /** The metadata as JSON text (append_event's ten-argument form), or none. */
+  metadata?: string | null;
 }
 
 /** `append_event`: appends one event after `previousId` (null for a new stream). */
 export async function appendEvent(db: Database, input: AppendEventInput): Promise<Event[]> {
   try {
+    const metadata = input.metadata == null ? sql`` : sql`, ${input.metadata}::text::jsonb`;
     const rows = await queryRows(
       db,
       sql`SELECT * FROM append_event(${input.event}, ${input.eventId}::uuid, ${input.decider}, ${input.deciderId},
         ${input.data}::text::jsonb, ${input.commandId}::uuid, ${input.previousId}::uuid, ${input.version ?? 1}::bigint,
-        ${input.final ?? false}::boolean)`,
+        ${input.final ?? false}::boolean${metadata})`,
     );
     return rows.map(decodeEventRow);
   } catch (error) {
@@ -61,6 +64,8 @@ export interface AppendEventsInput {
   commandId: string;
   /** Refuse the append if the stream already holds events of commandId (CommandAlreadyAppliedError). */
   oncePerCommand?: boolean;
+  /** Stored with each event, as SQL names its keys (see encodeMetadata); null or absent for none. */
+  metadata?: Record<string, unknown> | null;
   /** Each payload is a JSON value (serialised here, once, with the whole batch). */
   events: readonly { event: string; eventId: string; data: unknown; version: number; final: boolean }[];
 }
@@ -77,11 +82,10 @@ export async function appendEvents(db: Database, input: AppendEventsInput): Prom
     })),
   );
   try {
+    const metadata = input.metadata == null ? null : JSON.stringify(input.metadata);
     const rows = await queryRows(
       db,
-      input.oncePerCommand
-        ? sql`SELECT * FROM append_events(${input.decider}, ${input.deciderId}, ${input.previousId}::uuid, ${input.commandId}::uuid, ${batch}::text::jsonb, true)`
-        : sql`SELECT * FROM append_events(${input.decider}, ${input.deciderId}, ${input.previousId}::uuid, ${input.commandId}::uuid, ${batch}::text::jsonb)`,
+      sql`SELECT * FROM append_events(${input.decider}, ${input.deciderId}, ${input.previousId}::uuid, ${input.commandId}::uuid, ${batch}::text::jsonb, ${input.oncePerCommand === true}::boolean, ${metadata}::text::jsonb)`,
     );
     return rows.map(decodeEventRow);
   } catch (error) {
@@ -127,6 +131,12 @@ export async function getEvents(
 export async function getEvent(db: Database, eventId: string): Promise<Event | undefined> {
   const rows = await queryRows(db, sql`SELECT * FROM get_event(${eventId}::uuid)`);
   return rows.map(decodeEventRow)[0];
+}
+
+/** `get_correlated_events`: the events of one correlation id (their metadata's), across streams, in log order. */
+export async function getCorrelatedEvents(db: Database, correlationId: string): Promise<Event[]> {
+  const rows = await queryRows(db, sql`SELECT * FROM get_correlated_events(${correlationId}::text)`);
+  return rows.map(decodeEventRow);
 }
 
 /** `get_last_event`: the last event of a stream of one decider type, if any. */

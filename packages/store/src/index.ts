@@ -12,6 +12,7 @@ export {
   CommandAlreadyAppliedError,
   DuplicateEventError,
   FstoreError,
+  InvalidMetadataError,
   isConnectionError,
   isTransientDatabaseError,
   OptimisticConcurrencyError,
@@ -50,14 +51,17 @@ export {
   type AppendEventsInput,
   appendEvent,
   appendEvents,
+  getCorrelatedEvents,
   getEvent,
   getEvents,
   getLastEvent,
   registerDeciderEvent,
 } from './functions.js';
+export { causedBy, type JsonValue, type Metadata } from './metadata.js';
 export {
   eventsBetween,
   eventsInOffsetRange,
+  eventsOfCorrelation,
   eventsOfStream,
   eventsOfType,
   streamsOfDecider,

@@ -20,6 +20,23 @@ export function eventsOfType(db: Database, decider: string, type: string) {
     .orderBy(asc(events.offset));
 }
 
+/**
+ * The events of one correlation id, across streams, in log order: a command's events and everything they caused.
+ * It asks what get_correlated_events asks, so that the partial index of correlation ids answers.
+ */
+export function eventsOfCorrelation(db: Database, correlationId: string) {
+  return db
+    .select()
+    .from(events)
+    .where(
+      and(
+        sql`${events.metadata} ? 'correlation_id'`,
+        sql`${events.metadata} ->> 'correlation_id' = ${correlationId}`,
+      ),
+    )
+    .orderBy(asc(events.offset));
+}
+
 /** Events created in [from, to), in log order. */
 export function eventsBetween(db: Database, from: Date, to: Date) {
   return db

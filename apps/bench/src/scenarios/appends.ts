@@ -1,7 +1,7 @@
 /**
- * A1-A5: appending. Single-event appends against plain INSERTs of the same rows (A1), batch appends (A2), the cost
+ * A1-A6: appending. Single-event appends against plain INSERTs of the same rows (A1), batch appends (A2), the cost
  * of registered views (A3: every view sees every decider; A3′: each view subscribes to a decider of its own), of
- * NOTIFY wake-ups (A4) and of applying each command once (A5).
+ * NOTIFY wake-ups (A4), of applying each command once (A5) and of event metadata (A6).
  */
 import postgres from 'postgres';
 import type { BenchContext, Figure } from '../context.js';
@@ -57,7 +57,7 @@ async function setWakeups(url: string, enabled: boolean) {
 async function measure(
   ctx: BenchContext,
   url: string,
-  kind: 'insert' | 'append' | 'batch' | 'batch-once',
+  kind: 'insert' | 'append' | 'batch' | 'batch-once' | 'batch-metadata',
   clients: number,
   batchSize = 1,
 ) {
@@ -235,6 +235,25 @@ export async function appendScenarios(ctx: BenchContext, selected: Set<string>):
       baseline: { label: 'append_events, the same without the check', value: median(plain) },
       ratio: median(once) / median(plain),
       note: `report only: streams of up to ~${streamLength} events by the end of a round`,
+    });
+  }
+  if (selected.has('A6')) {
+    // Alternating rounds, same conditions: the metadata the command handler writes, against none.
+    ctx.log('A6: append_events with metadata against append_events without, 8 clients');
+    const without: number[] = [];
+    const withMetadata: number[] = [];
+    for (let round = 0; round < ctx.rounds; round++) {
+      without.push(await measure({ ...ctx, rounds: 1 }, url, 'batch', 8, 1));
+      withMetadata.push(await measure({ ...ctx, rounds: 1 }, url, 'batch-metadata', 8, 1));
+    }
+    figures.push({
+      scenario: 'A6',
+      case: 'append_events with metadata (correlation, causation, traceparent), 1 event per command, 8 clients',
+      unit: 'events/s',
+      value: median(withMetadata),
+      baseline: { label: 'append_events, the same without metadata', value: median(without) },
+      ratio: median(withMetadata) / median(without),
+      note: 'report only: each event gets an entry in the index of correlation ids',
     });
   }
   return figures;
