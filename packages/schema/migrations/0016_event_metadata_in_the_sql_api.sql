@@ -186,7 +186,8 @@ $append_event_with_metadata$;
 --> statement-breakpoint
 -- API: append_events (0003), once per command when asked (0013), with the command's metadata on each of its
 -- events. This is now the one body of append_events; the five- and six-argument forms call it. A retry of a stored
--- batch must carry the same metadata too, or it is other content (events_event_id_key).
+-- batch must carry the same metadata too, or it is other content (events_event_id_key); its trace context
+-- (traceparent, tracestate) may differ, as each try is traced on its own.
 -- Example: SELECT * FROM append_events('decider1', 'f156a3c4-9bd8-11ed-a8fc-0242ac120002', NULL,
 --          'f156a3c4-9bd8-11ed-a8fc-0242ac120002',
 --          '[{"event": "event1", "event_id": "21e19516-9bda-11ed-a8fc-0242ac120002", "data": {}}]', false,
@@ -235,7 +236,9 @@ BEGIN
               AND e.event_version = coalesce((x.element ->> 'event_version')::bigint, 1)
               AND e.data = x.element -> 'data'
               AND e.final = coalesce((x.element ->> 'final')::boolean, false)
-              AND e.metadata IS NOT DISTINCT FROM v_metadata
+              -- The trace context is the try's, not the content: a retry runs in a span of its own.
+              AND nullif(e.metadata - 'traceparent' - 'tracestate', '{}')
+                  IS NOT DISTINCT FROM nullif(v_metadata - 'traceparent' - 'tracestate', '{}')
               AND e.previous_id IS NOT DISTINCT FROM
                   CASE WHEN x.n = 1 THEN v_previous_id ELSE (v_events -> (x.n::int - 2) ->> 'event_id')::uuid END
            ) = v_count THEN

@@ -457,7 +457,9 @@ BEGIN
               AND e.event_version = coalesce((x.element ->> 'event_version')::bigint, 1)
               AND e.data = x.element -> 'data'
               AND e.final = coalesce((x.element ->> 'final')::boolean, false)
-              AND e.metadata IS NOT DISTINCT FROM v_metadata
+              -- The trace context is the try's, not the content: a retry runs in a span of its own.
+              AND nullif(e.metadata - 'traceparent' - 'tracestate', '{}')
+                  IS NOT DISTINCT FROM nullif(v_metadata - 'traceparent' - 'tracestate', '{}')
               AND e.previous_id IS NOT DISTINCT FROM
                   CASE WHEN x.n = 1 THEN v_previous_id ELSE (v_events -> (x.n::int - 2) ->> 'event_id')::uuid END
            ) = v_count THEN

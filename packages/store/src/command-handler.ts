@@ -18,7 +18,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { isConnectionError, isTransientDatabaseError, OptimisticConcurrencyError } from './errors.js';
-import type { EventStore } from './event-store.js';
+import { type EventStore, loadSpan } from './event-store.js';
 import {
   type DeciderEvents,
   type EventDefinitions,
@@ -28,6 +28,7 @@ import {
   type StreamPosition,
 } from './events.js';
 import type { Metadata } from './metadata.js';
+import { activeTraceId, inSpan } from './telemetry.js';
 import { Issues } from './validation.js';
 
 export interface Decider<TCommand, TState, TEvent> {
@@ -115,49 +116,98 @@ export function createCommandHandler<TEvents extends DeciderEvents<EventDefiniti
       invalid.throwIfAny();
     }
     const commandId = handleOptions.commandId ?? randomUUID();
+    // The conversation: the caller's, else the trace the caller runs in, else this command starts one.
+    const metadata: Metadata = {
+      ...handleOptions.metadata,
+      correlationId: handleOptions.metadata?.correlationId ?? activeTraceId() ?? commandId,
+      causationId: handleOptions.metadata?.causationId ?? commandId,
+    };
+    const attributes = {
+      'fstore.decider': store.decider,
+      'fstore.decider_id': deciderId,
+      'fstore.command_id': commandId,
+    };
+    return inSpan(`handle ${store.decider}`, { kind: 'internal', attributes }, async (span) => {
+      const handled = await handleWithRetries(deciderId, command, commandId, metadata);
+      span.setAttributes({
+        'fstore.command.attempts': handled.attempts,
+        'fstore.command.conflicts': handled.conflicts,
+        'fstore.command.replayed': handled.result.replayed,
+        'fstore.event_count': handled.result.events.length,
+      });
+      return handled.result;
+    });
+  };
+
+  async function handleWithRetries(
+    deciderId: string,
+    command: TCommand,
+    commandId: string,
+    metadata: Metadata,
+  ): Promise<{ result: HandledCommand<TState, EventOf<TEvents>>; attempts: number; conflicts: number }> {
     let collisions = 0;
     let unreachableSince: number | undefined;
     let unreachableTries = 0;
     for (let attempt = 1; ; attempt++) {
+      const done = (result: HandledCommand<TState, EventOf<TEvents>>) => ({
+        result,
+        attempts: attempt,
+        conflicts: collisions,
+      });
       try {
-        let state = decider.initialState;
-        let lastEventId: string | null = null;
-        const ofCommand: StoredEvent<EventOf<TEvents>>[] = [];
-        for await (const event of store.iterate(deciderId)) {
-          state = decider.evolve(state, event);
-          lastEventId = event.eventId;
-          if (event.commandId === commandId) ofCommand.push(event);
-        }
+        const loaded = await inSpan(
+          `load ${store.decider}`,
+          loadSpan(store.decider, deciderId),
+          async (span) => {
+            let state = decider.initialState;
+            let lastEventId: string | null = null;
+            let count = 0;
+            const ofCommand: StoredEvent<EventOf<TEvents>>[] = [];
+            for await (const event of store.iterate(deciderId)) {
+              state = decider.evolve(state, event);
+              lastEventId = event.eventId;
+              count++;
+              if (event.commandId === commandId) ofCommand.push(event);
+            }
+            span.setAttributes({ 'fstore.event_count': count });
+            return { state, lastEventId, ofCommand };
+          },
+        );
+        let { state } = loaded;
+        const { lastEventId, ofCommand } = loaded;
         if (ofCommand.length > 0)
-          return {
+          return done({
             events: ofCommand,
             state,
             attempts: attempt,
             commandId,
             replayed: true,
             position: positionAfter(ofCommand),
-          };
+          });
         const decided = await decider.decide(command, state);
         if (decided.length === 0)
-          return { events: [], state, attempts: attempt, commandId, replayed: false, position: undefined };
+          return done({
+            events: [],
+            state,
+            attempts: attempt,
+            commandId,
+            replayed: false,
+            position: undefined,
+          });
         const appended = await store.append(deciderId, decided, {
           expectedLastEventId: lastEventId,
           commandId,
-          metadata: {
-            ...handleOptions.metadata,
-            correlationId: handleOptions.metadata?.correlationId ?? commandId,
-            causationId: handleOptions.metadata?.causationId ?? commandId,
-          },
+          metadata,
         });
         for (const event of appended) state = decider.evolve(state, event);
-        return {
+        return done({
           events: appended,
           state,
           attempts: attempt,
           commandId,
           replayed: false,
           position: positionAfter(appended),
-        };
+        });
       } catch (error) {
         if (error instanceof OptimisticConcurrencyError) {
           // Another writer got in first (a concurrent try of this very command, perhaps): reload.
@@ -177,5 +227,5 @@ export function createCommandHandler<TEvents extends DeciderEvents<EventDefiniti
         }
       }
     }
-  };
+  }
 }

@@ -16,6 +16,7 @@ import {
 } from './events.js';
 import { appendEvents, getEvent, getEvents, getLastEvent, registerDeciderEvent } from './functions.js';
 import { decodeMetadata, encodeMetadata, type Metadata } from './metadata.js';
+import { inSpan, type SpanOptions } from './telemetry.js';
 import { Issues, limits, toJson } from './validation.js';
 
 export interface EventStoreOptions {
@@ -131,50 +132,66 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
     events: readonly AppendInput<EventOf<TEvents>>[],
     options: AppendOptions,
   ): Promise<StoredEvent<EventOf<TEvents>>[]> {
-    const issues = new Issues();
-    issues.text('deciderId', deciderId, limits.maxDeciderIdLength);
-    if (options.expectedLastEventId !== null) issues.uuid('expectedLastEventId', options.expectedLastEventId);
-    if (options.commandId !== undefined) issues.uuid('commandId', options.commandId);
-    if (options.oncePerCommand && options.commandId === undefined)
-      issues.add('commandId', 'is required with oncePerCommand: a new id would never match');
-    if (!Array.isArray(events) || events.length === 0) issues.add('events', 'must be a non-empty array');
-    const metadata = encodeMetadata(options.metadata);
-    if (metadata !== null) toJson(metadata, 'metadata', issues);
-    issues.throwIfAny();
-
-    const batch = [];
-    for (const [index, input] of events.entries()) {
-      const path = `events.${index}`;
-      const { definition, data } = await checkEventForWrite(this.events, input, path);
-      if (input.eventId !== undefined) issues.uuid(`${path}.eventId`, input.eventId);
-      const json = toJson(data, `${path}.data`, issues);
-      issues.throwIfAny();
-      const bytes = Buffer.byteLength(json ?? '', 'utf8');
-      if (bytes > this.maxPayloadBytes)
-        throw new PayloadTooLargeError(input.type, bytes, this.maxPayloadBytes);
-      batch.push({
-        event: input.type,
-        eventId: input.eventId ?? randomUUID(),
-        data,
-        version: definition.version,
-        final: definition.final,
-      });
-    }
-    const ids = new Set(batch.map((e) => e.eventId));
-    if (ids.size !== batch.length)
-      throw new ValidationError([{ path: 'events', message: 'event ids must be distinct' }]);
-
-    const input = {
-      decider: this.decider,
-      deciderId,
-      previousId: options.expectedLastEventId,
-      commandId: options.commandId ?? randomUUID(),
-      oncePerCommand: options.oncePerCommand === true,
-      metadata,
-      events: batch,
+    const attributes = {
+      ...databaseSpan('append_events'),
+      'fstore.decider': this.decider,
+      'fstore.decider_id': deciderId,
+      'fstore.event_count': Array.isArray(events) ? events.length : undefined,
     };
-    const rows = await this.retryingTransient(() => appendEvents(this.db, input));
-    return Promise.all(rows.map((row) => this.decode(row)));
+    return inSpan(`append ${this.decider}`, { kind: 'client', attributes }, async (span) => {
+      const issues = new Issues();
+      issues.text('deciderId', deciderId, limits.maxDeciderIdLength);
+      if (options.expectedLastEventId !== null)
+        issues.uuid('expectedLastEventId', options.expectedLastEventId);
+      if (options.commandId !== undefined) issues.uuid('commandId', options.commandId);
+      if (options.oncePerCommand && options.commandId === undefined)
+        issues.add('commandId', 'is required with oncePerCommand: a new id would never match');
+      if (!Array.isArray(events) || events.length === 0) issues.add('events', 'must be a non-empty array');
+      // The trace that appends goes with the events, for the spans of their handlers to link to.
+      const traceparent = span.traceparent();
+      const metadata = encodeMetadata(
+        traceparent && options.metadata?.traceparent === undefined
+          ? { ...options.metadata, traceparent }
+          : options.metadata,
+      );
+      if (metadata !== null) toJson(metadata, 'metadata', issues);
+      issues.throwIfAny();
+
+      const batch = [];
+      for (const [index, input] of events.entries()) {
+        const path = `events.${index}`;
+        const { definition, data } = await checkEventForWrite(this.events, input, path);
+        if (input.eventId !== undefined) issues.uuid(`${path}.eventId`, input.eventId);
+        const json = toJson(data, `${path}.data`, issues);
+        issues.throwIfAny();
+        const bytes = Buffer.byteLength(json ?? '', 'utf8');
+        if (bytes > this.maxPayloadBytes)
+          throw new PayloadTooLargeError(input.type, bytes, this.maxPayloadBytes);
+        batch.push({
+          event: input.type,
+          eventId: input.eventId ?? randomUUID(),
+          data,
+          version: definition.version,
+          final: definition.final,
+        });
+      }
+      const ids = new Set(batch.map((e) => e.eventId));
+      if (ids.size !== batch.length)
+        throw new ValidationError([{ path: 'events', message: 'event ids must be distinct' }]);
+
+      const input = {
+        decider: this.decider,
+        deciderId,
+        previousId: options.expectedLastEventId,
+        commandId: options.commandId ?? randomUUID(),
+        oncePerCommand: options.oncePerCommand === true,
+        metadata,
+        events: batch,
+      };
+      span.setAttributes({ 'fstore.command_id': input.commandId });
+      const rows = await this.retryingTransient(() => appendEvents(this.db, input));
+      return Promise.all(rows.map((row) => this.decode(row)));
+    });
   }
 
   /** Runs `statement` again after 40001 or 40P01, up to `transientRetries` times (never inside `with(tx)`). */
@@ -192,9 +209,12 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
 
   /** The whole stream, in order (or from a point on). For very long streams, prefer `iterate`. */
   async load(deciderId: string, from?: ReadFrom): Promise<StoredEvent<EventOf<TEvents>>[]> {
-    const loaded = [];
-    for await (const event of this.iterate(deciderId, from)) loaded.push(event);
-    return loaded;
+    return inSpan(`load ${this.decider}`, loadSpan(this.decider, deciderId), async (span) => {
+      const loaded = [];
+      for await (const event of this.iterate(deciderId, from)) loaded.push(event);
+      span.setAttributes({ 'fstore.event_count': loaded.length });
+      return loaded;
+    });
   }
 
   /** The stream's last event, or undefined for a stream that does not exist (`get_last_event`). */
@@ -244,6 +264,19 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
   private decode(row: Event): Promise<StoredEvent<EventOf<TEvents>>> {
     return toStoredEvent(this.events, row, this.validateOnLoad);
   }
+}
+
+/** The attributes of a span around one of the SQL API's calls (OpenTelemetry's database conventions). */
+function databaseSpan(operation: string) {
+  return { 'db.system.name': 'postgresql', 'db.operation.name': operation, 'db.collection.name': 'events' };
+}
+
+/** The span of loading a stream (`store.load`, and the command handler's load before deciding). */
+export function loadSpan(decider: string, deciderId: string): SpanOptions {
+  return {
+    kind: 'client',
+    attributes: { ...databaseSpan('get_events'), 'fstore.decider': decider, 'fstore.decider_id': deciderId },
+  };
 }
 
 function checkDeciderId(deciderId: unknown) {

@@ -4,4 +4,17 @@
  */
 export { decodeEventRow, queryRows, rowDecoder } from './database.js';
 export { databaseError } from './errors.js';
+export {
+  activeTraceparent,
+  addToCounter,
+  type GaugeReading,
+  type InstrumentOptions,
+  inSpan,
+  type MetricAttributes,
+  observeGauges,
+  recordInHistogram,
+  type SpanAttributes,
+  type SpanOptions,
+  type SpanScope,
+} from './telemetry.js';
 export { Issues, limits } from './validation.js';

@@ -4,7 +4,12 @@ import { defaultServerConditions } from 'vite';
 import { defineConfig } from 'vitest/config';
 import { budget, cores } from './budget.js';
 
-const conditions = ['@fstore/source', ...defaultServerConditions];
+// Without vite's `module` condition, which Node does not know: OpenTelemetry's packages map it to builds whose
+// extensionless imports only a bundler resolves, so Node (which loads dependencies here) must take what it takes.
+const conditions = [
+  '@fstore/source',
+  ...defaultServerConditions.filter((condition) => condition !== 'module'),
+];
 
 /**
  * How many packages turbo tests at once: turbo.json's `"concurrency": "50%"`, half the cores, at least one. Keep

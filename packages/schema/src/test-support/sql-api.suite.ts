@@ -599,11 +599,27 @@ export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>
         expect(third?.metadata).toBeNull();
       });
 
-      test('a retry of a stored batch must carry the same metadata; other metadata is other content', async () => {
+      test('a retry of a stored batch must carry the same metadata, but for its trace context; other metadata is other content', async () => {
         const deciderId = `stream-${randomUUID()}`;
         const ids = [randomUUID()];
         const commandId = randomUUID();
-        const stored = await appendWith(deciderId, null, { correlation_id: 'a' }, ids, commandId);
+        const traced = (span: string) => `00-4bf92f3577b34da6a3ce929d0e0e4736-${span}-01`;
+        const stored = await appendWith(
+          deciderId,
+          null,
+          { correlation_id: 'a', traceparent: traced('00f067aa0ba902b7') },
+          ids,
+          commandId,
+        );
+        expect(
+          await appendWith(
+            deciderId,
+            null,
+            { correlation_id: 'a', traceparent: traced('1111111111111111') },
+            ids,
+            commandId,
+          ),
+        ).toEqual(stored);
         expect(await appendWith(deciderId, null, { correlation_id: 'a' }, ids, commandId)).toEqual(stored);
         const other = await failureOf(() =>
           appendWith(deciderId, null, { correlation_id: 'b' }, ids, commandId),
