@@ -15,6 +15,7 @@ import {
   event,
   eventsOfCorrelation,
   type Metadata,
+  type StoredEvent,
 } from '@fstore/store';
 import { createTestDatabase } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
@@ -47,7 +48,7 @@ test.each([
   async (_, logBatches) => {
     const correlationId = `request-${randomUUID()}`;
     const headers = { user: 'ada' };
-    const added = [];
+    const added: StoredEvent<EventOf<typeof tasks>>[] = [];
     for (let i = 0; i < 3; i++) {
       const [stored] = await taskStore.append(
         `task-${randomUUID()}`,
