@@ -4,7 +4,7 @@
  * commands rejected), projection workers maintaining two read models, live progress, and a final check that every
  * event was projected exactly once and in stream order.
  *
- *   pnpm demo [--producers 4] [--workers 2] [--orders 1000] [--restaurants 3] [--keep]
+ *   pnpm demo [--producers 4] [--workers 2] [--orders 1000] [--restaurants 3] [--keep] [--trace]
  *
  * Exit codes: 0 all checks passed, 1 a check failed or the demo could not run (one line on stderr says why),
  * 2 the command line is wrong, 130 interrupted.
@@ -25,6 +25,7 @@ import { startProgress } from './progress.js';
 import { orderBoardWorker, restaurantMenusWorker } from './projections.js';
 import { orders, restaurants } from './read-model.js';
 import { setUpDatabase, views } from './setup.js';
+import { startTracing } from './trace.js';
 
 export interface DemoOptions {
   url: string;
@@ -154,7 +155,7 @@ async function printReadModels(db: Database, run: string, out: NodeJS.WriteStrea
   );
 }
 
-const usage = `usage: pnpm demo [--producers 4] [--workers 2] [--orders 1000] [--restaurants 3] [--keep]
+const usage = `usage: pnpm demo [--producers 4] [--workers 2] [--orders 1000] [--restaurants 3] [--keep] [--trace]
 
 Restaurant orders through fstore, end to end: command producers, projection workers, live progress, and a final
 check that every event was projected exactly once, in order. It runs on the PostgreSQL server at DATABASE_URL when
@@ -165,6 +166,8 @@ that is set (its database gets fstore's migrations), else on a throwaway embedde
   --orders N        orders to place (default 1000)
   --restaurants N   restaurants (default 3)
   --keep            leave the embedded PostgreSQL running at the end, and say how to reach and stop it
+  --trace           trace with OpenTelemetry (in memory) and print the span tree of one order: its commands, and
+                    the projection handlers each append reached
   -h, --help        this text`;
 
 /** The database the demo works on, once known: failure lines name its server, never its password. */
@@ -180,6 +183,7 @@ async function main() {
       orders: { type: 'string', default: '1000' },
       restaurants: { type: 'string', default: '3' },
       keep: { type: 'boolean', default: false },
+      trace: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -204,6 +208,7 @@ async function main() {
   process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
 
   const started = Date.now();
+  const tracing = values.trace ? startTracing() : undefined;
   const database = await openDatabase();
   databaseUrl = database.url;
   console.log(
@@ -212,6 +217,7 @@ async function main() {
   try {
     const result = await runDemo({ url: database.url, ...options, signal: interrupted.signal });
     if (result.interrupted) return 130;
+    if (tracing) console.log(`\n${tracing.orderTree().join('\n')}`);
     console.log(
       `\n${result.check.ok ? 'all checks passed' : 'SOME CHECKS FAILED'} in ${((Date.now() - started) / 1000).toFixed(1)} s`,
     );
@@ -223,6 +229,7 @@ async function main() {
     }
     return result.check.ok ? 0 : 1;
   } finally {
+    await tracing?.stop();
     if (!values.keep) await database.stop();
   }
 }

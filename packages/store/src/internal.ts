@@ -4,6 +4,7 @@
  */
 export { decodeEventRow, queryRows, rowDecoder } from './database.js';
 export { databaseError } from './errors.js';
+export { decodeMetadata } from './metadata.js';
 export {
   activeTraceparent,
   addToCounter,

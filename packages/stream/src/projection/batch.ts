@@ -42,7 +42,7 @@ export async function processBatch(context: ProjectionContext, batch: Batch): Pr
         const cause = error instanceof HandlerFailure ? error.cause : error;
         if (isTransientDatabaseError(cause) && reruns < maxTransientReruns && !lease.signal.aborted) {
           reruns++;
-          metrics?.count('fstore.projection.reruns', 1, attributes);
+          metrics.count('fstore.projection.reruns', 1, attributes);
           logger.warn(
             'batch rolled back by the database (serialization failure or deadlock); running it again',
             {
@@ -62,10 +62,10 @@ export async function processBatch(context: ProjectionContext, batch: Batch): Pr
     }
     if (upTo > 0) {
       stats.handled += upTo;
-      metrics?.count('fstore.projection.handled', upTo, attributes);
+      metrics.count('fstore.projection.handled', upTo, attributes);
     }
     if (failure) await reportFailure(context, batch, failure);
-    metrics?.record('fstore.projection.batch_ms', Date.now() - started, attributes);
+    metrics.record('fstore.projection.batch_ms', Date.now() - started, attributes);
   } catch (error) {
     if (error instanceof LeaseLostError && context.stopping.aborted) {
       // Stopping: the batch was abandoned and rolled back; hand the stream to another worker now.
@@ -82,7 +82,7 @@ export async function processBatch(context: ProjectionContext, batch: Batch): Pr
       });
     } else if (error instanceof LeaseLostError) {
       stats.leaseLost++;
-      metrics?.count('fstore.projection.lease_lost', 1, attributes);
+      metrics.count('fstore.projection.lease_lost', 1, attributes);
       logger.warn('lease lost; the batch was rolled back', { view, deciderId: batch.deciderId });
     } else {
       // The database or the connection, not the handler: the lease expires and the batch comes again.
@@ -118,6 +118,7 @@ async function commit(
       }
       const last = batch.rows[upTo - 1] as LeasedEvent;
       await ackEvents(tx, batch, last.offset, { release, transactionMarker });
+      return upTo;
     },
     () => lease.expire(),
   );
@@ -135,7 +136,7 @@ async function reportFailure(
   const ceiling = Math.min(backoff.maxMs, backoff.initialMs * 2 ** (attempt - 1));
   const retryMs = ceiling / 2 + (Math.random() * ceiling) / 2;
   stats.failed++;
-  metrics?.count('fstore.projection.failed', 1, attributes);
+  metrics.count('fstore.projection.failed', 1, attributes);
   const outcome = await failEvent(context.db, batch, {
     offset: row.offset,
     error: describeError(failure.cause),
@@ -154,7 +155,7 @@ async function reportFailure(
     });
   } else {
     stats.parked++;
-    metrics?.count('fstore.projection.parked', 1, attributes);
+    metrics.count('fstore.projection.parked', 1, attributes);
     logger.error(
       `handler failed ${attempt} times; event parked${outcome === 'stopped' ? ', stream stopped' : ''}`,
       { view, deciderId: batch.deciderId, offset: row.offset, error: describeError(failure.cause) },

@@ -106,13 +106,14 @@ async function processGroup(
           })),
           { transactionMarker },
         );
+        return group.reduce((sum, batch) => sum + batch.rows.length, 0);
       },
       () => leases.expire(),
     );
     const handled = group.reduce((sum, batch) => sum + batch.rows.length, 0);
     stats.handled += handled;
-    metrics?.count('fstore.projection.handled', handled, attributes);
-    metrics?.record('fstore.projection.batch_ms', Date.now() - started, attributes);
+    metrics.count('fstore.projection.handled', handled, attributes);
+    metrics.record('fstore.projection.batch_ms', Date.now() - started, attributes);
     return;
   } catch (error) {
     failure = error;

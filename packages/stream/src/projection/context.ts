@@ -1,7 +1,7 @@
 /** What the parts of a worker share: its options with their defaults, checked once, its counters, its stop signal. */
 import type { Database, DeciderEvents, EventDefinitions } from '@fstore/store';
 import { Issues, limits } from '@fstore/store/internal';
-import { type Logger, type ProjectionMetrics, silentLogger } from '../observability.js';
+import { type Logger, type ProjectionMetrics, projectionMetrics, silentLogger } from '../observability.js';
 import type { WakeupMode } from '../wakeups.js';
 import type { ProjectionOptions, ProjectionStats } from './types.js';
 
@@ -28,7 +28,8 @@ export interface ProjectionContext {
   readonly wakeups: WakeupMode;
   readonly logBatches: boolean;
   readonly logger: Logger;
-  readonly metrics: ProjectionMetrics | undefined;
+  /** OpenTelemetry's instruments (when installed) and the option's hooks. */
+  readonly metrics: ProjectionMetrics;
   /** The attributes of every metric. */
   readonly attributes: { view: string };
   readonly stats: ProjectionStats;
@@ -88,7 +89,7 @@ export function projectionContext(
     wakeups: wakeups ?? 'probe',
     logBatches: options.logBatches ?? true,
     logger: { ...silentLogger, ...options.logger },
-    metrics: options.metrics,
+    metrics: projectionMetrics(options.metrics),
     attributes: { view },
     stats: { handled: 0, failed: 0, parked: 0, leaseLost: 0, polls: 0 },
     stopping,

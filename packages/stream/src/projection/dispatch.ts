@@ -1,6 +1,7 @@
 /** The one path from a stored event to the handler: decode it with its decider's declaration, then handle it. */
 import { type Event, views } from '@fstore/schema';
 import { toStoredEvent } from '@fstore/store';
+import { decodeMetadata, inSpan } from '@fstore/store/internal';
 import { eq } from 'drizzle-orm';
 import { SubscriptionMismatchError } from '../errors.js';
 import type { AnyDeciders, ProjectionContext } from './context.js';
@@ -47,12 +48,34 @@ export async function dispatch(
       throw new SubscriptionMismatchError(context.view, subscribed, [row.decider]);
     return;
   }
+  // With OpenTelemetry: a span per call, in the batch's trace, linked to the trace that appended the event.
+  const metadata = decodeMetadata(row.metadata);
+  const span = {
+    kind: 'consumer' as const,
+    links: [metadata?.traceparent],
+    attributes: {
+      'messaging.system': 'fstore',
+      'messaging.operation.type': 'process',
+      'messaging.operation.name': 'project',
+      'messaging.destination.name': context.view,
+      'messaging.message.id': row.eventId,
+      'messaging.message.conversation_id': metadata?.correlationId,
+      'fstore.view': context.view,
+      'fstore.decider': row.decider,
+      'fstore.decider_id': row.deciderId,
+      'fstore.event_type': row.event,
+      'fstore.offset': row.offset,
+      'fstore.attempt': delivery.attempt,
+    },
+  };
   try {
-    const event = (await toStoredEvent(declared, row)) as ProjectedEvent<AnyDeciders>;
-    await context.handle(event, tx, {
-      view: context.view,
-      attempt: delivery.attempt,
-      signal: delivery.signal,
+    await inSpan(`project ${row.event}`, span, async () => {
+      const event = (await toStoredEvent(declared, row)) as ProjectedEvent<AnyDeciders>;
+      await context.handle(event, tx, {
+        view: context.view,
+        attempt: delivery.attempt,
+        signal: delivery.signal,
+      });
     });
   } catch (error) {
     throw new HandlerFailure(delivery.index, error);

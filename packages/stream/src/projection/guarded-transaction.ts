@@ -1,6 +1,6 @@
 /** The transaction a batch runs in, ended if it outlives maxBatchSeconds and marked for its acknowledgement. */
 import { randomUUID } from 'node:crypto';
-import { queryRows } from '@fstore/store/internal';
+import { inSpan, queryRows, type SpanOptions } from '@fstore/store/internal';
 import { sql } from 'drizzle-orm';
 import { batchMarker } from '../functions.js';
 import type { ProjectionContext } from './context.js';
@@ -9,11 +9,13 @@ import type { Transaction } from './types.js';
 /**
  * Runs `work` in a transaction whose first statement notes its backend, for the watchdog that terminates it after
  * maxBatchSeconds (calling `onExpired` first), and sets `batchMarker`, without which the acknowledgement refuses
- * to run: a driver that sends it on another session acknowledges nothing (see docs/drivers.md).
+ * to run: a driver that sends it on another session acknowledges nothing (see docs/drivers.md). The transaction is
+ * a batch's: with OpenTelemetry, a span `process {view}` of a trace of its own (a worker's poll is no one's child),
+ * the parent of its handlers' spans; `work` returns how many events it handled, for the span.
  */
 export async function guardedTransaction(
   context: ProjectionContext,
-  work: (tx: Transaction, transactionMarker: string) => Promise<void>,
+  work: (tx: Transaction, transactionMarker: string) => Promise<number>,
   onExpired: () => void,
   /** A shorter limit than maxBatchSeconds, and a signal that ends the session at once (a log batch's). */
   guard: { seconds?: number; end?: AbortSignal } = {},
@@ -34,16 +36,35 @@ export async function guardedTransaction(
   guard.end?.addEventListener('abort', onEnd);
   try {
     const transactionMarker = randomUUID();
-    await db.transaction(async (tx) => {
-      const [row] = await queryRows(
-        tx,
-        sql`SELECT pg_backend_pid() AS pid, set_config(${batchMarker}, ${transactionMarker}, true)`,
-      );
-      pid = Number(row?.pid);
-      await work(tx as Transaction, transactionMarker);
+    await inSpan(`process ${view}`, batchSpan(view), async (span) => {
+      await db.transaction(async (tx) => {
+        const [row] = await queryRows(
+          tx,
+          sql`SELECT pg_backend_pid() AS pid, set_config(${batchMarker}, ${transactionMarker}, true)`,
+        );
+        pid = Number(row?.pid);
+        const handled = await work(tx as Transaction, transactionMarker);
+        span.setAttributes({ 'messaging.batch.message_count': handled });
+      });
     });
   } finally {
     clearTimeout(watchdog);
     guard.end?.removeEventListener('abort', onEnd);
   }
+}
+
+/** A batch's span: OpenTelemetry's messaging conventions, the view as the consumer group and the destination. */
+function batchSpan(view: string): SpanOptions {
+  return {
+    kind: 'consumer',
+    root: true,
+    attributes: {
+      'messaging.system': 'fstore',
+      'messaging.operation.type': 'process',
+      'messaging.operation.name': 'process',
+      'messaging.destination.name': view,
+      'messaging.consumer.group.name': view,
+      'fstore.view': view,
+    },
+  };
 }

@@ -85,6 +85,7 @@ export function logBatches(context: ProjectionContext): LogBatches | undefined {
             await dispatch(context, row, tx, { index, attempt: 1, signal: abandon.signal });
           }
           handled = events.length;
+          return handled;
         },
         () => {
           outlived = !context.stopping.aborted;
@@ -120,10 +121,10 @@ export function logBatches(context: ProjectionContext): LogBatches | undefined {
     full = handled >= size;
     if (handled > 0) {
       stats.handled += handled;
-      metrics?.count('fstore.projection.handled', handled, attributes);
+      metrics.count('fstore.projection.handled', handled, attributes);
       const ended = performance.now();
       const took = ended - started;
-      metrics?.record('fstore.projection.batch_ms', took, attributes);
+      metrics.record('fstore.projection.batch_ms', took, attributes);
       const handling = ended - handlersStarted;
       if (handled >= 10 && handling / handled > slowEventMs) {
         pausedUntil = Date.now() + slowPauseMs;

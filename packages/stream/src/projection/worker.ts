@@ -13,6 +13,7 @@ import { startWakeups, type Wakeups } from '../wakeups.js';
 import { groupByStream, processTransaction, transactionGroups } from './batching.js';
 import { type AnyDeciders, describeError, type ProjectionContext, projectionContext } from './context.js';
 import { frontierAdvancer } from './frontier-advancer.js';
+import { watchLag } from './lag-gauges.js';
 import { leaseSizing } from './lease-sizing.js';
 import { type LogBatches, logBatches } from './log-batches.js';
 import { handleParkedRetry } from './parked-events.js';
@@ -32,6 +33,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
   let running = false;
   let loop: Promise<void> | undefined;
   let wakeups: Wakeups | undefined;
+  let unwatchLag: (() => void) | undefined;
   let wake: (() => void) | undefined;
   let woken = false;
   const inFlight = new Set<Promise<void>>();
@@ -173,6 +175,7 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
         return;
       }
       wakeups = started;
+      unwatchLag = watchLag(db, view);
       loop = run().catch((error) => {
         logger.error('projection loop stopped', { view, error: describeError(error) });
       });
@@ -184,6 +187,8 @@ export function createProjection<const TDeciders extends readonly DeciderEvents<
       // At once, not after the batches in flight: the last worker of a database stops its probe now.
       const closing = wakeups?.close();
       wakeups = undefined;
+      unwatchLag?.();
+      unwatchLag = undefined;
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<'timeout'>((resolve) => {
         timer = setTimeout(() => resolve('timeout'), timeoutMs);
