@@ -56,8 +56,9 @@ export async function inSpan<T>(
   options: SpanOptions,
   work: (span: SpanScope) => Promise<T>,
 ): Promise<T> {
-  if (!api) return work(untraced);
-  const { trace, SpanKind, SpanStatusCode } = api;
+  const tracer = registeredTracer();
+  if (!api || !tracer) return work(untraced);
+  const { SpanKind, SpanStatusCode } = api;
   const kind = { internal: SpanKind.INTERNAL, client: SpanKind.CLIENT, consumer: SpanKind.CONSUMER }[
     options.kind
   ];
@@ -65,31 +66,43 @@ export async function inSpan<T>(
     const context = spanContextOf(traceparent);
     return context ? [{ context }] : [];
   });
-  return trace
-    .getTracer(scope)
-    .startActiveSpan(
-      name,
-      { kind, attributes: defined(options.attributes), links, root: options.root },
-      async (span) => {
-        const scope: SpanScope = {
-          setAttributes: (attributes) => span.setAttributes(defined(attributes)),
-          traceparent: () => (span.isRecording() ? traceparentOf(span.spanContext()) : undefined),
-        };
-        try {
-          return await work(scope);
-        } catch (error) {
-          span.setStatus({
-            code: SpanStatusCode.ERROR,
-            message: error instanceof Error ? error.message : String(error),
-          });
-          span.setAttribute('error.type', error instanceof Error ? error.name : typeof error);
-          if (error instanceof Error) span.recordException(error);
-          throw error;
-        } finally {
-          span.end();
-        }
-      },
-    );
+  return tracer.startActiveSpan(
+    name,
+    { kind, attributes: defined(options.attributes), links, root: options.root },
+    async (span) => {
+      const scope: SpanScope = {
+        setAttributes: (attributes) => span.setAttributes(defined(attributes)),
+        traceparent: () => (span.isRecording() ? traceparentOf(span.spanContext()) : undefined),
+      };
+      try {
+        return await work(scope);
+      } catch (error) {
+        span.setStatus({
+          code: SpanStatusCode.ERROR,
+          message: error instanceof Error ? error.message : String(error),
+        });
+        span.setAttribute('error.type', error instanceof Error ? error.name : typeof error);
+        if (error instanceof Error) span.recordException(error);
+        throw error;
+      } finally {
+        span.end();
+      }
+    },
+  );
+}
+
+/**
+ * The tracer of the registered SDK, or none: until an SDK registers, the API's provider is a proxy with no delegate,
+ * and its spans would record nothing at about 3 µs each, a cost per event that a worker should not pay for nothing.
+ */
+function registeredTracer(): OtelApi.Tracer | undefined {
+  const provider = api?.trace.getTracerProvider();
+  if (!provider) return undefined;
+  // Duck-typed: the proxy may come from another copy of the API than this one.
+  const proxy = provider as Partial<OtelApi.ProxyTracerProvider>;
+  return typeof proxy.getDelegateTracer === 'function'
+    ? proxy.getDelegateTracer(scope)
+    : provider.getTracer(scope);
 }
 
 /** The active span as a W3C traceparent, if one is being traced. */

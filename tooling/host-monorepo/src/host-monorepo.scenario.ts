@@ -232,6 +232,9 @@ describe('a host monorepo', () => {
         .join('\n');
       const appDir = writeHost(hostDir, byPath, `packages:\n  - app\n\noverrides:\n${overrides}\n`);
       await succeeded(run('pnpm', ['install', '--offline'], hostDir));
+      // OpenTelemetry is an optional peer: this host has none, so the run below is fstore without it.
+      const installed = readdirSync(join(hostDir, 'node_modules', '.pnpm'));
+      expect(installed.filter((dir) => dir.startsWith('@opentelemetry+api@'))).toEqual([]);
       const database = await createTestDatabase({ from: 'empty' });
       databases.push(database);
       await migrateBuildAndRun(appDir, database, true);

@@ -1,22 +1,21 @@
 /**
- * OpenTelemetry's SDK with in-memory exporters, registered globally for one test file (vitest runs each file in a
- * process of its own): the spans fstore records, and its metrics collected on demand.
+ * OpenTelemetry's SDK with its in-memory span and metric exporters, registered globally for one test file (vitest
+ * runs each file in a process of its own): the spans fstore records, and its metrics exported on demand.
  */
 import { context, metrics, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
+import {
+  AggregationTemporality,
+  InMemoryMetricExporter,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+} from '@opentelemetry/sdk-metrics';
 import {
   BasicTracerProvider,
   InMemorySpanExporter,
   type ReadableSpan,
   SimpleSpanProcessor,
 } from '@opentelemetry/sdk-trace-base';
-
-/** A reader that collects when asked, not on a timer. */
-class OnDemandReader extends MetricReader {
-  protected override async onShutdown(): Promise<void> {}
-  protected override async onForceFlush(): Promise<void> {}
-}
 
 export interface MetricPoint {
   name: string;
@@ -37,7 +36,12 @@ export interface TestTelemetry {
 export function installTelemetry(): TestTelemetry {
   const exporter = new InMemorySpanExporter();
   const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
-  const reader = new OnDemandReader();
+  // Exported when a test asks (forceFlush), not on the reader's timer: cumulative, so the last export has it all.
+  const metricExporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+  const reader = new PeriodicExportingMetricReader({
+    exporter: metricExporter,
+    exportIntervalMillis: 3_600_000,
+  });
   const meterProvider = new MeterProvider({ readers: [reader] });
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   trace.setGlobalTracerProvider(tracerProvider);
@@ -45,9 +49,10 @@ export function installTelemetry(): TestTelemetry {
   return {
     spans: () => exporter.getFinishedSpans(),
     async collect() {
-      const { resourceMetrics, errors } = await reader.collect();
-      if (errors.length > 0) throw new AggregateError(errors, 'collecting metrics failed');
-      return resourceMetrics.scopeMetrics.flatMap((scope) =>
+      await reader.forceFlush();
+      const exported = metricExporter.getMetrics().at(-1);
+      metricExporter.reset();
+      return (exported?.scopeMetrics ?? []).flatMap((scope) =>
         scope.metrics.flatMap((metric) =>
           metric.dataPoints.map((point) => ({
             name: metric.descriptor.name,
