@@ -3,7 +3,7 @@
 -- Generated, do not edit: `pnpm check:migrations --write-schema` regenerates it (packages/schema/src/schema-dump.test.ts),
 -- and `pnpm check:migrations` fails when it is out of step with the migrations. Not a migration: migrate() builds
 -- the schema from migrations/; this file only shows the result.
--- After the migrations 0000_tables to 0016_event_metadata_in_the_sql_api; the same text on PostgreSQL 14 to 18.
+-- After the migrations 0000_tables to 0018_snapshots_in_the_sql_api; the same text on PostgreSQL 14 to 18.
 
 -- Tables
 
@@ -65,6 +65,18 @@ CREATE TABLE public.parked_events (
     retry_requested_at timestamp with time zone,
     CONSTRAINT parked_events_pkey PRIMARY KEY (view, "offset"),
     CONSTRAINT parked_events_view_fkey FOREIGN KEY (view) REFERENCES views(view) ON DELETE CASCADE
+);
+
+CREATE TABLE public.snapshots (
+    decider text NOT NULL,
+    decider_id text NOT NULL,
+    version text NOT NULL,
+    "offset" bigint NOT NULL,
+    event_id uuid NOT NULL,
+    state jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT snapshots_offset_fkey FOREIGN KEY ("offset") REFERENCES events("offset") ON DELETE CASCADE,
+    CONSTRAINT snapshots_pkey PRIMARY KEY (decider, decider_id, version)
 );
 
 CREATE TABLE public.view_frontiers (
@@ -824,6 +836,26 @@ BEGIN
 END;
 $function$;
 
+-- delete_snapshots(v_decider text, v_version text): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.delete_snapshots(v_decider text, v_version text DEFAULT NULL::text)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_deleted integer;
+BEGIN
+    IF v_decider IS NULL THEN
+        RAISE EXCEPTION 'delete_snapshots: the decider must not be null'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM snapshots s WHERE s.decider = v_decider AND (v_version IS NULL OR s.version = v_version);
+    GET DIAGNOSTICS v_deleted = ROW_COUNT;
+    RETURN v_deleted;
+END;
+$function$;
+
 -- discard_parked_event(v_view text, v_offset bigint): EXECUTE by its owner only, unless granted
 CREATE OR REPLACE FUNCTION public.discard_parked_event(v_view text, v_offset bigint)
  RETURNS SETOF parked_events
@@ -1056,6 +1088,20 @@ WHERE decider_id = v_decider_id
   AND decider = v_decider
 ORDER BY "offset" DESC
 LIMIT 1;
+$function$;
+
+-- get_snapshot(v_decider text, v_decider_id text, v_version text): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.get_snapshot(v_decider text, v_decider_id text, v_version text)
+ RETURNS SETOF snapshots
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+SELECT *
+FROM snapshots s
+WHERE s.decider = v_decider
+  AND s.decider_id = v_decider_id
+  AND s.version = v_version;
 $function$;
 
 -- lease_events(v_view text, v_streams integer, v_events_per_stream integer, v_lock_seconds integer): EXECUTE by its owner only, unless granted
@@ -1648,6 +1694,50 @@ BEGIN
         WHERE p.view = v_view
           AND p."offset" = v_offset
         RETURNING p.*;
+END;
+$function$;
+
+-- save_snapshot(v_decider text, v_decider_id text, v_version text, v_offset bigint, v_state jsonb): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.save_snapshot(v_decider text, v_decider_id text, v_version text, v_offset bigint, v_state jsonb)
+ RETURNS SETOF snapshots
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_event_id uuid;
+BEGIN
+    IF v_version IS NULL OR v_version = '' THEN
+        RAISE EXCEPTION 'save_snapshot: the version must be a name, got %', coalesce(quote_literal(v_version), 'null')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_state IS NULL THEN
+        RAISE EXCEPTION 'save_snapshot: the state must not be null (JSON null is a state)'
+            USING ERRCODE = 'not_null_violation', SCHEMA = 'public', TABLE = 'snapshots', COLUMN = 'state';
+    END IF;
+    SELECT e.event_id
+    INTO v_event_id
+    FROM events e
+    WHERE e."offset" = v_offset
+      AND e.decider_id = v_decider_id
+      AND e.decider = v_decider;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'save_snapshot: stream % of % has no event at offset %', v_decider_id, v_decider, v_offset
+            USING ERRCODE = 'no_data_found', CONSTRAINT = 'events_pkey';
+    END IF;
+    INSERT INTO snapshots AS s (decider, decider_id, version, "offset", event_id, state)
+    VALUES (v_decider, v_decider_id, v_version, v_offset, v_event_id, v_state)
+    ON CONFLICT (decider, decider_id, version) DO UPDATE
+        SET "offset"   = excluded."offset",
+            event_id   = excluded.event_id,
+            state      = excluded.state,
+            created_at = now()
+    WHERE s."offset" < excluded."offset";
+    RETURN QUERY SELECT *
+                 FROM snapshots s
+                 WHERE s.decider = v_decider
+                   AND s.decider_id = v_decider_id
+                   AND s.version = v_version;
 END;
 $function$;
 

@@ -1,6 +1,6 @@
 /**
  * The bad-input catalogue of the SQL API. For every function and every parameter: a null, and values of the wrong
- * type or out of range, each refused with a clear SQLSTATE, nothing written (every row of the six tables is
+ * type or out of range, each refused with a clear SQLSTATE, nothing written (every row of the seven tables is
  * compared before and after) and the same connection still usable. Where a null is legitimately accepted, the test
  * says so in its name and checks what it does instead. Then: injection attempts and unicode in names, malformed and
  * very large payloads, and a failure inside a transaction (the transaction rolls back, the connection stays usable).
@@ -168,6 +168,8 @@ const text = (name: string, nullOutcome: Parameter['null']): Parameter => ({
   null: nullOutcome,
   variants: [otherType()],
 });
+/** No event of the stream at that offset (save_snapshot, 0018). */
+const NO_EVENT: Refusal = { code: 'P0002', constraint: 'events_pkey' };
 /** Metadata (append_event and append_events with metadata, 0016): a JSON object of known keys, within 8 KiB. */
 const METADATA: Refusal = { code: '23514', constraint: 'events_metadata_check' };
 const metadataVariants: Variant[] = [
@@ -627,6 +629,50 @@ const catalogue: Entry[] = [
     select: 'rows',
     valid: () => ['c-1'],
     params: [text('v_correlation_id', 'accepted')],
+  },
+  {
+    // Snapshots (0018_snapshots_in_the_sql_api): an event of the stream, a version's name, a JSON state.
+    fn: 'save_snapshot',
+    select: 'rows',
+    valid: () => [decider, fixture.stream, 'v1', fixture.offsets[2] as string, '{"n": 1}'],
+    params: [
+      text('v_decider', NO_EVENT),
+      text('v_decider_id', NO_EVENT),
+      {
+        name: 'v_version',
+        type: 'text',
+        null: INVALID,
+        variants: [otherType(), { label: "''", value: '', ...INVALID }],
+      },
+      {
+        name: 'v_offset',
+        type: 'bigint',
+        null: NO_EVENT,
+        variants: [
+          { label: "'x'", value: 'x', code: '22P02' },
+          { label: "another stream's event", value: 'OTHER', ...NO_EVENT },
+          TOO_BIG_BIGINT,
+        ],
+      },
+      {
+        name: 'v_state',
+        type: 'jsonb',
+        null: NOT_NULL,
+        variants: [{ label: 'malformed JSON', value: '{"n": ', code: '22P02' }],
+      },
+    ],
+  },
+  {
+    fn: 'get_snapshot',
+    select: 'rows',
+    valid: () => [decider, fixture.stream, 'v1'],
+    params: [text('v_decider', 'accepted'), text('v_decider_id', 'accepted'), text('v_version', 'accepted')],
+  },
+  {
+    fn: 'delete_snapshots',
+    select: 'value',
+    valid: () => [decider, 'v1'],
+    params: [text('v_decider', INVALID), text('v_version', 'accepted')],
   },
   {
     fn: 'get_events',
@@ -1358,6 +1404,19 @@ describe('nulls that are accepted, and what they do', () => {
       ],
     );
     expect(batch).toMatchObject({ metadata: null });
+  });
+
+  test('get_snapshot: a null decider, stream or version finds nothing', async () => {
+    expect(await rows('SELECT * FROM get_snapshot(NULL, $1, NULL)', [fixture.stream])).toEqual([]);
+  });
+
+  test('delete_snapshots: a null version deletes the snapshots of every version of the decider', async () => {
+    await rolledBack(async (tx) => {
+      for (const version of ['a', 'b'])
+        await tx`SELECT * FROM save_snapshot(${decider}, ${fixture.stream}, ${version}, ${fixture.offsets[0] ?? ''}::bigint, '1'::jsonb)`;
+      const [row] = await tx<{ deleted: number }[]>`SELECT delete_snapshots(${decider}, NULL) AS deleted`;
+      expect(row?.deleted).toBe(2);
+    });
   });
 
   test('get_correlated_events: a null correlation id finds nothing', async () => {

@@ -91,7 +91,7 @@ async function applyScript(sql: postgres.Sql, roles?: { app: string; reader: str
   });
 }
 
-/** Everything the six tables hold, as digests: equal before and after means nothing was written. */
+/** Everything the seven tables hold, as digests: equal before and after means nothing was written. */
 async function contents(sql: postgres.Sql) {
   const [row] = await sql`
     SELECT (SELECT count(*)::int FROM events)                                                          AS events,
@@ -107,7 +107,9 @@ async function contents(sql: postgres.Sql) {
            (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view, t.decider_id), '')) FROM locks t) AS locks_md5,
            (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view, t."offset"), '')) FROM parked_events t)
                                                                                                        AS parked_md5,
-           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view), '')) FROM view_frontiers t)     AS frontiers_md5`;
+           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view), '')) FROM view_frontiers t)     AS frontiers_md5,
+           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.decider, t.decider_id, t.version), ''))
+            FROM snapshots t)                                                                          AS snapshots_md5`;
   return row;
 }
 
@@ -279,7 +281,7 @@ describe('sql/least-privilege.sql, the script', () => {
     );
     expect(failure.code).toBe('P0001');
     expect(failure.message).toMatch(
-      /tables \{events,deciders,views,view_frontiers,locks,parked_events\} are missing.*run fstore's migrations first/,
+      /tables \{events,deciders,views,view_frontiers,locks,parked_events,snapshots\} are missing.*run fstore's migrations first/,
     );
   });
 
@@ -336,6 +338,24 @@ describe('the application role', () => {
     // The checks still run: the stream is closed, for the application role as for anyone.
     const closed = await failureOf(() => appendAs(app, deciderId, batch[1]?.event_id ?? null));
     expect(closed).toMatchObject({ code: '23514', constraint: 'events_stream_not_final' });
+  });
+
+  test('keeps snapshots through save_snapshot, get_snapshot and delete_snapshots, and cannot write the table directly', async () => {
+    const deciderId = `stream-${randomUUID()}`;
+    const first = await appendAs(app, deciderId, null);
+    const [saved] =
+      await app`SELECT * FROM save_snapshot(${decider}, ${deciderId}, 'v1', ${first.offset}::bigint, '{"n": 1}')`;
+    expect(saved).toMatchObject({ version: 'v1', event_id: first.event_id, state: { n: 1 } });
+    expect(await app`SELECT state FROM get_snapshot(${decider}, ${deciderId}, 'v1')`).toEqual([
+      { state: { n: 1 } },
+    ]);
+    await expectDenied(
+      app,
+      `INSERT INTO snapshots SELECT decider, decider_id, 'v2', "offset", event_id, state FROM snapshots`,
+    );
+    await expectDenied(app, `UPDATE snapshots SET state = '{}'`);
+    await expectDenied(app, 'DELETE FROM snapshots');
+    expect(await app`SELECT delete_snapshots(${decider}, 'v1') AS n`).toEqual([{ n: 1 }]);
   });
 
   test('reads the log directly and through get_events and get_last_event', async () => {
@@ -582,9 +602,25 @@ describe('the read-only role', () => {
   test('reads every table and calls the read functions', async () => {
     const deciderId = `stream-${randomUUID()}`;
     const appended = await appendAs(app, deciderId, null);
-    for (const table of ['events', 'deciders', 'views', 'view_frontiers', 'locks', 'parked_events']) {
+    for (const table of [
+      'events',
+      'deciders',
+      'views',
+      'view_frontiers',
+      'locks',
+      'parked_events',
+      'snapshots',
+    ]) {
       await reader.unsafe(`SELECT count(*) FROM ${table}`);
     }
+    // Snapshots: read, never written.
+    expect(await reader`SELECT count(*)::int AS n FROM get_snapshot(${decider}, ${deciderId}, 'v1')`).toEqual(
+      [{ n: 0 }],
+    );
+    await expectDenied(
+      reader,
+      `SELECT * FROM save_snapshot('${decider}', '${deciderId}', 'v1', ${appended.offset}, '{}')`,
+    );
     expect(await reader`SELECT count(*)::int AS n FROM get_events(${deciderId})`).toEqual([{ n: 1 }]);
     expect(await reader`SELECT count(*)::int AS n FROM get_events(${deciderId}, ${decider})`).toEqual([
       { n: 1 },

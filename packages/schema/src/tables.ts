@@ -246,6 +246,35 @@ export const parkedEvents = pgTable(
   ],
 );
 
+/**
+ * The newest folded state of a stream, per version of its decider that the application names: a cache that the
+ * command handler loads before the events after it, so that a long stream is not read whole for every command.
+ * Deleting any of them changes no result, only speed. Written through save_snapshot after an append committed,
+ * never inside it; an event's snapshots go with it (the cascade on its offset).
+ */
+export const snapshots = pgTable(
+  'snapshots',
+  {
+    decider: text('decider').notNull(),
+    deciderId: text('decider_id').notNull(),
+    /** The decider's version as the application names it: a new version ignores the older ones' snapshots. */
+    version: text('version').notNull(),
+    /** The last event folded into `state`. */
+    offset: bigint('offset', { mode: 'number' }).notNull(),
+    eventId: uuid('event_id').notNull(),
+    state: jsonb('state').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [
+    primaryKey({ name: 'snapshots_pkey', columns: [t.decider, t.deciderId, t.version] }),
+    foreignKey({
+      name: 'snapshots_offset_fkey',
+      columns: [t.offset],
+      foreignColumns: [events.offset],
+    }).onDelete('cascade'),
+  ],
+);
+
 /** A row of `deciders`: one event type (and version) a decider may publish. */
 export type DeciderEventType = typeof deciders.$inferSelect;
 export type NewDeciderEventType = typeof deciders.$inferInsert;
@@ -261,3 +290,4 @@ export type Lock = typeof locks.$inferSelect;
 export type NewLock = typeof locks.$inferInsert;
 export type ParkedEvent = typeof parkedEvents.$inferSelect;
 export type ViewFrontier = typeof viewFrontiers.$inferSelect;
+export type Snapshot = typeof snapshots.$inferSelect;

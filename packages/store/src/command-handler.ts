@@ -13,11 +13,22 @@
  * that append without loading; the handler does not pay for it twice: it cost 20-40% of an append on streams of a
  * few hundred events, bench A5.)
  *
+ * Snapshots (the `snapshots` option) make a long stream cheap to load: the newest snapshot of the decider's version,
+ * then the events after it. That load no longer sees the whole stream, so it can no longer tell whether the command
+ * is in it: an append after a snapshot asks SQL instead (append_events once per command), and a refusal there means
+ * the command was applied, whose events are then read and returned. A snapshot is written after the append committed
+ * (never inside a caller's transaction), and a failed write costs only the next load's time.
+ *
  * The Decider type is defined here (a few lines) rather than taken from @fraktalio/fmodel-ts: the handler needs
  * only these three members, and an fmodel-ts Decider has them too, so it can be passed as it is.
  */
 import { randomUUID } from 'node:crypto';
-import { isConnectionError, isTransientDatabaseError, OptimisticConcurrencyError } from './errors.js';
+import {
+  CommandAlreadyAppliedError,
+  isConnectionError,
+  isTransientDatabaseError,
+  OptimisticConcurrencyError,
+} from './errors.js';
 import { type EventStore, loadSpan } from './event-store.js';
 import {
   type DeciderEvents,
@@ -29,7 +40,7 @@ import {
 } from './events.js';
 import type { Metadata } from './metadata.js';
 import { activeTraceId, inSpan } from './telemetry.js';
-import { Issues } from './validation.js';
+import { Issues, limits } from './validation.js';
 
 export interface Decider<TCommand, TState, TEvent> {
   decide(command: TCommand, state: TState): readonly TEvent[] | Promise<readonly TEvent[]>;
@@ -37,7 +48,23 @@ export interface Decider<TCommand, TState, TEvent> {
   readonly initialState: TState;
 }
 
-export interface CommandHandlerOptions {
+export interface SnapshotOptions<TState> {
+  /** Store the state after this many events since the last snapshot (or the stream's start). */
+  every: number;
+  /**
+   * The decider's version, as you name it: change it whenever `evolve` or the state's shape changes. Snapshots of
+   * another version are never loaded.
+   */
+  version: string;
+  /** The state as a JSON value, for a state that is not one (a Map, a Date…). Default: the state itself. */
+  toJson?: (state: TState) => unknown;
+  /** The state back from `toJson`'s value. A snapshot it throws on is passed over: the stream is read whole. */
+  fromJson?: (json: unknown) => TState;
+}
+
+export interface CommandHandlerOptions<TState = unknown> {
+  /** Load from the newest snapshot of the stream, and store one every `every` events. Default: no snapshots. */
+  snapshots?: SnapshotOptions<TState>;
   /** How many times to decide in all, when writers keep colliding. Default 5. */
   maxAttempts?: number;
   /** The first backoff, doubled each attempt, with full jitter. Default 10 ms. */
@@ -95,7 +122,7 @@ export type CommandHandler<TCommand, TState, TEvent> = (
 export function createCommandHandler<TEvents extends DeciderEvents<EventDefinitions>, TCommand, TState>(
   store: EventStore<TEvents>,
   decider: Decider<TCommand, TState, EventOf<TEvents>>,
-  options: CommandHandlerOptions = {},
+  options: CommandHandlerOptions<TState> = {},
 ): CommandHandler<TCommand, TState, EventOf<TEvents>> {
   const maxAttempts = options.maxAttempts ?? 5;
   const backoffMs = options.backoffMs ?? 10;
@@ -106,7 +133,14 @@ export function createCommandHandler<TEvents extends DeciderEvents<EventDefiniti
   issues.whole('backoffMs', backoffMs, 0);
   issues.whole('maxBackoffMs', maxBackoffMs, 0);
   issues.whole('reconnectForMs', reconnectForMs, 0);
+  const snapshots = options.snapshots;
+  if (snapshots !== undefined) {
+    issues.whole('snapshots.every', snapshots.every, 1);
+    issues.text('snapshots.version', snapshots.version, limits.maxNameLength);
+  }
   issues.throwIfAny();
+  const toJson = snapshots?.toJson ?? ((state: TState) => state as unknown);
+  const fromJson = snapshots?.fromJson ?? ((json: unknown) => json as TState);
   const pause = (ceiling: number) => new Promise((resolve) => setTimeout(resolve, Math.random() * ceiling));
 
   return async (deciderId, command, handleOptions = {}) => {
@@ -139,6 +173,30 @@ export function createCommandHandler<TEvents extends DeciderEvents<EventDefiniti
     });
   };
 
+  /** The snapshot to start from, if any: one whose state `fromJson` cannot read is passed over. */
+  async function readSnapshot(deciderId: string, version: string) {
+    const stored = await store.loadSnapshot(deciderId, version);
+    if (!stored) return undefined;
+    try {
+      return { ...stored, state: fromJson(stored.state) };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * After `since` events past the last snapshot, stores one at `offset` (the head the state has folded). Only once
+   * the events are committed, so never inside the caller's transaction; a failure here loses nothing.
+   */
+  async function writeSnapshot(deciderId: string, since: number, offset: number | undefined, state: TState) {
+    if (!snapshots || since < snapshots.every || offset === undefined || store.inTransaction) return;
+    try {
+      await store.saveSnapshot(deciderId, snapshots.version, offset, toJson(state));
+    } catch {
+      // A cache: the next load reads a little more.
+    }
+  }
+
   async function handleWithRetries(
     deciderId: string,
     command: TCommand,
@@ -159,22 +217,26 @@ export function createCommandHandler<TEvents extends DeciderEvents<EventDefiniti
           `load ${store.decider}`,
           loadSpan(store.decider, deciderId),
           async (span) => {
-            let state = decider.initialState;
-            let lastEventId: string | null = null;
+            const snapshot = snapshots && (await readSnapshot(deciderId, snapshots.version));
+            let state = snapshot ? snapshot.state : decider.initialState;
+            let lastEventId: string | null = snapshot ? snapshot.eventId : null;
+            let headOffset = snapshot?.offset;
             let count = 0;
             const ofCommand: StoredEvent<EventOf<TEvents>>[] = [];
-            for await (const event of store.iterate(deciderId)) {
+            const from = snapshot ? { afterOffset: snapshot.offset } : undefined;
+            for await (const event of store.iterate(deciderId, from)) {
               state = decider.evolve(state, event);
               lastEventId = event.eventId;
+              headOffset = event.offset;
               count++;
               if (event.commandId === commandId) ofCommand.push(event);
             }
-            span.setAttributes({ 'fstore.event_count': count });
-            return { state, lastEventId, ofCommand };
+            span.setAttributes({ 'fstore.event_count': count, 'fstore.snapshot.offset': snapshot?.offset });
+            return { state, lastEventId, headOffset, count, ofCommand, fromSnapshot: snapshot !== undefined };
           },
         );
         let { state } = loaded;
-        const { lastEventId, ofCommand } = loaded;
+        const { lastEventId, ofCommand, fromSnapshot } = loaded;
         if (ofCommand.length > 0)
           return done({
             events: ofCommand,
@@ -185,7 +247,8 @@ export function createCommandHandler<TEvents extends DeciderEvents<EventDefiniti
             position: positionAfter(ofCommand),
           });
         const decided = await decider.decide(command, state);
-        if (decided.length === 0)
+        if (decided.length === 0) {
+          await writeSnapshot(deciderId, loaded.count, loaded.headOffset, state);
           return done({
             events: [],
             state,
@@ -194,12 +257,30 @@ export function createCommandHandler<TEvents extends DeciderEvents<EventDefiniti
             replayed: false,
             position: undefined,
           });
-        const appended = await store.append(deciderId, decided, {
-          expectedLastEventId: lastEventId,
-          commandId,
-          metadata,
-        });
+        }
+        let appended: StoredEvent<EventOf<TEvents>>[];
+        try {
+          appended = await store.append(deciderId, decided, {
+            expectedLastEventId: lastEventId,
+            commandId,
+            metadata,
+            // Loaded from a snapshot, the load did not see the events before it: SQL looks for the command there.
+            oncePerCommand: fromSnapshot,
+          });
+        } catch (error) {
+          if (!(error instanceof CommandAlreadyAppliedError)) throw error;
+          const applied = await store.loadCommand(deciderId, commandId);
+          return done({
+            events: applied,
+            state,
+            attempts: attempt,
+            commandId,
+            replayed: true,
+            position: positionAfter(applied),
+          });
+        }
         for (const event of appended) state = decider.evolve(state, event);
+        await writeSnapshot(deciderId, loaded.count + appended.length, appended.at(-1)?.offset, state);
         return done({
           events: appended,
           state,

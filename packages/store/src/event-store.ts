@@ -14,8 +14,17 @@ import {
   type EventOf,
   type StoredEvent,
 } from './events.js';
-import { appendEvents, getEvent, getEvents, getLastEvent, registerDeciderEvent } from './functions.js';
+import {
+  appendEvents,
+  getEvent,
+  getEvents,
+  getLastEvent,
+  getSnapshot,
+  registerDeciderEvent,
+  saveSnapshot,
+} from './functions.js';
 import { decodeMetadata, encodeMetadata, type Metadata } from './metadata.js';
+import { eventsOfCommand } from './queries.js';
 import { inSpan, type SpanOptions } from './telemetry.js';
 import { Issues, limits, toJson } from './validation.js';
 
@@ -240,6 +249,30 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
       if (page.length < this.pageSize) return;
       after = page[page.length - 1]?.offset ?? after;
     }
+  }
+
+  /** The events one command appended to a stream, in order: none if it appended nothing there. */
+  async loadCommand(deciderId: string, commandId: string): Promise<StoredEvent<EventOf<TEvents>>[]> {
+    checkDeciderId(deciderId);
+    const issues = new Issues();
+    issues.uuid('commandId', commandId);
+    issues.throwIfAny();
+    const rows = await eventsOfCommand(this.db, deciderId, commandId);
+    return Promise.all(rows.filter((row) => row.decider === this.decider).map((row) => this.decode(row)));
+  }
+
+  /** The newest snapshot of a stream for this version of the decider (`get_snapshot`), if any. */
+  async loadSnapshot(
+    deciderId: string,
+    version: string,
+  ): Promise<{ offset: number; eventId: string; state: unknown } | undefined> {
+    const snapshot = await getSnapshot(this.db, { decider: this.decider, deciderId, version });
+    return snapshot && { offset: snapshot.offset, eventId: snapshot.eventId, state: snapshot.state };
+  }
+
+  /** Stores the state folded up to the stream's event at `offset` (`save_snapshot`), unless one reaches further. */
+  async saveSnapshot(deciderId: string, version: string, offset: number, state: unknown): Promise<void> {
+    await saveSnapshot(this.db, { decider: this.decider, deciderId, version, offset, state });
   }
 
   private async resolveStart(deciderId: string, from: ReadFrom): Promise<number> {

@@ -3,9 +3,9 @@
  * in whatever Drizzle database or transaction they are given, and return rows as Drizzle would select them.
  * Failures of the append functions are mapped to typed errors (errors.ts); the rest pass through.
  */
-import type { DeciderEventType, Event } from '@fstore/schema';
+import { type DeciderEventType, type Event, type Snapshot, snapshots } from '@fstore/schema';
 import { sql } from 'drizzle-orm';
-import { type Database, decodeDeciderRow, decodeEventRow, queryRows } from './database.js';
+import { type Database, decodeDeciderRow, decodeEventRow, queryRows, rowDecoder } from './database.js';
 import { toAppendError } from './errors.js';
 
 /** `register_decider_event`: registers an event type (and version) a decider may publish. Idempotent. */
@@ -147,4 +147,42 @@ export async function getLastEvent(
 ): Promise<Event | undefined> {
   const rows = await queryRows(db, sql`SELECT * FROM get_last_event(${deciderId}::text, ${decider}::text)`);
   return rows.map(decodeEventRow)[0];
+}
+
+const decodeSnapshotRow = rowDecoder<Snapshot>(snapshots);
+
+/** `get_snapshot`: the newest snapshot of a stream for this version of its decider, if any. */
+export async function getSnapshot(
+  db: Database,
+  input: { decider: string; deciderId: string; version: string },
+): Promise<Snapshot | undefined> {
+  const rows = await queryRows(
+    db,
+    sql`SELECT * FROM get_snapshot(${input.decider}::text, ${input.deciderId}::text, ${input.version}::text)`,
+  );
+  return rows.map(decodeSnapshotRow)[0];
+}
+
+/**
+ * `save_snapshot`: stores the state folded up to the stream's event at `offset`, unless a snapshot of this version
+ * reaches as far already; returns the one the stream has now.
+ */
+export async function saveSnapshot(
+  db: Database,
+  input: { decider: string; deciderId: string; version: string; offset: number; state: unknown },
+): Promise<Snapshot | undefined> {
+  const rows = await queryRows(
+    db,
+    sql`SELECT * FROM save_snapshot(${input.decider}::text, ${input.deciderId}::text, ${input.version}::text, ${input.offset}::bigint, ${JSON.stringify(input.state)}::text::jsonb)`,
+  );
+  return rows.map(decodeSnapshotRow)[0];
+}
+
+/** `delete_snapshots`: deletes a decider's snapshots, of one version or of all; returns how many. */
+export async function deleteSnapshots(db: Database, decider: string, version?: string): Promise<number> {
+  const [row] = await queryRows(
+    db,
+    sql`SELECT delete_snapshots(${decider}::text, ${version ?? null}::text) AS deleted`,
+  );
+  return Number(row?.deleted ?? 0);
 }

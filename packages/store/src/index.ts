@@ -5,6 +5,7 @@ export {
   type Decider,
   type HandledCommand,
   type HandleOptions,
+  type SnapshotOptions,
 } from './command-handler.js';
 export type { Database } from './database.js';
 export * from './deprecated.js';
@@ -51,16 +52,20 @@ export {
   type AppendEventsInput,
   appendEvent,
   appendEvents,
+  deleteSnapshots,
   getCorrelatedEvents,
   getEvent,
   getEvents,
   getLastEvent,
+  getSnapshot,
   registerDeciderEvent,
+  saveSnapshot,
 } from './functions.js';
 export { causedBy, type JsonValue, type Metadata } from './metadata.js';
 export {
   eventsBetween,
   eventsInOffsetRange,
+  eventsOfCommand,
   eventsOfCorrelation,
   eventsOfStream,
   eventsOfType,

@@ -11,6 +11,15 @@ export function eventsOfStream(db: Database, deciderId: string) {
   return db.select().from(events).where(eq(events.deciderId, deciderId)).orderBy(asc(events.offset));
 }
 
+/** The events one command appended to a stream, in order (through the stream's index, filtered by command). */
+export function eventsOfCommand(db: Database, deciderId: string, commandId: string) {
+  return db
+    .select()
+    .from(events)
+    .where(and(eq(events.deciderId, deciderId), eq(events.commandId, commandId)))
+    .orderBy(asc(events.offset));
+}
+
 /** Every event of one type (of one decider type), in log order. */
 export function eventsOfType(db: Database, decider: string, type: string) {
   return db

@@ -1,6 +1,6 @@
 /**
  * Statements the SQL API must refuse, and the checks that they were: the expected SQLSTATE, nothing written (every
- * row of the six tables compared before and after, view_frontiers included: advance_view writes it) and the
+ * row of the seven tables compared before and after, view_frontiers included: advance_view writes it) and the
  * connection still usable. Shared by the bad-input
  * catalogue (bad-input.test.ts) and the acknowledgements that must not move a stream (acknowledgements.test.ts).
  */
@@ -21,10 +21,10 @@ export const NO_DATA: Refusal = { code: 'P0002' };
 
 /**
  * The checks for one test file: `conn` is the connection under test (a single one, so that a failure which broke
- * it shows), `tables` a pool on the same database that reads what the six tables hold.
+ * it shows), `tables` a pool on the same database that reads what the seven tables hold.
  */
 export function refusalChecks(tables: postgres.Sql, conn: postgres.Sql) {
-  /** Everything the six tables hold, as digests: equal before and after means nothing was written. */
+  /** Everything the seven tables hold, as digests: equal before and after means nothing was written. */
   async function contents() {
     const [row] = await tables`
       SELECT (SELECT count(*)::int FROM events)                                                      AS events,
@@ -43,6 +43,8 @@ export function refusalChecks(tables: postgres.Sql, conn: postgres.Sql) {
                                                                                                      AS parked_md5,
              (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view), '')) FROM view_frontiers t)
                                                                                                      AS frontiers_md5,
+             (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.decider, t.decider_id, t.version), ''))
+              FROM snapshots t)                                                                      AS snapshots_md5,
              (SELECT count(*)::int FROM pg_trigger WHERE tgname = 't_notify_events_appended')        AS wakeups`;
     return row;
   }

@@ -689,6 +689,57 @@ export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>
       });
     });
 
+    describe('snapshots (0017, 0018)', () => {
+      test('save_snapshot keeps the furthest state per version; get_snapshot returns it; delete_snapshots drops them', async () => {
+        const decider = await newDecider();
+        const { deciderId, events } = await stream(decider, 3);
+        const save = (version: string, at: number, state: unknown) =>
+          db.query<{ offset: number; event_id: string; state: unknown }>(
+            `SELECT "offset", event_id, state FROM save_snapshot($1, $2, $3, $4, $5::text::jsonb)`,
+            [decider, deciderId, version, events[at]?.offset, JSON.stringify(state)],
+          );
+        expect(await save('v1', 1, { n: 2 })).toMatchObject([
+          { event_id: events[1]?.event_id, state: { n: 2 } },
+        ]);
+        // A racing writer that folded less does not take it back.
+        expect(await save('v1', 0, { n: 1 })).toMatchObject([
+          { event_id: events[1]?.event_id, state: { n: 2 } },
+        ]);
+        expect(await save('v1', 2, { n: 3 })).toMatchObject([
+          { event_id: events[2]?.event_id, state: { n: 3 } },
+        ]);
+        await save('v2', 0, 'another shape');
+        const get = (version: string) =>
+          db.query<{ state: unknown }>(`SELECT state FROM get_snapshot($1, $2, $3)`, [
+            decider,
+            deciderId,
+            version,
+          ]);
+        expect(await get('v1')).toEqual([{ state: { n: 3 } }]);
+        expect(await get('v2')).toEqual([{ state: 'another shape' }]);
+        expect(await get('v3')).toEqual([]);
+        const [deleted] = await db.query<{ n: number }>(`SELECT delete_snapshots($1, 'v1') AS n`, [decider]);
+        expect(Number(deleted?.n)).toBe(1);
+        expect(await get('v1')).toEqual([]);
+        expect(await get('v2')).toHaveLength(1);
+      });
+
+      test("save_snapshot refuses an offset that is not the stream's event, and writes nothing", async () => {
+        const decider = await newDecider();
+        const { deciderId } = await stream(decider, 1);
+        const other = await stream(decider, 1);
+        const failure = await failureOf(() =>
+          db.query(`SELECT * FROM save_snapshot($1, $2, 'v1', $3, '{}')`, [
+            decider,
+            deciderId,
+            other.events[0]?.offset,
+          ]),
+        );
+        expect(failure).toMatchObject({ code: 'P0002', constraint: 'events_pkey' });
+        expect(await db.query(`SELECT * FROM get_snapshot($1, $2, 'v1')`, [decider, deciderId])).toEqual([]);
+      });
+    });
+
     describe('immutability', () => {
       test('UPDATE and DELETE on events change nothing', async () => {
         const decider = await newDecider();
