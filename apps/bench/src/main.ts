@@ -33,16 +33,17 @@ import { catchUpScenarios } from './scenarios/catchup.js';
 import { idleScenarios } from './scenarios/idle.js';
 import { latencyScenarios } from './scenarios/latency.js';
 import { memoryScenarios } from './scenarios/memory.js';
+import { personalDataScenarios } from './scenarios/personal-data.js';
 import { snapshotScenarios } from './scenarios/snapshots.js';
 import { type StreamingCharts, streamingScenarios } from './scenarios/streaming.js';
 import { describeServer, mergeFsyncOff } from './settings.js';
 
-const all = ['A1', 'A2', 'A3', 'A3′', 'A4', 'A5', 'A6', 'H1', 'S1', 'S2', 'S3', 'C1', 'L1', 'I1', 'M1'];
+const all = ['A1', 'A2', 'A3', 'A3′', 'A4', 'A5', 'A6', 'A7', 'H1', 'S1', 'S2', 'S3', 'C1', 'L1', 'I1', 'M1'];
 /** A3′ is also A3' or A3P on a command line. */
 const aliases: Record<string, string> = { "A3'": 'A3′', A3P: 'A3′' };
 /** What the fsync-off column repeats by default: the append path, whose cost is mostly commits (a full run stays
  * under 20 minutes; --fsync-off=all repeats everything). */
-const fsyncOffDefault = ['A1', 'A2', 'A3', 'A3′', 'A4', 'A5', 'A6'];
+const fsyncOffDefault = ['A1', 'A2', 'A3', 'A3′', 'A4', 'A5', 'A6', 'A7'];
 const args = process.argv.slice(2).filter((arg) => arg !== '--');
 const flag = (name: string) => args.find((arg) => arg.startsWith(`--${name}=`))?.split('=')[1];
 const quick = args.includes('--quick');
@@ -82,6 +83,7 @@ async function runScenarios(
 ): Promise<Figure[]> {
   const figures: Figure[] = [];
   figures.push(...(await appendScenarios(ctx, only)));
+  if (only.has('A7')) figures.push(...(await personalDataScenarios(ctx)));
   if (only.has('H1')) figures.push(...(await snapshotScenarios(ctx)));
   figures.push(...(await streamingScenarios(ctx, only, charts)));
   if (only.has('C1')) figures.push(...(await catchUpScenarios(ctx)));

@@ -10,7 +10,8 @@
 --     role that ran the migrations), so the application role needs no write right on any table;
 --   * fstore_reader may read every fstore table and call the read-only functions (get_events, get_event,
 --     get_last_event, get_correlated_events, view_status, list_parked_events, log_head, log_horizon, view_reached,
---     wait_for_view, get_snapshot), nothing else;
+--     wait_for_view, get_snapshot, subject_keys), nothing else;
+--   * forget_subject (crypto-shredding) is the owner's alone: neither role may call it;
 --   * EXECUTE on every fstore function is revoked from PUBLIC, and CREATE on schema public too (PostgreSQL 15 and
 --     later already default to that): a role that can create objects in public could shadow built-in functions
 --     there, inside the SECURITY DEFINER functions, whose fixed search_path is pg_catalog, public, pg_temp.
@@ -40,23 +41,24 @@ DECLARE
     -- never be found before public.events).
     v_path    CONSTANT text := 'pg_catalog, public, pg_temp';
     v_tables  CONSTANT text[] := ARRAY ['events', 'deciders', 'views', 'view_frontiers', 'locks', 'parked_events',
-        'snapshots'];
+        'snapshots', 'subject_keys', 'subject_erasures'];
     -- The SQL API, by function name (every overload). The read-only ones are SECURITY INVOKER: SELECT on the
     -- tables is all they need.
     v_read    CONSTANT text[] := ARRAY ['get_events', 'get_event', 'get_last_event', 'get_correlated_events',
         'view_status', 'list_parked_events', 'log_head', 'log_horizon', 'view_reached', 'wait_for_view',
-        'get_snapshot'];
+        'get_snapshot', 'subject_keys'];
     -- The ones that write are SECURITY DEFINER.
     v_write   CONSTANT text[] := ARRAY ['register_decider_event', 'append_event', 'append_events', 'register_view',
         'stream_events', 'ack_event', 'nack_event', 'schedule_nack_event', 'lease_events', 'ack_events',
         'renew_lease', 'release_lease', 'fail_event', 'retry_parked_event', 'discard_parked_event', 'reset_view',
         'set_wakeups', 'ack_leases', 'set_view_lock_timeout', 'claim_parked_event', 'ack_parked_event',
-        'fail_parked_event', 'advance_view', 'claim_log_batch', 'save_snapshot', 'delete_snapshots'];
+        'fail_parked_event', 'advance_view', 'claim_log_batch', 'save_snapshot', 'delete_snapshots', 'subject_key',
+        'rotate_subject_key'];
     -- Trigger functions and helpers: nobody calls them directly (SECURITY INVOKER; fired by the functions above,
-    -- they run as the owner).
+    -- they run as the owner). And the owner's own operations, granted to neither role: forget_subject.
     v_internal CONSTANT text[] := ARRAY ['check_event_append', 'on_insert_or_update_on_views',
         'reset_view_positions', 'forbid_truncate', 'notify_events_appended', 'before_update_views_table',
-        'raise_lease_lost', 'raise_beyond_lease', 'subscription_list', 'read_into_lock_rows'];
+        'raise_lease_lost', 'raise_beyond_lease', 'subscription_list', 'read_into_lock_rows', 'forget_subject'];
     v_owner            oid;
     v_missing          text[];
     v_role             text;

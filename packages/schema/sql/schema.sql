@@ -3,7 +3,7 @@
 -- Generated, do not edit: `pnpm check:migrations --write-schema` regenerates it (packages/schema/src/schema-dump.test.ts),
 -- and `pnpm check:migrations` fails when it is out of step with the migrations. Not a migration: migrate() builds
 -- the schema from migrations/; this file only shows the result.
--- After the migrations 0000_tables to 0018_snapshots_in_the_sql_api; the same text on PostgreSQL 14 to 18.
+-- After the migrations 0000_tables to 0020_forgetting_subjects; the same text on PostgreSQL 14 to 18.
 
 -- Tables
 
@@ -79,6 +79,23 @@ CREATE TABLE public.snapshots (
     CONSTRAINT snapshots_pkey PRIMARY KEY (decider, decider_id, version)
 );
 
+CREATE TABLE public.subject_erasures (
+    subject text NOT NULL,
+    key_ids uuid[] NOT NULL,
+    forgotten_by text NOT NULL,
+    forgotten_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+CREATE TABLE public.subject_keys (
+    key_id uuid NOT NULL,
+    subject text NOT NULL,
+    key bytea NOT NULL,
+    first boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT subject_keys_key_check CHECK (octet_length(key) = 32),
+    CONSTRAINT subject_keys_pkey PRIMARY KEY (key_id)
+);
+
 CREATE TABLE public.view_frontiers (
     view text NOT NULL,
     transaction_id xid8 DEFAULT '0'::xid8 NOT NULL,
@@ -119,6 +136,9 @@ CREATE UNIQUE INDEX events_first_event_key ON public.events USING btree (decider
 CREATE INDEX events_transaction_id_offset_idx ON public.events USING btree (transaction_id, "offset");
 CREATE INDEX locks_pending_idx ON public.locks USING btree (view, locked_until, "offset") WHERE (last_offset < "offset");
 CREATE INDEX parked_events_retry_idx ON public.parked_events USING btree (view, retry_requested_at) WHERE (retry_requested_at IS NOT NULL);
+CREATE INDEX subject_erasures_subject_idx ON public.subject_erasures USING btree (subject);
+CREATE UNIQUE INDEX subject_keys_first_key ON public.subject_keys USING btree (subject) WHERE first;
+CREATE INDEX subject_keys_subject_idx ON public.subject_keys USING btree (subject, created_at);
 
 -- Triggers
 
@@ -998,6 +1018,27 @@ BEGIN
 END;
 $function$;
 
+-- forget_subject(v_subject text): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.forget_subject(v_subject text)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_key_ids uuid[];
+BEGIN
+    IF v_subject IS NULL OR v_subject = '' THEN
+        RAISE EXCEPTION 'forget_subject: the subject must be a name, got %', coalesce(quote_literal(v_subject), 'null')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH deleted AS (DELETE FROM subject_keys k WHERE k.subject = v_subject RETURNING k.key_id)
+    SELECT coalesce(array_agg(d.key_id), '{}') INTO v_key_ids FROM deleted d;
+    DELETE FROM snapshots;
+    INSERT INTO subject_erasures (subject, key_ids, forgotten_by) VALUES (v_subject, v_key_ids, session_user);
+    RETURN cardinality(v_key_ids);
+END;
+$function$;
+
 -- get_correlated_events(v_correlation_id text): EXECUTE by everyone (PUBLIC)
 CREATE OR REPLACE FUNCTION public.get_correlated_events(v_correlation_id text)
  RETURNS SETOF events
@@ -1697,6 +1738,29 @@ BEGIN
 END;
 $function$;
 
+-- rotate_subject_key(v_subject text, v_key_id uuid, v_key bytea): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.rotate_subject_key(v_subject text, v_key_id uuid, v_key bytea)
+ RETURNS uuid
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    IF v_subject IS NULL OR v_subject = '' THEN
+        RAISE EXCEPTION 'rotate_subject_key: the subject must be a name, got %',
+            coalesce(quote_literal(v_subject), 'null')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- created_at is the transaction's start: a key made earlier in the same transaction must still come first.
+    INSERT INTO subject_keys (key_id, subject, key, first, created_at)
+    VALUES (v_key_id, v_subject, v_key, false,
+            greatest(now(), (SELECT max(k.created_at) + interval '1 microsecond'
+                             FROM subject_keys k
+                             WHERE k.subject = v_subject)));
+    RETURN v_key_id;
+END;
+$function$;
+
 -- save_snapshot(v_decider text, v_decider_id text, v_version text, v_offset bigint, v_state jsonb): EXECUTE by its owner only, unless granted
 CREATE OR REPLACE FUNCTION public.save_snapshot(v_decider text, v_decider_id text, v_version text, v_offset bigint, v_state jsonb)
  RETURNS SETOF snapshots
@@ -1863,6 +1927,57 @@ BEGIN
                                      LIMIT 1) e
         ORDER BY e."offset";
 END;
+$function$;
+
+-- subject_key(v_subject text, v_key_id uuid, v_candidate bytea): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.subject_key(v_subject text, v_key_id uuid, v_candidate bytea)
+ RETURNS TABLE(key_id uuid, key bytea)
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+BEGIN
+    IF v_subject IS NULL OR v_subject = '' THEN
+        RAISE EXCEPTION 'subject_key: the subject must be a name, got %', coalesce(quote_literal(v_subject), 'null')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY SELECT k.key_id, k.key
+                 FROM subject_keys k
+                 WHERE k.subject = v_subject
+                 ORDER BY k.created_at DESC, k.key_id
+                 LIMIT 1;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    -- The first key: a writer racing for it waits on subject_keys_first_key, then stores nothing and reads the
+    -- other's (a statement of its own, so it sees that commit).
+    INSERT INTO subject_keys (key_id, subject, key)
+    VALUES (v_key_id, v_subject, v_candidate)
+    ON CONFLICT (subject) WHERE first DO NOTHING;
+    RETURN QUERY SELECT k.key_id, k.key
+                 FROM subject_keys k
+                 WHERE k.subject = v_subject
+                 ORDER BY k.created_at DESC, k.key_id
+                 LIMIT 1;
+END;
+$function$;
+
+-- subject_keys(v_key_ids uuid[]): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.subject_keys(v_key_ids uuid[])
+ RETURNS TABLE(key_id uuid, key bytea, forgotten boolean)
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+SELECT k.key_id, k.key, false
+FROM subject_keys k
+WHERE k.key_id = ANY (v_key_ids)
+UNION ALL
+SELECT DISTINCT ids.key_id, NULL::bytea, true
+FROM unnest(v_key_ids) AS ids(key_id)
+         JOIN subject_erasures e ON ids.key_id = ANY (e.key_ids)
+WHERE NOT EXISTS (SELECT 1 FROM subject_keys k WHERE k.key_id = ids.key_id);
 $function$;
 
 -- subscription_list(v_function text, v_what text, v_list text[]): EXECUTE by everyone (PUBLIC)

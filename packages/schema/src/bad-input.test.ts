@@ -10,7 +10,8 @@
  * The SQLSTATEs:
  *   23502 not_null_violation        a null where a column needs a value
  *   22023 invalid_parameter_value   the functions' own argument checks (limits, seconds, milliseconds, flags, an
- *                                   offset that is not an event of the stream, events that are not a JSON array)
+ *                                   offset that is not an event of the stream, events that are not a JSON array),
+ *                                   and bytea text that is not hex
  *   22P02 invalid_text_representation  a value that does not parse as the parameter's type (uuid, bigint, int,
  *                                   boolean, jsonb)
  *   22007 invalid_datetime_format   the same for timestamps
@@ -168,6 +169,12 @@ const text = (name: string, nullOutcome: Parameter['null']): Parameter => ({
   null: nullOutcome,
   variants: [otherType()],
 });
+/** An AES-256 key: 32 bytes, as bytea's hex text (subject_key, rotate_subject_key, 0020). */
+const KEY = `\\x${'ab'.repeat(32)}`;
+const keyVariants: Variant[] = [
+  { label: '31 bytes', value: `\\x${'ab'.repeat(31)}`, code: '23514', constraint: 'subject_keys_key_check' },
+  { label: 'bytes that are no hex', value: '\\xzz', code: '22023' },
+];
 /** No event of the stream at that offset (save_snapshot, 0018). */
 const NO_EVENT: Refusal = { code: 'P0002', constraint: 'events_pkey' };
 /** Metadata (append_event and append_events with metadata, 0016): a JSON object of known keys, within 8 KiB. */
@@ -673,6 +680,63 @@ const catalogue: Entry[] = [
     select: 'value',
     valid: () => [decider, 'v1'],
     params: [text('v_decider', INVALID), text('v_version', 'accepted')],
+  },
+  {
+    // Personal data (0020_forgetting_subjects): a subject's key, drawn by the caller.
+    fn: 'subject_key',
+    select: 'rows',
+    valid: () => ['subject-1', randomUUID(), KEY],
+    params: [
+      {
+        name: 'v_subject',
+        type: 'text',
+        null: INVALID,
+        variants: [otherType(), { label: "''", value: '', ...INVALID }],
+      },
+      { name: 'v_key_id', type: 'uuid', null: NOT_NULL, variants: [badUuid] },
+      { name: 'v_candidate', type: 'bytea', null: NOT_NULL, variants: keyVariants },
+    ],
+  },
+  {
+    fn: 'rotate_subject_key',
+    select: 'value',
+    valid: () => ['subject-1', randomUUID(), KEY],
+    params: [
+      {
+        name: 'v_subject',
+        type: 'text',
+        null: INVALID,
+        variants: [otherType(), { label: "''", value: '', ...INVALID }],
+      },
+      { name: 'v_key_id', type: 'uuid', null: NOT_NULL, variants: [badUuid] },
+      { name: 'v_key', type: 'bytea', null: NOT_NULL, variants: keyVariants },
+    ],
+  },
+  {
+    fn: 'subject_keys',
+    select: 'rows',
+    valid: () => [`{${randomUUID()}}`],
+    params: [
+      {
+        name: 'v_key_ids',
+        type: 'uuid[]',
+        null: 'accepted',
+        variants: [{ label: 'an array of no uuid', value: '{x}', code: '22P02' }],
+      },
+    ],
+  },
+  {
+    fn: 'forget_subject',
+    select: 'value',
+    valid: () => ['subject-1'],
+    params: [
+      {
+        name: 'v_subject',
+        type: 'text',
+        null: INVALID,
+        variants: [otherType(), { label: "''", value: '', ...INVALID }],
+      },
+    ],
   },
   {
     fn: 'get_events',
@@ -1417,6 +1481,10 @@ describe('nulls that are accepted, and what they do', () => {
       const [row] = await tx<{ deleted: number }[]>`SELECT delete_snapshots(${decider}, NULL) AS deleted`;
       expect(row?.deleted).toBe(2);
     });
+  });
+
+  test('subject_keys: a null list of ids finds nothing', async () => {
+    expect(await rows('SELECT * FROM subject_keys(NULL)', [])).toEqual([]);
   });
 
   test('get_correlated_events: a null correlation id finds nothing', async () => {

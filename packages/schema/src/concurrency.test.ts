@@ -203,3 +203,28 @@ describe('concurrent consumers', () => {
     expect(pending?.n).toBe(0);
   });
 });
+
+describe("a subject's first key", () => {
+  test('two writers drawing the first key of one subject at once both get the one stored', async () => {
+    const subject = `subject-${randomUUID()}`;
+    const draw = (sql: postgres.Sql | postgres.TransactionSql, byte: string) =>
+      sql<{ key_id: string; key: Buffer }[]>`
+        SELECT * FROM subject_key(${subject}, ${randomUUID()}, ${`\\x${byte.repeat(32)}`}::text::bytea)`;
+    const first = db.connect({ max: 1 });
+    const second = db.connect({ max: 1 });
+    const secondPid = await backendPid(second);
+    let late: Promise<{ ok: boolean; value?: { key_id: string }[] }> | undefined;
+    let mine: { key_id: string }[] = [];
+    await first.begin(async (tx) => {
+      mine = await draw(tx, 'aa');
+      late = settle(second.begin((tx2) => draw(tx2, 'bb')));
+      await waitUntilBlocked(db.sql, secondPid);
+    });
+    const outcome = await late;
+    expect(outcome?.ok).toBe(true);
+    expect(outcome?.value?.[0]?.key_id).toBe(mine[0]?.key_id);
+    expect(await db.sql`SELECT count(*)::int AS n FROM subject_keys WHERE subject = ${subject}`).toEqual([
+      { n: 1 },
+    ]);
+  });
+});

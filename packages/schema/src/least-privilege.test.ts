@@ -281,7 +281,7 @@ describe('sql/least-privilege.sql, the script', () => {
     );
     expect(failure.code).toBe('P0001');
     expect(failure.message).toMatch(
-      /tables \{events,deciders,views,view_frontiers,locks,parked_events,snapshots\} are missing.*run fstore's migrations first/,
+      /tables \{events,deciders,views,view_frontiers,locks,parked_events,snapshots,subject_keys,subject_erasures\} are missing.*run fstore's migrations first/,
     );
   });
 
@@ -356,6 +356,26 @@ describe('the application role', () => {
     await expectDenied(app, `UPDATE snapshots SET state = '{}'`);
     await expectDenied(app, 'DELETE FROM snapshots');
     expect(await app`SELECT delete_snapshots(${decider}, 'v1') AS n`).toEqual([{ n: 1 }]);
+  });
+
+  test("draws and rotates subjects' keys and reads them, but cannot forget a subject: forget_subject is the owner's", async () => {
+    const subject = `subject-${randomUUID()}`;
+    const key = `\\x${'ab'.repeat(32)}`;
+    const [drawn] =
+      await app`SELECT key_id FROM subject_key(${subject}, ${randomUUID()}, ${key}::text::bytea)`;
+    const rotated = randomUUID();
+    await app`SELECT rotate_subject_key(${subject}, ${rotated}, ${key}::text::bytea)`;
+    const ids = `{${drawn?.key_id},${rotated}}`;
+    expect(await app`SELECT count(*)::int AS n FROM subject_keys(${ids}::text::uuid[])`).toEqual([{ n: 2 }]);
+    await expectDenied(app, `SELECT forget_subject('${subject}')`);
+    await expectDenied(reader, `SELECT forget_subject('${subject}')`);
+    await expectDenied(app, `DELETE FROM subject_keys WHERE subject = '${subject}'`);
+    expect(await reader`SELECT count(*)::int AS n FROM subject_keys(${ids}::text::uuid[])`).toEqual([
+      { n: 2 },
+    ]);
+    await expectDenied(reader, `SELECT * FROM subject_key('${subject}', gen_random_uuid(), '${key}'::bytea)`);
+    // The owner can.
+    expect(await db.sql`SELECT forget_subject(${subject}) AS n`).toEqual([{ n: 2 }]);
   });
 
   test('reads the log directly and through get_events and get_last_event', async () => {

@@ -275,6 +275,46 @@ export const snapshots = pgTable(
   ],
 );
 
+/** PostgreSQL's bytea, as a Node.js Buffer (postgres.js and PGlite both read it so). */
+const bytea = customType<{ data: Buffer; driverData: Buffer }>({ dataType: () => 'bytea' });
+
+/**
+ * The keys that encrypt subjects' personal data in event payloads (crypto-shredding): one row per key, the newest
+ * of a subject encrypting what is written now, the older ones still decrypting what they wrote (a rotation adds
+ * one). Forgetting a subject deletes its rows: what they encrypted can never be read again, while the events, their
+ * order and their chains stay as they are.
+ */
+export const subjectKeys = pgTable(
+  'subject_keys',
+  {
+    keyId: uuid('key_id').primaryKey(),
+    subject: text('subject').notNull(),
+    /** 32 bytes: an AES-256-GCM key. */
+    key: bytea('key').notNull(),
+    /** The subject's first key (not a rotation's): one at a time, so that writers racing for it agree. */
+    first: boolean('first').notNull().default(true),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [
+    check('subject_keys_key_check', sql`octet_length(${t.key}) = 32`),
+    uniqueIndex('subject_keys_first_key').on(t.subject).where(sql`${t.first}`),
+    index('subject_keys_subject_idx').on(t.subject, t.createdAt),
+  ],
+);
+
+/** Who forgot which subject, when, and the keys that went with it: the audit of forget_subject. */
+export const subjectErasures = pgTable(
+  'subject_erasures',
+  {
+    subject: text('subject').notNull(),
+    keyIds: uuid('key_ids').array().notNull(),
+    /** session_user: the login that asked, whatever role it acted as. */
+    forgottenBy: text('forgotten_by').notNull(),
+    forgottenAt: timestamp('forgotten_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [index('subject_erasures_subject_idx').on(t.subject)],
+);
+
 /** A row of `deciders`: one event type (and version) a decider may publish. */
 export type DeciderEventType = typeof deciders.$inferSelect;
 export type NewDeciderEventType = typeof deciders.$inferInsert;
@@ -291,3 +331,5 @@ export type NewLock = typeof locks.$inferInsert;
 export type ParkedEvent = typeof parkedEvents.$inferSelect;
 export type ViewFrontier = typeof viewFrontiers.$inferSelect;
 export type Snapshot = typeof snapshots.$inferSelect;
+export type SubjectKey = typeof subjectKeys.$inferSelect;
+export type SubjectErasure = typeof subjectErasures.$inferSelect;

@@ -135,6 +135,21 @@ export class PayloadTooLargeError extends FstoreError {
 }
 
 /**
+ * A personal field of a stored event was encrypted with a key that is neither in `subject_keys` nor among the keys
+ * of a forgotten subject: keys deleted by hand, or a payload from another database. Nothing can read it.
+ */
+export class UnknownSubjectKeyError extends FstoreError {
+  override name = 'UnknownSubjectKeyError';
+  constructor(
+    readonly eventId: string,
+    readonly field: string,
+    readonly keyId: string,
+  ) {
+    super(`event ${eventId}: field ${field} was encrypted with key ${keyId}, which is not known here`);
+  }
+}
+
+/**
  * A stored event that the declaration cannot read: its type is not declared, its version is newer than the
  * declaration, or no upcaster leads from its version to the current one, or the upcast data fails the schema.
  */

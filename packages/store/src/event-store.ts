@@ -24,6 +24,7 @@ import {
   saveSnapshot,
 } from './functions.js';
 import { decodeMetadata, encodeMetadata, type Metadata } from './metadata.js';
+import { encryptPersonalFields, type SubjectKeys, subjectKeysFor } from './personal-data.js';
 import { eventsOfCommand } from './queries.js';
 import { inSpan, type SpanOptions } from './telemetry.js';
 import { Issues, limits, toJson } from './validation.js';
@@ -179,7 +180,9 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
         batch.push({
           event: input.type,
           eventId: input.eventId ?? randomUUID(),
-          data,
+          data: definition.personal
+            ? await encryptPersonalFields(this.db, definition.personal, data, deciderId, path)
+            : data,
           version: definition.version,
           final: definition.final,
         });
@@ -199,7 +202,7 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
       };
       span.setAttributes({ 'fstore.command_id': input.commandId });
       const rows = await this.retryingTransient(() => appendEvents(this.db, input));
-      return Promise.all(rows.map((row) => this.decode(row)));
+      return this.decodeAll(rows);
     });
   }
 
@@ -230,7 +233,7 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
   async loadLast(deciderId: string): Promise<StoredEvent<EventOf<TEvents>> | undefined> {
     checkDeciderId(deciderId);
     const row = await getLastEvent(this.db, deciderId, this.decider);
-    return row ? this.decode(row) : undefined;
+    return row ? (await this.decodeAll([row]))[0] : undefined;
   }
 
   /**
@@ -245,7 +248,7 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
         afterOffset: after,
         limit: this.pageSize,
       });
-      for (const row of page) yield await this.decode(row);
+      for (const event of await this.decodeAll(page)) yield event;
       if (page.length < this.pageSize) return;
       after = page[page.length - 1]?.offset ?? after;
     }
@@ -258,7 +261,7 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
     issues.uuid('commandId', commandId);
     issues.throwIfAny();
     const rows = await eventsOfCommand(this.db, deciderId, commandId);
-    return Promise.all(rows.filter((row) => row.decider === this.decider).map((row) => this.decode(row)));
+    return this.decodeAll(rows.filter((row) => row.decider === this.decider));
   }
 
   /** The newest snapshot of a stream for this version of the decider (`get_snapshot`), if any. */
@@ -294,8 +297,13 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
     return row.offset;
   }
 
-  private decode(row: Event): Promise<StoredEvent<EventOf<TEvents>>> {
-    return toStoredEvent(this.events, row, this.validateOnLoad);
+  /** Decodes rows, with the keys of their personal fields fetched once for all of them. */
+  private async decodeAll(rows: readonly Event[]): Promise<StoredEvent<EventOf<TEvents>>[]> {
+    const keys = await subjectKeysFor(
+      this.db,
+      rows.map((row) => row.data),
+    );
+    return Promise.all(rows.map((row) => toStoredEvent(this.events, row, this.validateOnLoad, keys)));
   }
 }
 
@@ -326,11 +334,14 @@ export async function toStoredEvent<TEvents extends DeciderEvents<EventDefinitio
   events: TEvents,
   row: Event,
   validate = true,
+  /** The keys of its personal fields, if it has any (`subjectKeysFor`): without them, UnknownSubjectKeyError. */
+  keys?: SubjectKeys,
 ): Promise<StoredEvent<EventOf<TEvents>>> {
   const data = await decodeStoredData(
     events,
     { eventId: row.eventId, type: row.event, version: row.eventVersion, data: row.data },
     validate,
+    keys,
   );
   return {
     type: row.event,

@@ -6,6 +6,14 @@
 import type { StandardSchemaV1 } from '@standard-schema/spec';
 import { UnreadableEventError, ValidationError, type ValidationIssue } from './errors.js';
 import type { Metadata } from './metadata.js';
+import {
+  type Forgettable,
+  openPersonalFields,
+  type PersonalFields,
+  type SubjectKeys,
+} from './personal-data.js';
+
+const noSubjectKeys: SubjectKeys = new Map();
 
 /** Turns the payload of version n into the payload of version n + 1. */
 export type Upcaster = (data: unknown) => unknown;
@@ -21,12 +29,19 @@ export interface EventOptions {
   upcast?: Record<number, Upcaster>;
 }
 
+/** The options of an event type with personal data: which fields, about which subject (see personal-data.ts). */
+export interface PersonalEventOptions<TData, K extends keyof TData & string> extends EventOptions {
+  personal: PersonalFields<TData, K>;
+}
+
 export interface EventDefinition<TData> {
   readonly version: number;
   readonly description: string | undefined;
   readonly final: boolean;
   readonly schema: StandardSchemaV1<unknown, TData> | undefined;
   readonly upcast: Readonly<Record<number, Upcaster>>;
+  /** The payload's personal fields and their subject: encrypted before SQL, forgettable. */
+  readonly personal: PersonalFields | undefined;
   /** Carries the payload type; never set at run time. */
   readonly __data?: TData;
 }
@@ -35,9 +50,19 @@ export interface EventDefinition<TData> {
 export function event<TSchema extends StandardSchemaV1>(
   options: EventOptions & { schema: TSchema },
 ): EventDefinition<StandardSchemaV1.InferOutput<TSchema>>;
+/**
+ * Declares an event type with personal fields: `event<Signup, 'email'>({ personal: { subject: (d) => d.customerId,
+ * fields: ['email'] } })`. Its payload reads with those fields as `T | Forgotten`: once the subject is forgotten,
+ * they hold the placeholder.
+ */
+export function event<TData, K extends keyof TData & string>(
+  options: PersonalEventOptions<TData, K>,
+): EventDefinition<Forgettable<TData, K>>;
 /** Declares an event type with the payload type given: `event<{ orderId: string }>()`. */
 export function event<TData>(options?: EventOptions): EventDefinition<TData>;
-export function event(options: EventOptions & { schema?: StandardSchemaV1 } = {}): EventDefinition<unknown> {
+export function event(
+  options: EventOptions & { schema?: StandardSchemaV1; personal?: PersonalFields<never, string> } = {},
+): EventDefinition<unknown> {
   const version = options.version ?? 1;
   if (!Number.isSafeInteger(version) || version < 1) {
     throw new TypeError(`event version must be a whole number of 1 or more, got ${version}`);
@@ -48,6 +73,7 @@ export function event(options: EventOptions & { schema?: StandardSchemaV1 } = {}
     final: options.final ?? false,
     schema: options.schema,
     upcast: { ...options.upcast },
+    personal: options.personal as PersonalFields | undefined,
   };
 }
 
@@ -152,6 +178,7 @@ export async function decodeStoredData(
   events: DeciderEvents<EventDefinitions>,
   stored: { eventId: string; type: string; version: number; data: unknown },
   validate: boolean,
+  keys: SubjectKeys = noSubjectKeys,
 ): Promise<unknown> {
   const { eventId, type, version } = stored;
   const definition = Object.hasOwn(events.definitions, type) ? events.definitions[type] : undefined;
@@ -165,7 +192,9 @@ export async function decodeStoredData(
       `the declaration knows versions up to ${definition.version}`,
     );
   }
-  let data = stored.data;
+  // Personal fields first: upcasters and schemas see the payload as it was written, or the placeholder.
+  const opened = openPersonalFields(eventId, stored.data, keys);
+  let data = opened.data;
   for (let from = version; from < definition.version; from++) {
     const upcaster = definition.upcast[from];
     if (!upcaster) {
@@ -178,7 +207,8 @@ export async function decodeStoredData(
     }
     data = upcaster(data);
   }
-  if (definition.schema && (validate || version < definition.version)) {
+  // A forgotten field no longer matches the schema it was written under: what remains was validated then.
+  if (definition.schema && !opened.forgotten && (validate || version < definition.version)) {
     const result = await validateWithSchema(definition.schema, data, 'data');
     if ('issues' in result) {
       const reason = result.issues.map((issue) => `${issue.path}: ${issue.message}`).join('; ');

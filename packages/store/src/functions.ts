@@ -3,6 +3,8 @@
  * in whatever Drizzle database or transaction they are given, and return rows as Drizzle would select them.
  * Failures of the append functions are mapped to typed errors (errors.ts); the rest pass through.
  */
+
+import { randomBytes, randomUUID } from 'node:crypto';
 import { type DeciderEventType, type Event, type Snapshot, snapshots } from '@fstore/schema';
 import { sql } from 'drizzle-orm';
 import { type Database, decodeDeciderRow, decodeEventRow, queryRows, rowDecoder } from './database.js';
@@ -185,4 +187,25 @@ export async function deleteSnapshots(db: Database, decider: string, version?: s
     sql`SELECT delete_snapshots(${decider}::text, ${version ?? null}::text) AS deleted`,
   );
   return Number(row?.deleted ?? 0);
+}
+
+/** `rotate_subject_key`: a new key for a subject's personal data from now on; the older keys still decrypt. */
+export async function rotateSubjectKey(db: Database, subject: string): Promise<string> {
+  const keyId = randomUUID();
+  await queryRows(
+    db,
+    sql`SELECT rotate_subject_key(${subject}::text, ${keyId}::uuid, ${randomBytes(32)}::bytea)`,
+  );
+  return keyId;
+}
+
+/**
+ * `forget_subject`: deletes a subject's keys, so that its personal fields read as `forgotten` from now on (and
+ * every snapshot, a cache that may hold them decrypted); returns how many keys went. Only the owner of fstore's
+ * tables may call it: least-privilege.sql grants it to neither role. Rebuild the read models that projected the
+ * subject's data.
+ */
+export async function forgetSubject(db: Database, subject: string): Promise<number> {
+  const [row] = await queryRows(db, sql`SELECT forget_subject(${subject}::text) AS keys`);
+  return Number(row?.keys ?? 0);
 }

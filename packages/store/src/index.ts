@@ -20,6 +20,7 @@ export {
   PayloadTooLargeError,
   StreamClosedError,
   UnknownEventTypeError,
+  UnknownSubjectKeyError,
   UnreadableEventError,
   ValidationError,
   type ValidationIssue,
@@ -42,6 +43,7 @@ export {
   type EventOf,
   type EventOptions,
   event,
+  type PersonalEventOptions,
   positionAfter,
   type StoredEvent,
   type StreamPosition,
@@ -53,15 +55,26 @@ export {
   appendEvent,
   appendEvents,
   deleteSnapshots,
+  forgetSubject,
   getCorrelatedEvents,
   getEvent,
   getEvents,
   getLastEvent,
   getSnapshot,
   registerDeciderEvent,
+  rotateSubjectKey,
   saveSnapshot,
 } from './functions.js';
 export { causedBy, type JsonValue, type Metadata } from './metadata.js';
+export {
+  type Forgettable,
+  type Forgotten,
+  forgotten,
+  isForgotten,
+  type PersonalFields,
+  type SubjectKeys,
+  subjectKeysFor,
+} from './personal-data.js';
 export {
   eventsBetween,
   eventsInOffsetRange,

@@ -740,6 +740,70 @@ export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>
       });
     });
 
+    describe('subject keys and forgetting a subject (0019, 0020)', () => {
+      const key = (byte: string) => `\\x${byte.repeat(32)}`;
+      test('subject_key gives the newest key, rotate_subject_key a new one; forget_subject deletes them, with an audit row', async () => {
+        const subject = `subject-${randomUUID()}`;
+        const [first] = await db.query<{ key_id: string }>(
+          `SELECT key_id FROM subject_key($1, $2, $3::text::bytea)`,
+          [subject, randomUUID(), key('aa')],
+        );
+        // Asked again: the same key, whatever the candidate.
+        const [again] = await db.query<{ key_id: string }>(
+          `SELECT key_id FROM subject_key($1, $2, $3::text::bytea)`,
+          [subject, randomUUID(), key('bb')],
+        );
+        expect(again?.key_id).toBe(first?.key_id);
+        const rotated = randomUUID();
+        await db.query(`SELECT rotate_subject_key($1, $2, $3::text::bytea)`, [subject, rotated, key('cc')]);
+        const [newest] = await db.query<{ key_id: string }>(
+          `SELECT key_id FROM subject_key($1, $2, $3::text::bytea)`,
+          [subject, randomUUID(), key('dd')],
+        );
+        expect(newest?.key_id).toBe(rotated);
+        const ids = `{${first?.key_id},${rotated},${randomUUID()}}`;
+        const read = async () =>
+          (
+            await db.query<{ key_id: string; forgotten: boolean; key: unknown }>(
+              `SELECT key_id, forgotten, key IS NULL AS no_key FROM subject_keys($1::text::uuid[]) ORDER BY key_id`,
+              [ids],
+            )
+          ).map((row) => [row.key_id, row.forgotten, (row as unknown as { no_key: boolean }).no_key]);
+        // The unknown third id is not returned.
+        expect(await read()).toEqual(
+          [
+            [first?.key_id, false, false],
+            [rotated, false, false],
+          ].sort(),
+        );
+        const [forgot] = await db.query<{ n: number }>(`SELECT forget_subject($1) AS n`, [subject]);
+        expect(Number(forgot?.n)).toBe(2);
+        expect(await read()).toEqual(
+          [
+            [first?.key_id, true, true],
+            [rotated, true, true],
+          ].sort(),
+        );
+        const audit = await db.query<{ keys: number }>(
+          `SELECT cardinality(key_ids) AS keys FROM subject_erasures WHERE subject = $1`,
+          [subject],
+        );
+        expect(audit.map((row) => Number(row.keys))).toEqual([2]);
+      });
+
+      test('forget_subject drops every snapshot: a cache that may hold decrypted personal data', async () => {
+        const decider = await newDecider();
+        const { deciderId, events } = await stream(decider, 1);
+        await db.query(`SELECT * FROM save_snapshot($1, $2, 'v1', $3, '{}')`, [
+          decider,
+          deciderId,
+          events[0]?.offset,
+        ]);
+        await db.query(`SELECT forget_subject($1)`, [`subject-${randomUUID()}`]);
+        expect(await db.query(`SELECT * FROM get_snapshot($1, $2, 'v1')`, [decider, deciderId])).toEqual([]);
+      });
+    });
+
     describe('immutability', () => {
       test('UPDATE and DELETE on events change nothing', async () => {
         const decider = await newDecider();

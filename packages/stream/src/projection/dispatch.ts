@@ -1,6 +1,6 @@
 /** The one path from a stored event to the handler: decode it with its decider's declaration, then handle it. */
 import { type Event, views } from '@fstore/schema';
-import { toStoredEvent } from '@fstore/store';
+import { subjectKeysFor, toStoredEvent } from '@fstore/store';
 import { decodeMetadata, inSpan } from '@fstore/store/internal';
 import { eq } from 'drizzle-orm';
 import { SubscriptionMismatchError } from '../errors.js';
@@ -70,7 +70,9 @@ export async function dispatch(
   };
   try {
     await inSpan(`project ${row.event}`, span, async () => {
-      const event = (await toStoredEvent(declared, row)) as ProjectedEvent<AnyDeciders>;
+      // The keys of its personal fields, read in the batch's transaction (no query for an event without any).
+      const keys = await subjectKeysFor(tx, [row.data]);
+      const event = (await toStoredEvent(declared, row, true, keys)) as ProjectedEvent<AnyDeciders>;
       await context.handle(event, tx, {
         view: context.view,
         attempt: delivery.attempt,
