@@ -115,10 +115,18 @@ const noKeys: SubjectKeys = new Map();
  * The keys that the payloads of `rows` were encrypted with (`subject_keys`: one round trip, and none when no payload
  * holds personal data).
  */
-export async function subjectKeysFor(db: Database, payloads: readonly unknown[]): Promise<SubjectKeys> {
+export function subjectKeysFor(
+  db: Database,
+  payloads: readonly unknown[],
+): Promise<SubjectKeys> | SubjectKeys {
   const ids = new Set<string>();
   for (const data of payloads) for (const envelope of envelopesIn(data)) ids.add(envelope.key);
+  // Synchronous when there is nothing to fetch: the common case, per event in a worker.
   if (ids.size === 0) return noKeys;
+  return fetchKeys(db, ids);
+}
+
+async function fetchKeys(db: Database, ids: ReadonlySet<string>): Promise<SubjectKeys> {
   // As an array literal in text: drizzle spreads a JavaScript array into one parameter per item (ids are UUIDs).
   const literal = `{${[...ids].join(',')}}`;
   const rows = await queryRows(db, sql`SELECT * FROM subject_keys(${literal}::text::uuid[])`);

@@ -53,11 +53,13 @@ export const telemetryAvailable = api !== undefined;
  */
 export async function inSpan<T>(
   name: string,
-  options: SpanOptions,
+  /** Or a function that gives them, called only when an SDK records spans: a worker's calls per event pay nothing. */
+  spanOptions: SpanOptions | (() => SpanOptions),
   work: (span: SpanScope) => Promise<T>,
 ): Promise<T> {
   const tracer = registeredTracer();
   if (!api || !tracer) return work(untraced);
+  const options = typeof spanOptions === 'function' ? spanOptions() : spanOptions;
   const { SpanKind, SpanStatusCode } = api;
   const kind = { internal: SpanKind.INTERNAL, client: SpanKind.CLIENT, consumer: SpanKind.CONSUMER }[
     options.kind

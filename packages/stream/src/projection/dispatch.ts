@@ -49,29 +49,32 @@ export async function dispatch(
     return;
   }
   // With OpenTelemetry: a span per call, in the batch's trace, linked to the trace that appended the event.
-  const metadata = decodeMetadata(row.metadata);
-  const span = {
-    kind: 'consumer' as const,
-    links: [metadata?.traceparent],
-    attributes: {
-      'messaging.system': 'fstore',
-      'messaging.operation.type': 'process',
-      'messaging.operation.name': 'project',
-      'messaging.destination.name': context.view,
-      'messaging.message.id': row.eventId,
-      'messaging.message.conversation_id': metadata?.correlationId,
-      'fstore.view': context.view,
-      'fstore.decider': row.decider,
-      'fstore.decider_id': row.deciderId,
-      'fstore.event_type': row.event,
-      'fstore.offset': row.offset,
-      'fstore.attempt': delivery.attempt,
-    },
+  const span = () => {
+    const metadata = decodeMetadata(row.metadata);
+    return {
+      kind: 'consumer' as const,
+      links: [metadata?.traceparent],
+      attributes: {
+        'messaging.system': 'fstore',
+        'messaging.operation.type': 'process',
+        'messaging.operation.name': 'project',
+        'messaging.destination.name': context.view,
+        'messaging.message.id': row.eventId,
+        'messaging.message.conversation_id': metadata?.correlationId,
+        'fstore.view': context.view,
+        'fstore.decider': row.decider,
+        'fstore.decider_id': row.deciderId,
+        'fstore.event_type': row.event,
+        'fstore.offset': row.offset,
+        'fstore.attempt': delivery.attempt,
+      },
+    };
   };
   try {
     await inSpan(`project ${row.event}`, span, async () => {
       // The keys of its personal fields, read in the batch's transaction (no query for an event without any).
-      const keys = await subjectKeysFor(tx, [row.data]);
+      const found = subjectKeysFor(tx, [row.data]);
+      const keys = found instanceof Promise ? await found : found;
       const event = (await toStoredEvent(declared, row, true, keys)) as ProjectedEvent<AnyDeciders>;
       await context.handle(event, tx, {
         view: context.view,
