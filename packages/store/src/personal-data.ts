@@ -119,10 +119,10 @@ export function subjectKeysFor(
   db: Database,
   payloads: readonly unknown[],
 ): Promise<SubjectKeys> | SubjectKeys {
+  // Synchronous and allocation-free when there is nothing to fetch: the common case, per event in a worker.
+  if (!payloads.some(hasEnvelope)) return noKeys;
   const ids = new Set<string>();
   for (const data of payloads) for (const envelope of envelopesIn(data)) ids.add(envelope.key);
-  // Synchronous when there is nothing to fetch: the common case, per event in a worker.
-  if (ids.size === 0) return noKeys;
   return fetchKeys(db, ids);
 }
 
@@ -142,7 +142,7 @@ export function openPersonalFields(
   data: unknown,
   keys: SubjectKeys,
 ): { data: unknown; forgotten: boolean } {
-  if (envelopesIn(data).length === 0) return { data, forgotten: false };
+  if (!hasEnvelope(data)) return { data, forgotten: false };
   const opened: Record<string, unknown> = { ...(data as Record<string, unknown>) };
   let anyForgotten = false;
   for (const [field, value] of Object.entries(opened)) {
@@ -165,6 +165,12 @@ export function openPersonalFields(
     opened[field] = JSON.parse(plaintext.toString('utf8'));
   }
   return { data: opened, forgotten: anyForgotten };
+}
+
+function hasEnvelope(data: unknown): boolean {
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) return false;
+  for (const key in data) if (isEnvelope((data as Record<string, unknown>)[key])) return true;
+  return false;
 }
 
 function envelopesIn(data: unknown): Envelope[] {
