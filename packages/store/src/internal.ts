@@ -17,5 +17,6 @@ export {
   type SpanAttributes,
   type SpanOptions,
   type SpanScope,
+  tracing,
 } from './telemetry.js';
 export { Issues, limits } from './validation.js';

@@ -107,6 +107,11 @@ function registeredTracer(): OtelApi.Tracer | undefined {
     : provider.getTracer(scope);
 }
 
+/** Whether spans are being recorded (an SDK registered): hot paths skip their span's set-up when not. */
+export function tracing(): boolean {
+  return registeredTracer() !== undefined;
+}
+
 /** The active span as a W3C traceparent, if one is being traced. */
 export function activeTraceparent(): string | undefined {
   const span = api?.trace.getActiveSpan();

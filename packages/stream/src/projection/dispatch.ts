@@ -1,7 +1,7 @@
 /** The one path from a stored event to the handler: decode it with its decider's declaration, then handle it. */
 import { type Event, views } from '@fstore/schema';
 import { subjectKeysFor, toStoredEvent } from '@fstore/store';
-import { decodeMetadata, inSpan } from '@fstore/store/internal';
+import { decodeMetadata, inSpan, tracing } from '@fstore/store/internal';
 import { eq } from 'drizzle-orm';
 import { SubscriptionMismatchError } from '../errors.js';
 import type { AnyDeciders, ProjectionContext } from './context.js';
@@ -70,18 +70,19 @@ export async function dispatch(
       },
     };
   };
-  try {
-    await inSpan(`project ${row.event}`, span, async () => {
-      // The keys of its personal fields, read in the batch's transaction (no query for an event without any).
-      const found = subjectKeysFor(tx, [row.data]);
-      const keys = found instanceof Promise ? await found : found;
-      const event = (await toStoredEvent(declared, row, true, keys)) as ProjectedEvent<AnyDeciders>;
-      await context.handle(event, tx, {
-        view: context.view,
-        attempt: delivery.attempt,
-        signal: delivery.signal,
-      });
+  const run = async () => {
+    // The keys of its personal fields, read in the batch's transaction (no query for an event without any).
+    const found = subjectKeysFor(tx, [row.data]);
+    const keys = found instanceof Promise ? await found : found;
+    const event = (await toStoredEvent(declared, row, true, keys)) as ProjectedEvent<AnyDeciders>;
+    await context.handle(event, tx, {
+      view: context.view,
+      attempt: delivery.attempt,
+      signal: delivery.signal,
     });
+  };
+  try {
+    await (tracing() ? inSpan(`project ${row.event}`, span, run) : run());
   } catch (error) {
     throw new HandlerFailure(delivery.index, error);
   }
