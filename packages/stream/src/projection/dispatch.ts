@@ -1,7 +1,7 @@
 /** The one path from a stored event to the handler: decode it with its decider's declaration, then handle it. */
 import { type Event, views } from '@fstore/schema';
 import { subjectKeysFor, toStoredEvent } from '@fstore/store';
-import { decodeMetadata, inSpan, tracing } from '@fstore/store/internal';
+import { decodeMetadata, inSpan, type SpanOptions, tracing } from '@fstore/store/internal';
 import { eq } from 'drizzle-orm';
 import { SubscriptionMismatchError } from '../errors.js';
 import type { AnyDeciders, ProjectionContext } from './context.js';
@@ -48,42 +48,54 @@ export async function dispatch(
       throw new SubscriptionMismatchError(context.view, subscribed, [row.decider]);
     return;
   }
-  // With OpenTelemetry: a span per call, in the batch's trace, linked to the trace that appended the event.
-  const span = () => {
-    const metadata = decodeMetadata(row.metadata);
-    return {
-      kind: 'consumer' as const,
-      links: [metadata?.traceparent],
-      attributes: {
-        'messaging.system': 'fstore',
-        'messaging.operation.type': 'process',
-        'messaging.operation.name': 'project',
-        'messaging.destination.name': context.view,
-        'messaging.message.id': row.eventId,
-        'messaging.message.conversation_id': metadata?.correlationId,
-        'fstore.view': context.view,
-        'fstore.decider': row.decider,
-        'fstore.decider_id': row.deciderId,
-        'fstore.event_type': row.event,
-        'fstore.offset': row.offset,
-        'fstore.attempt': delivery.attempt,
-      },
-    };
-  };
-  const run = async () => {
-    // The keys of its personal fields, read in the batch's transaction (no query for an event without any).
-    const found = subjectKeysFor(tx, [row.data]);
-    const keys = found instanceof Promise ? await found : found;
-    const event = (await toStoredEvent(declared, row, true, keys)) as ProjectedEvent<AnyDeciders>;
-    await context.handle(event, tx, {
-      view: context.view,
-      attempt: delivery.attempt,
-      signal: delivery.signal,
-    });
-  };
   try {
-    await (tracing() ? inSpan(`project ${row.event}`, span, run) : run());
+    // With OpenTelemetry: a span per call, in the batch's trace, linked to the trace that appended the event.
+    if (tracing())
+      await inSpan(
+        `project ${row.event}`,
+        () => handlerSpan(context, row, delivery),
+        () => handleEvent(context, declared, row, tx, delivery),
+      );
+    else await handleEvent(context, declared, row, tx, delivery);
   } catch (error) {
     throw new HandlerFailure(delivery.index, error);
   }
+}
+
+/** Decodes the event (with the keys of its personal fields, if it has any) and hands it to the handler. */
+async function handleEvent(
+  context: ProjectionContext,
+  declared: AnyDeciders[number],
+  row: Event,
+  tx: Transaction,
+  delivery: Delivery,
+): Promise<void> {
+  // The keys are read in the batch's transaction; an event without personal fields reads none.
+  const found = subjectKeysFor(tx, [row.data]);
+  const keys = found instanceof Promise ? await found : found;
+  const event = (await toStoredEvent(declared, row, true, keys)) as ProjectedEvent<AnyDeciders>;
+  await context.handle(event, tx, { view: context.view, attempt: delivery.attempt, signal: delivery.signal });
+}
+
+/** A handler call's span: OpenTelemetry's messaging conventions, linked to the append that wrote the event. */
+function handlerSpan(context: ProjectionContext, row: Event, delivery: Delivery): SpanOptions {
+  const metadata = decodeMetadata(row.metadata);
+  return {
+    kind: 'consumer',
+    links: [metadata?.traceparent],
+    attributes: {
+      'messaging.system': 'fstore',
+      'messaging.operation.type': 'process',
+      'messaging.operation.name': 'project',
+      'messaging.destination.name': context.view,
+      'messaging.message.id': row.eventId,
+      'messaging.message.conversation_id': metadata?.correlationId,
+      'fstore.view': context.view,
+      'fstore.decider': row.decider,
+      'fstore.decider_id': row.deciderId,
+      'fstore.event_type': row.event,
+      'fstore.offset': row.offset,
+      'fstore.attempt': delivery.attempt,
+    },
+  };
 }
