@@ -301,6 +301,83 @@ const leaseParams: Parameter[] = [
   },
 ];
 
+/** append_event from its nine-argument form (0001) on: the ten-argument form (0016) adds the metadata. */
+const appendEventFinalArgs = (): Value[] => [
+  'renamed',
+  randomUUID(),
+  decider,
+  fixture.stream,
+  '{}',
+  randomUUID(),
+  fixture.ids[2] as string,
+  '1',
+  'false',
+];
+const appendEventFinalParams: Parameter[] = [
+  text('v_event', NOT_NULL),
+  { name: 'v_event_id', type: 'uuid', null: NOT_NULL, variants: [badUuid] },
+  text('v_decider', NOT_NULL),
+  text('v_decider_id', NOT_NULL),
+  {
+    name: 'v_data',
+    type: 'jsonb',
+    null: NOT_NULL,
+    variants: [{ label: 'malformed JSON', value: '[1, 2', code: '22P02' }],
+  },
+  { name: 'v_command_id', type: 'uuid', null: NOT_NULL, variants: [badUuid] },
+  {
+    name: 'v_previous_id',
+    type: 'uuid',
+    null: { code: '23514', constraint: 'events_previous_id_required' },
+    variants: [badUuid],
+  },
+  {
+    name: 'v_event_version',
+    type: 'bigint',
+    null: NOT_NULL,
+    variants: [{ label: "'x'", value: 'x', code: '22P02' }],
+  },
+  {
+    name: 'v_final',
+    type: 'boolean',
+    null: 'accepted',
+    variants: [{ label: "'maybe'", value: 'maybe', code: '22P02' }],
+  },
+];
+
+/** append_events from its six-argument form (0013) on: the seven-argument form (0016) adds the metadata. */
+const appendEventsOnceArgs = (oncePerCommand: 'true' | 'false'): Value[] => [
+  decider,
+  fixture.stream,
+  fixture.ids[2] as string,
+  randomUUID(),
+  JSON.stringify([{ event: 'renamed', event_id: randomUUID(), data: {} }]),
+  oncePerCommand,
+];
+const appendEventsOnceParams = (commandVariants: Variant[]): Parameter[] => [
+  text('v_decider', NOT_NULL),
+  text('v_decider_id', NOT_NULL),
+  {
+    name: 'v_previous_id',
+    type: 'uuid',
+    null: { code: '23514', constraint: 'events_expected_last_event' },
+    variants: [badUuid],
+  },
+  { name: 'v_command_id', type: 'uuid', null: NOT_NULL, variants: commandVariants },
+  {
+    name: 'v_events',
+    type: 'jsonb',
+    null: INVALID,
+    variants: [{ label: 'malformed JSON', value: '[{"event": ', code: '22P02' }],
+  },
+  {
+    name: 'v_once_per_command',
+    type: 'boolean',
+    null: INVALID,
+    variants: [{ label: "'maybe'", value: 'maybe', code: '22P02' }],
+  },
+];
+
 const catalogue: Entry[] = [
   {
     fn: 'register_decider_event',
@@ -414,48 +491,8 @@ const catalogue: Entry[] = [
   {
     fn: 'append_event',
     select: 'rows',
-    valid: () => [
-      'renamed',
-      randomUUID(),
-      decider,
-      fixture.stream,
-      '{}',
-      randomUUID(),
-      fixture.ids[2] as string,
-      '1',
-      'false',
-    ],
-    params: [
-      text('v_event', NOT_NULL),
-      { name: 'v_event_id', type: 'uuid', null: NOT_NULL, variants: [badUuid] },
-      text('v_decider', NOT_NULL),
-      text('v_decider_id', NOT_NULL),
-      {
-        name: 'v_data',
-        type: 'jsonb',
-        null: NOT_NULL,
-        variants: [{ label: 'malformed JSON', value: '[1, 2', code: '22P02' }],
-      },
-      { name: 'v_command_id', type: 'uuid', null: NOT_NULL, variants: [badUuid] },
-      {
-        name: 'v_previous_id',
-        type: 'uuid',
-        null: { code: '23514', constraint: 'events_previous_id_required' },
-        variants: [badUuid],
-      },
-      {
-        name: 'v_event_version',
-        type: 'bigint',
-        null: NOT_NULL,
-        variants: [{ label: "'x'", value: 'x', code: '22P02' }],
-      },
-      {
-        name: 'v_final',
-        type: 'boolean',
-        null: 'accepted',
-        variants: [{ label: "'maybe'", value: 'maybe', code: '22P02' }],
-      },
-    ],
+    valid: appendEventFinalArgs,
+    params: appendEventFinalParams,
   },
   {
     fn: 'append_events',
@@ -498,98 +535,25 @@ const catalogue: Entry[] = [
     // append_events once per command (0013_commands_apply_once): the same, refusing a command the stream holds.
     fn: 'append_events',
     select: 'rows',
-    valid: () => [
-      decider,
-      fixture.stream,
-      fixture.ids[2] as string,
-      randomUUID(),
-      JSON.stringify([{ event: 'renamed', event_id: randomUUID(), data: {} }]),
-      'true',
-    ],
-    params: [
-      text('v_decider', NOT_NULL),
-      text('v_decider_id', NOT_NULL),
+    valid: () => appendEventsOnceArgs('true'),
+    params: appendEventsOnceParams([
+      badUuid,
       {
-        name: 'v_previous_id',
-        type: 'uuid',
-        null: { code: '23514', constraint: 'events_expected_last_event' },
-        variants: [badUuid],
+        label: 'a command the stream already holds',
+        value: fixture.commandId,
+        code: '23505',
+        constraint: 'events_command_applied',
       },
-      {
-        name: 'v_command_id',
-        type: 'uuid',
-        null: NOT_NULL,
-        variants: [
-          badUuid,
-          {
-            label: 'a command the stream already holds',
-            value: fixture.commandId,
-            code: '23505',
-            constraint: 'events_command_applied',
-          },
-        ],
-      },
-      {
-        name: 'v_events',
-        type: 'jsonb',
-        null: INVALID,
-        variants: [{ label: 'malformed JSON', value: '[{"event": ', code: '22P02' }],
-      },
-      {
-        name: 'v_once_per_command',
-        type: 'boolean',
-        null: INVALID,
-        variants: [{ label: "'maybe'", value: 'maybe', code: '22P02' }],
-      },
-    ],
+    ]),
   },
   {
     // append_event with metadata (0016_event_metadata_in_the_sql_api): the nine-argument form's checks, and the
     // metadata's own (events_metadata_check).
     fn: 'append_event',
     select: 'rows',
-    valid: () => [
-      'renamed',
-      randomUUID(),
-      decider,
-      fixture.stream,
-      '{}',
-      randomUUID(),
-      fixture.ids[2] as string,
-      '1',
-      'false',
-      '{"correlation_id": "c-1"}',
-    ],
+    valid: () => [...appendEventFinalArgs(), '{"correlation_id": "c-1"}'],
     params: [
-      text('v_event', NOT_NULL),
-      { name: 'v_event_id', type: 'uuid', null: NOT_NULL, variants: [badUuid] },
-      text('v_decider', NOT_NULL),
-      text('v_decider_id', NOT_NULL),
-      {
-        name: 'v_data',
-        type: 'jsonb',
-        null: NOT_NULL,
-        variants: [{ label: 'malformed JSON', value: '[1, 2', code: '22P02' }],
-      },
-      { name: 'v_command_id', type: 'uuid', null: NOT_NULL, variants: [badUuid] },
-      {
-        name: 'v_previous_id',
-        type: 'uuid',
-        null: { code: '23514', constraint: 'events_previous_id_required' },
-        variants: [badUuid],
-      },
-      {
-        name: 'v_event_version',
-        type: 'bigint',
-        null: NOT_NULL,
-        variants: [{ label: "'x'", value: 'x', code: '22P02' }],
-      },
-      {
-        name: 'v_final',
-        type: 'boolean',
-        null: 'accepted',
-        variants: [{ label: "'maybe'", value: 'maybe', code: '22P02' }],
-      },
+      ...appendEventFinalParams,
       { name: 'v_metadata', type: 'jsonb', null: 'accepted', variants: metadataVariants },
     ],
   },
@@ -597,37 +561,9 @@ const catalogue: Entry[] = [
     // append_events with metadata (0016_event_metadata_in_the_sql_api): the one body of append_events.
     fn: 'append_events',
     select: 'rows',
-    valid: () => [
-      decider,
-      fixture.stream,
-      fixture.ids[2] as string,
-      randomUUID(),
-      JSON.stringify([{ event: 'renamed', event_id: randomUUID(), data: {} }]),
-      'false',
-      '{"correlation_id": "c-1", "headers": {"user": "ada"}}',
-    ],
+    valid: () => [...appendEventsOnceArgs('false'), '{"correlation_id": "c-1", "headers": {"user": "ada"}}'],
     params: [
-      text('v_decider', NOT_NULL),
-      text('v_decider_id', NOT_NULL),
-      {
-        name: 'v_previous_id',
-        type: 'uuid',
-        null: { code: '23514', constraint: 'events_expected_last_event' },
-        variants: [badUuid],
-      },
-      { name: 'v_command_id', type: 'uuid', null: NOT_NULL, variants: [badUuid] },
-      {
-        name: 'v_events',
-        type: 'jsonb',
-        null: INVALID,
-        variants: [{ label: 'malformed JSON', value: '[{"event": ', code: '22P02' }],
-      },
-      {
-        name: 'v_once_per_command',
-        type: 'boolean',
-        null: INVALID,
-        variants: [{ label: "'maybe'", value: 'maybe', code: '22P02' }],
-      },
+      ...appendEventsOnceParams([badUuid]),
       { name: 'v_metadata', type: 'jsonb', null: 'accepted', variants: metadataVariants },
     ],
   },
