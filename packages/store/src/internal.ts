@@ -6,7 +6,6 @@ export { decodeEventRow, queryRows, rowDecoder } from './database.js';
 export { databaseError } from './errors.js';
 export { decodeMetadata } from './metadata.js';
 export {
-  activeTraceparent,
   addToCounter,
   type GaugeReading,
   type InstrumentOptions,

@@ -44,9 +44,6 @@ export interface SpanScope {
 
 const untraced: SpanScope = { setAttributes() {}, traceparent: () => undefined };
 
-/** Whether spans can be recorded at all: the API is installed (an SDK may still be absent). */
-export const telemetryAvailable = api !== undefined;
-
 /**
  * Runs `work` in a span named `name`, active for everything it awaits, and ends the span with its outcome: an error
  * is recorded on it (status ERROR, `error.type`) and rethrown.
@@ -110,12 +107,6 @@ function registeredTracer(): OtelApi.Tracer | undefined {
 /** Whether spans are being recorded (an SDK registered): hot paths skip their span's set-up when not. */
 export function tracing(): boolean {
   return registeredTracer() !== undefined;
-}
-
-/** The active span as a W3C traceparent, if one is being traced. */
-export function activeTraceparent(): string | undefined {
-  const span = api?.trace.getActiveSpan();
-  return span?.isRecording() ? traceparentOf(span.spanContext()) : undefined;
 }
 
 /** The active trace's id, if one is being traced: a correlation id for a command that came with none. */
