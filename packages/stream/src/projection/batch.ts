@@ -6,7 +6,7 @@ import { isTransientDatabaseError } from '@fstore/store';
 import { LeaseLostError, SubscriptionMismatchError } from '../errors.js';
 import { ackEvents, failEvent, type LeasedEvent, releaseLease } from '../functions.js';
 import { describeError, type ProjectionContext } from './context.js';
-import { dispatch, HandlerFailure } from './dispatch.js';
+import { dispatch, HandlerFailure, keysFor } from './dispatch.js';
 import { guardedTransaction } from './guarded-transaction.js';
 import { keepLeases, type LeaseKeeper } from './lease-keeper.js';
 
@@ -108,12 +108,14 @@ async function commit(
   await guardedTransaction(
     context,
     async (tx, transactionMarker) => {
+      const keys = await keysFor(tx, batch.rows.slice(0, upTo));
       for (let index = 0; index < upTo; index++) {
         if (lease.signal.aborted) throw new LeaseLostError(batch.view, batch.deciderId, batch.leaseId);
         await dispatch(context, batch.rows[index] as LeasedEvent, tx, {
           index,
           attempt: index === 0 ? batch.attempts + 1 : 1,
           signal: lease.signal,
+          keys,
         });
       }
       const last = batch.rows[upTo - 1] as LeasedEvent;

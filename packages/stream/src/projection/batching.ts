@@ -8,7 +8,7 @@ import { LeaseLostError } from '../errors.js';
 import { ackLeases, type LeasedEvent } from '../functions.js';
 import { type Batch, processBatch } from './batch.js';
 import type { ProjectionContext } from './context.js';
-import { dispatch, HandlerFailure } from './dispatch.js';
+import { dispatch, HandlerFailure, keysFor } from './dispatch.js';
 import { guardedTransaction } from './guarded-transaction.js';
 import { keepLeases } from './lease-keeper.js';
 
@@ -86,11 +86,20 @@ async function processGroup(
     await guardedTransaction(
       context,
       async (tx, transactionMarker) => {
+        const keys = await keysFor(
+          tx,
+          group.flatMap((batch) => batch.rows),
+        );
         for (const [position, batch] of group.entries()) {
           for (const [index, row] of batch.rows.entries()) {
             if (leases.signal.aborted) throw new LeaseLostError(view, batch.deciderId, batch.leaseId);
             try {
-              await dispatch(context, row, tx, { index, attempt: batch.attempts + 1, signal: leases.signal });
+              await dispatch(context, row, tx, {
+                index,
+                attempt: batch.attempts + 1,
+                signal: leases.signal,
+                keys,
+              });
             } catch (error) {
               throw error instanceof HandlerFailure ? new GroupHandlerFailure(position) : error;
             }

@@ -1,6 +1,6 @@
 /** The one path from a stored event to the handler: decode it with its decider's declaration, then handle it. */
 import { type Event, views } from '@fstore/schema';
-import { subjectKeysFor, toStoredEvent } from '@fstore/store';
+import { type SubjectKeys, subjectKeysFor, toStoredEvent } from '@fstore/store';
 import { decodeMetadata, inSpan, type SpanOptions, tracing } from '@fstore/store/internal';
 import { eq } from 'drizzle-orm';
 import { SubscriptionMismatchError } from '../errors.js';
@@ -22,6 +22,19 @@ export interface Delivery {
   index: number;
   attempt: number;
   signal: AbortSignal;
+  /** The keys of the personal fields of the transaction's events (`keysFor`), read once for all of them. */
+  keys: SubjectKeys;
+}
+
+/**
+ * The keys of the personal fields of `rows`, read in their transaction once for all of them: no query when none
+ * has any.
+ */
+export async function keysFor(tx: Transaction, rows: readonly Event[]): Promise<SubjectKeys> {
+  return subjectKeysFor(
+    tx,
+    rows.map((row) => row.data),
+  );
 }
 
 /**
@@ -70,10 +83,7 @@ async function handleEvent(
   tx: Transaction,
   delivery: Delivery,
 ): Promise<void> {
-  // The keys are read in the batch's transaction; an event without personal fields reads none.
-  const found = subjectKeysFor(tx, [row.data]);
-  const keys = found instanceof Promise ? await found : found;
-  const event = (await toStoredEvent(declared, row, true, keys)) as ProjectedEvent<AnyDeciders>;
+  const event = (await toStoredEvent(declared, row, true, delivery.keys)) as ProjectedEvent<AnyDeciders>;
   await context.handle(event, tx, { view: context.view, attempt: delivery.attempt, signal: delivery.signal });
 }
 

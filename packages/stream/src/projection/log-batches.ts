@@ -8,7 +8,7 @@
 import { SubscriptionMismatchError } from '../errors.js';
 import { claimLogBatch } from '../functions.js';
 import { describeError, type ProjectionContext } from './context.js';
-import { dispatch, HandlerFailure } from './dispatch.js';
+import { dispatch, HandlerFailure, keysFor } from './dispatch.js';
 import { guardedTransaction } from './guarded-transaction.js';
 
 /**
@@ -79,10 +79,11 @@ export function logBatches(context: ProjectionContext): LogBatches | undefined {
           const { events, frontierMoved } = await claimLogBatch(tx, view, size);
           moved = frontierMoved;
           handlersStarted = performance.now();
+          const keys = await keysFor(tx, events);
           for (const [index, row] of events.entries()) {
             if (abandon.signal.aborted)
               throw new Error('log batch abandoned: stopping, or past its time limit');
-            await dispatch(context, row, tx, { index, attempt: 1, signal: abandon.signal });
+            await dispatch(context, row, tx, { index, attempt: 1, signal: abandon.signal, keys });
           }
           handled = events.length;
           return handled;

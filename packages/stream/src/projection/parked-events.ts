@@ -4,7 +4,7 @@
  */
 import { ackParkedEvent, claimParkedEvent, failParkedEvent } from '../functions.js';
 import { describeError, type ProjectionContext } from './context.js';
-import { dispatch, HandlerFailure } from './dispatch.js';
+import { dispatch, HandlerFailure, keysFor } from './dispatch.js';
 
 /** Retries the parked event whose retry was asked for longest ago, if any; returns whether there was one. */
 export async function handleParkedRetry(context: ProjectionContext): Promise<boolean> {
@@ -19,6 +19,7 @@ export async function handleParkedRetry(context: ProjectionContext): Promise<boo
         index: 0,
         attempt: parked.attempts + 1,
         signal: context.stopping,
+        keys: await keysFor(tx, [parked]),
       });
       await ackParkedEvent(tx, view, parked.offset);
       stats.handled++;
