@@ -6,7 +6,7 @@
  * PostgreSQL, as its owner (forget_subject is granted to no other role).
  */
 import { randomUUID } from 'node:crypto';
-import { createTestDatabase } from '@fstore/test-harness';
+import { createTestDatabase, tablesHolding } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createCommandHandler } from './command-handler.js';
@@ -45,23 +45,6 @@ async function signUp(customerId = `customer-${randomUUID()}`) {
   return { customerId, email, name, stored };
 }
 
-/** Every text of every row of every table of the database, where `needle` occurs. */
-async function tablesHolding(needle: string): Promise<string[]> {
-  const tables = await database.sql<{ schema: string; name: string }[]>`
-    SELECT table_schema AS schema, table_name AS name
-    FROM information_schema.tables
-    WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')`;
-  const holding: string[] = [];
-  for (const table of tables) {
-    const [row] = await database.sql.unsafe<{ found: boolean }[]>(
-      `SELECT EXISTS (SELECT 1 FROM "${table.schema}"."${table.name}" t WHERE t::text LIKE $1) AS found`,
-      [`%${needle}%`],
-    );
-    if (row?.found) holding.push(`${table.schema}.${table.name}`);
-  }
-  return holding;
-}
-
 describe('declared personal fields', () => {
   test('reach SQL encrypted, and load decrypted', async () => {
     const { customerId, email, name, stored } = await signUp();
@@ -71,7 +54,7 @@ describe('declared personal fields', () => {
     expect(row?.data.email?.$fstore).toBe('encrypted');
     expect(row?.data.name?.$fstore).toBe('encrypted');
     expect(row?.data.plan).toBe('free');
-    expect(await tablesHolding(email)).toEqual([]);
+    expect(await tablesHolding(database.sql, email)).toEqual([]);
     expect((await store.load(customerId)).map((e) => e.data)).toEqual([
       { customerId, email, name, plan: 'free' },
       { plan: 'pro' },
@@ -135,7 +118,7 @@ describe('forgetting a subject', () => {
     expect(isForgotten(signedUp.data.email)).toBe(true);
     // The command handler folds the placeholder too.
     expect((await handle(customerId, {})).state).toEqual({ email: forgotten });
-    for (const plaintext of [email, name]) expect(await tablesHolding(plaintext)).toEqual([]);
+    for (const plaintext of [email, name]) expect(await tablesHolding(database.sql, plaintext)).toEqual([]);
     // The other customer is untouched.
     expect((await store.load(other.customerId))[0]?.data).toMatchObject({ email: other.email });
     // Who forgot whom, and when.

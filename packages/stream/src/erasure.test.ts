@@ -13,7 +13,7 @@ import {
   forgotten,
   isForgotten,
 } from '@fstore/store';
-import { createTestDatabase } from '@fstore/test-harness';
+import { createTestDatabase, tablesHolding } from '@fstore/test-harness';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll, beforeAll, expect, test } from 'vitest';
@@ -36,22 +36,6 @@ beforeAll(async () => {
     sql`CREATE TABLE customer_list (id text PRIMARY KEY, email jsonb NOT NULL, plan text NOT NULL)`,
   );
 });
-
-async function tablesHolding(needle: string): Promise<string[]> {
-  const tables = await database.sql<{ schema: string; name: string }[]>`
-    SELECT table_schema AS schema, table_name AS name
-    FROM information_schema.tables
-    WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')`;
-  const holding: string[] = [];
-  for (const table of tables) {
-    const [row] = await database.sql.unsafe<{ found: boolean }[]>(
-      `SELECT EXISTS (SELECT 1 FROM "${table.schema}"."${table.name}" t WHERE t::text LIKE $1) AS found`,
-      [`%${needle}%`],
-    );
-    if (row?.found) holding.push(`${table.schema}.${table.name}`);
-  }
-  return holding;
-}
 
 test('a read model rebuilt after forgetting holds the placeholder, and no table holds the plaintext', async () => {
   const view = `customer-list-${randomUUID()}`;
@@ -87,7 +71,7 @@ test('a read model rebuilt after forgetting holds the placeholder, and no table 
     expect(await emails()).toEqual({ [ada.customerId]: ada.email, [bob.customerId]: bob.email });
     // Before the rebuild the read model still holds what it projected: forgetting alone cannot reach it.
     await forgetSubject(db, ada.customerId);
-    expect(await tablesHolding(ada.email)).toEqual(['public.customer_list']);
+    expect(await tablesHolding(database.sql, ada.email)).toEqual(['public.customer_list']);
 
     await rebuildProjection(db, {
       view,
@@ -101,8 +85,8 @@ test('a read model rebuilt after forgetting holds the placeholder, and no table 
       .poll(emails, { timeout: 60_000 })
       .toEqual({ [ada.customerId]: forgotten, [bob.customerId]: bob.email });
     expect(isForgotten((await emails())[ada.customerId])).toBe(true);
-    expect(await tablesHolding(ada.email)).toEqual([]);
-    expect(await tablesHolding(bob.email)).toEqual(['public.customer_list']);
+    expect(await tablesHolding(database.sql, ada.email)).toEqual([]);
+    expect(await tablesHolding(database.sql, bob.email)).toEqual(['public.customer_list']);
   } finally {
     await projection.stop();
   }

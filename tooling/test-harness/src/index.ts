@@ -9,3 +9,4 @@ export {
   startTestServer,
   type TestServer,
 } from './server.js';
+export { tablesHolding } from './tables-holding.js';
