@@ -1,6 +1,6 @@
 /**
  * The bad-input catalogue of the SQL API. For every function and every parameter: a null, and values of the wrong
- * type or out of range, each refused with a clear SQLSTATE, nothing written (every row of the seven tables is
+ * type or out of range, each refused with a clear SQLSTATE, nothing written (every row of fstore's tables is
  * compared before and after) and the same connection still usable. Where a null is legitimately accepted, the test
  * says so in its name and checks what it does instead. Then: injection attempts and unicode in names, malformed and
  * very large payloads, and a failure inside a transaction (the transaction rolls back, the connection stays usable).

@@ -21,6 +21,7 @@ import { migrate as drizzleMigrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { migrate, migrationsFolder, migrationsSchema, migrationsTable } from './migrate.js';
+import { tableContents } from './test-support/refusals.js';
 import { failureOf } from './test-support/sql-client.js';
 
 const script = readFileSync(new URL('../sql/least-privilege.sql', import.meta.url), 'utf8');
@@ -89,28 +90,6 @@ async function applyScript(sql: postgres.Sql, roles?: { app: string; reader: str
     }
     await tx.unsafe(script);
   });
-}
-
-/** Everything the seven tables hold, as digests: equal before and after means nothing was written. */
-async function contents(sql: postgres.Sql) {
-  const [row] = await sql`
-    SELECT (SELECT count(*)::int FROM events)                                                          AS events,
-           (SELECT count(*)::int FROM deciders)                                                        AS deciders,
-           (SELECT count(*)::int FROM views)                                                           AS views,
-           (SELECT count(*)::int FROM locks)                                                           AS locks,
-           (SELECT count(*)::int FROM parked_events)                                                   AS parked,
-           (SELECT count(*)::int FROM view_frontiers)                                                  AS frontiers,
-           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t."offset"), '')) FROM events t)      AS events_md5,
-           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.decider, t.event, t.event_version), ''))
-            FROM deciders t)                                                                           AS deciders_md5,
-           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view), '')) FROM views t)          AS views_md5,
-           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view, t.decider_id), '')) FROM locks t) AS locks_md5,
-           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view, t."offset"), '')) FROM parked_events t)
-                                                                                                       AS parked_md5,
-           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.view), '')) FROM view_frontiers t)     AS frontiers_md5,
-           (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.decider, t.decider_id, t.version), ''))
-            FROM snapshots t)                                                                          AS snapshots_md5`;
-  return row;
 }
 
 /** What the script decides, read from the catalogue: to compare two runs. */
@@ -187,13 +166,13 @@ async function appendAs(sql: postgres.Sql, deciderId: string, previousId: string
 }
 
 async function expectDenied(sql: postgres.Sql, statement: string, parameters: unknown[] = []) {
-  const before = await contents(db.sql);
+  const before = await tableContents(db.sql);
   const failure = await failureOf(() =>
     sql.unsafe(statement, parameters as postgres.ParameterOrJSON<never>[]),
   );
   expect(failure, statement).toMatchObject({ code: '42501' });
   expect(failure.message, statement).toMatch(/permission denied/);
-  expect(await contents(db.sql), `nothing written by: ${statement}`).toEqual(before);
+  expect(await tableContents(db.sql), `nothing written by: ${statement}`).toEqual(before);
   // The session is still usable.
   expect(await sql`SELECT 1 AS ok`).toEqual([{ ok: 1 }]);
 }

@@ -1,6 +1,6 @@
 /**
  * Statements the SQL API must refuse, and the checks that they were: the expected SQLSTATE, nothing written (every
- * row of the seven tables compared before and after, view_frontiers included: advance_view writes it) and the
+ * row of fstore's tables compared before and after, view_frontiers included: advance_view writes it) and the
  * connection still usable. Shared by the bad-input
  * catalogue (bad-input.test.ts) and the acknowledgements that must not move a stream (acknowledgements.test.ts).
  */
@@ -20,13 +20,11 @@ export const LEASE_LOST: Refusal = { code: '55P03', constraint: 'locks_lease_hel
 export const NO_DATA: Refusal = { code: 'P0002' };
 
 /**
- * The checks for one test file: `conn` is the connection under test (a single one, so that a failure which broke
- * it shows), `tables` a pool on the same database that reads what the seven tables hold.
+ * Everything fstore's tables hold, as digests (and whether the NOTIFY trigger is there): equal before and after means
+ * nothing was written.
  */
-export function refusalChecks(tables: postgres.Sql, conn: postgres.Sql) {
-  /** Everything the seven tables hold, as digests: equal before and after means nothing was written. */
-  async function contents() {
-    const [row] = await tables`
+export async function tableContents(sql: postgres.Sql) {
+  const [row] = await sql`
       SELECT (SELECT count(*)::int FROM events)                                                      AS events,
              (SELECT count(*)::int FROM deciders)                                                    AS deciders,
              (SELECT count(*)::int FROM views)                                                       AS views,
@@ -45,9 +43,20 @@ export function refusalChecks(tables: postgres.Sql, conn: postgres.Sql) {
                                                                                                      AS frontiers_md5,
              (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.decider, t.decider_id, t.version), ''))
               FROM snapshots t)                                                                      AS snapshots_md5,
+             (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.key_id), '')) FROM subject_keys t)
+                                                                                                     AS keys_md5,
+             (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.forgotten_at, t.subject), ''))
+              FROM subject_erasures t)                                                               AS erasures_md5,
              (SELECT count(*)::int FROM pg_trigger WHERE tgname = 't_notify_events_appended')        AS wakeups`;
-    return row;
-  }
+  return row;
+}
+
+/**
+ * The checks for one test file: `conn` is the connection under test (a single one, so that a failure which broke
+ * it shows), `tables` a pool on the same database that reads what fstore's tables hold.
+ */
+export function refusalChecks(tables: postgres.Sql, conn: postgres.Sql) {
+  const contents = () => tableContents(tables);
 
   async function usable(sql: postgres.Sql = conn) {
     expect(await sql`SELECT 1 AS ok`).toEqual([{ ok: 1 }]);
