@@ -164,7 +164,7 @@ export function createCommandHandler<TEvents extends DeciderEvents<EventDefiniti
     return inSpan(`handle ${store.decider}`, { kind: 'internal', attributes }, async (span) => {
       const handled = await handleWithRetries(deciderId, command, commandId, metadata);
       span.setAttributes({
-        'fstore.command.attempts': handled.attempts,
+        'fstore.command.attempts': handled.result.attempts,
         'fstore.command.conflicts': handled.conflicts,
         'fstore.command.replayed': handled.result.replayed,
         'fstore.event_count': handled.result.events.length,
@@ -202,16 +202,12 @@ export function createCommandHandler<TEvents extends DeciderEvents<EventDefiniti
     command: TCommand,
     commandId: string,
     metadata: Metadata,
-  ): Promise<{ result: HandledCommand<TState, EventOf<TEvents>>; attempts: number; conflicts: number }> {
+  ): Promise<{ result: HandledCommand<TState, EventOf<TEvents>>; conflicts: number }> {
     let collisions = 0;
     let unreachableSince: number | undefined;
     let unreachableTries = 0;
     for (let attempt = 1; ; attempt++) {
-      const done = (result: HandledCommand<TState, EventOf<TEvents>>) => ({
-        result,
-        attempts: attempt,
-        conflicts: collisions,
-      });
+      const done = (result: HandledCommand<TState, EventOf<TEvents>>) => ({ result, conflicts: collisions });
       try {
         const loaded = await inSpan(
           `load ${store.decider}`,

@@ -260,8 +260,7 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
     const issues = new Issues();
     issues.uuid('commandId', commandId);
     issues.throwIfAny();
-    const rows = await eventsOfCommand(this.db, deciderId, commandId);
-    return this.decodeAll(rows.filter((row) => row.decider === this.decider));
+    return this.decodeAll(await eventsOfCommand(this.db, this.decider, deciderId, commandId));
   }
 
   /** The newest snapshot of a stream for this version of the decider (`get_snapshot`), if any. */

@@ -11,12 +11,15 @@ export function eventsOfStream(db: Database, deciderId: string) {
   return db.select().from(events).where(eq(events.deciderId, deciderId)).orderBy(asc(events.offset));
 }
 
-/** The events one command appended to a stream, in order (through the stream's index, filtered by command). */
-export function eventsOfCommand(db: Database, deciderId: string, commandId: string) {
+/**
+ * The events one command appended to a stream of one decider type, in order (through the stream's index, filtered
+ * by command).
+ */
+export function eventsOfCommand(db: Database, decider: string, deciderId: string, commandId: string) {
   return db
     .select()
     .from(events)
-    .where(and(eq(events.deciderId, deciderId), eq(events.commandId, commandId)))
+    .where(and(eq(events.deciderId, deciderId), eq(events.decider, decider), eq(events.commandId, commandId)))
     .orderBy(asc(events.offset));
 }
 
