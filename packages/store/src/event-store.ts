@@ -168,6 +168,7 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
       issues.throwIfAny();
 
       const batch = [];
+      const drawnKeys = new Map();
       for (const [index, input] of events.entries()) {
         const path = `events.${index}`;
         const { definition, data } = await checkEventForWrite(this.events, input, path);
@@ -181,7 +182,7 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
           event: input.type,
           eventId: input.eventId ?? randomUUID(),
           data: definition.personal
-            ? await encryptPersonalFields(this.db, definition.personal, data, deciderId, path)
+            ? await encryptPersonalFields(this.db, definition.personal, data, deciderId, path, drawnKeys)
             : data,
           version: definition.version,
           final: definition.final,

@@ -62,6 +62,8 @@ export async function encryptPersonalFields(
   data: unknown,
   deciderId: string,
   path: string,
+  /** The keys already drawn by this append, by subject: its events about one subject ask SQL once. */
+  drawn: Map<string, Promise<{ keyId: string; key: Buffer }>>,
 ): Promise<unknown> {
   if (typeof data !== 'object' || data === null || Array.isArray(data)) return data;
   const subject = personal.subject(data, deciderId);
@@ -80,13 +82,8 @@ export async function encryptPersonalFields(
       ]);
   }
   if (present.length === 0) return data;
-  const [row] = await queryRows(
-    db,
-    sql`SELECT key_id, key FROM subject_key(${subject}::text, ${randomUUID()}::uuid, ${randomBytes(32)}::bytea)`,
-  );
-  if (!row) throw new Error(`subject_key returned no key for a subject of ${path}: run it again`);
-  const keyId = String(row.key_id);
-  const key = asBuffer(row.key);
+  if (!drawn.has(subject)) drawn.set(subject, drawSubjectKey(db, subject));
+  const { keyId, key } = await (drawn.get(subject) as Promise<{ keyId: string; key: Buffer }>);
   const encrypted: Record<string, unknown> = { ...data };
   for (const field of present) {
     const iv = randomBytes(12);
@@ -104,6 +101,16 @@ export async function encryptPersonalFields(
     encrypted[field] = envelope;
   }
   return encrypted;
+}
+
+/** The key to encrypt a subject's data with now (`subject_key`: its newest, or the one drawn here). */
+async function drawSubjectKey(db: Database, subject: string): Promise<{ keyId: string; key: Buffer }> {
+  const [row] = await queryRows(
+    db,
+    sql`SELECT key_id, key FROM subject_key(${subject}::text, ${randomUUID()}::uuid, ${randomBytes(32)}::bytea)`,
+  );
+  if (!row) throw new Error(`subject_key returned no key for subject ${subject}: run the append again`);
+  return { keyId: String(row.key_id), key: asBuffer(row.key) };
 }
 
 /** Keys by id: the key, or null when its subject was forgotten. */
