@@ -10,8 +10,9 @@
 --     role that ran the migrations), so the application role needs no write right on any table;
 --   * fstore_reader may read every fstore table and call the read-only functions (get_events, get_event,
 --     get_last_event, get_correlated_events, view_status, list_parked_events, log_head, log_horizon, view_reached,
---     wait_for_view, get_snapshot, subject_keys), nothing else;
---   * forget_subject (crypto-shredding) is the owner's alone: neither role may call it;
+--     wait_for_view, get_snapshot, subject_keys, get_archived_stream, missing_history), nothing else;
+--   * forget_subject (crypto-shredding), archive_stream, archive_closed_streams and remove_archived_streams
+--     (archiving and retention) are the owner's alone: neither role may call them;
 --   * EXECUTE on every fstore function is revoked from PUBLIC, and CREATE on schema public too (PostgreSQL 15 and
 --     later already default to that): a role that can create objects in public could shadow built-in functions
 --     there, inside the SECURITY DEFINER functions, whose fixed search_path is pg_catalog, public, pg_temp.
@@ -41,12 +42,12 @@ DECLARE
     -- never be found before public.events).
     v_path    CONSTANT text := 'pg_catalog, public, pg_temp';
     v_tables  CONSTANT text[] := ARRAY ['events', 'deciders', 'views', 'view_frontiers', 'locks', 'parked_events',
-        'snapshots', 'subject_keys', 'subject_erasures'];
+        'snapshots', 'subject_keys', 'subject_erasures', 'archived_events', 'archived_streams', 'retention_runs'];
     -- The SQL API, by function name (every overload). The read-only ones are SECURITY INVOKER: SELECT on the
     -- tables is all they need.
     v_read    CONSTANT text[] := ARRAY ['get_events', 'get_event', 'get_last_event', 'get_correlated_events',
         'view_status', 'list_parked_events', 'log_head', 'log_horizon', 'view_reached', 'wait_for_view',
-        'get_snapshot', 'subject_keys'];
+        'get_snapshot', 'subject_keys', 'get_archived_stream', 'missing_history'];
     -- The ones that write are SECURITY DEFINER.
     v_write   CONSTANT text[] := ARRAY ['register_decider_event', 'append_event', 'append_events', 'register_view',
         'stream_events', 'ack_event', 'nack_event', 'schedule_nack_event', 'lease_events', 'ack_events',
@@ -55,10 +56,13 @@ DECLARE
         'fail_parked_event', 'advance_view', 'claim_log_batch', 'save_snapshot', 'delete_snapshots', 'subject_key',
         'rotate_subject_key'];
     -- Trigger functions and helpers: nobody calls them directly (SECURITY INVOKER; fired by the functions above,
-    -- they run as the owner). And the owner's own operations, granted to neither role: forget_subject.
+    -- they run as the owner). And the owner's own operations, granted to neither role: forget_subject, and archiving
+    -- and retention (archive_stream, archive_closed_streams, remove_archived_streams).
     v_internal CONSTANT text[] := ARRAY ['check_event_append', 'on_insert_or_update_on_views',
         'reset_view_positions', 'forbid_truncate', 'notify_events_appended', 'before_update_views_table',
-        'raise_lease_lost', 'raise_beyond_lease', 'subscription_list', 'read_into_lock_rows', 'forget_subject'];
+        'raise_lease_lost', 'raise_beyond_lease', 'subscription_list', 'read_into_lock_rows', 'forget_subject',
+        'view_holding_stream', 'move_streams_to_archive', 'warn_missing_history', 'archive_stream',
+        'archive_closed_streams', 'remove_archived_streams'];
     v_owner            oid;
     v_missing          text[];
     v_role             text;

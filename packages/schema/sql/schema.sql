@@ -3,9 +3,38 @@
 -- Generated, do not edit: `pnpm check:migrations --write-schema` regenerates it (packages/schema/src/schema-dump.test.ts),
 -- and `pnpm check:migrations` fails when it is out of step with the migrations. Not a migration: migrate() builds
 -- the schema from migrations/; this file only shows the result.
--- After the migrations 0000_tables to 0020_forgetting_subjects; the same text on PostgreSQL 14 to 18.
+-- After the migrations 0000_tables to 0022_archiving_and_retention; the same text on PostgreSQL 14 to 18.
 
 -- Tables
+
+CREATE TABLE public.archived_events (
+    event text NOT NULL,
+    event_id uuid NOT NULL,
+    event_version bigint NOT NULL,
+    decider text NOT NULL,
+    decider_id text NOT NULL,
+    data jsonb NOT NULL,
+    command_id uuid NOT NULL,
+    previous_id uuid,
+    final boolean NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    "offset" bigint NOT NULL,
+    transaction_id xid8 NOT NULL,
+    metadata jsonb,
+    CONSTRAINT archived_events_pkey PRIMARY KEY ("offset")
+);
+
+CREATE TABLE public.archived_streams (
+    decider text NOT NULL,
+    decider_id text NOT NULL,
+    events bigint NOT NULL,
+    last_offset bigint NOT NULL,
+    closed_at timestamp with time zone NOT NULL,
+    archived_at timestamp with time zone DEFAULT now() NOT NULL,
+    archived_by text NOT NULL,
+    removed_at timestamp with time zone,
+    CONSTRAINT archived_streams_pkey PRIMARY KEY (decider, decider_id)
+);
 
 CREATE TABLE public.deciders (
     decider text NOT NULL,
@@ -65,6 +94,14 @@ CREATE TABLE public.parked_events (
     retry_requested_at timestamp with time zone,
     CONSTRAINT parked_events_pkey PRIMARY KEY (view, "offset"),
     CONSTRAINT parked_events_view_fkey FOREIGN KEY (view) REFERENCES views(view) ON DELETE CASCADE
+);
+
+CREATE TABLE public.retention_runs (
+    closed_before timestamp with time zone NOT NULL,
+    streams bigint NOT NULL,
+    events bigint NOT NULL,
+    removed_by text NOT NULL,
+    removed_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
 CREATE TABLE public.snapshots (
@@ -129,6 +166,10 @@ CREATE SEQUENCE public.events_offset_seq AS bigint OWNED BY public.events."offse
 
 -- Indexes (those that back a constraint are the constraints above)
 
+CREATE INDEX archived_events_decider_id_offset_idx ON public.archived_events USING btree (decider_id, "offset");
+CREATE INDEX archived_events_event_id_idx ON public.archived_events USING btree (event_id);
+CREATE INDEX archived_streams_decider_closed_at_idx ON public.archived_streams USING btree (decider, closed_at);
+CREATE INDEX archived_streams_retention_idx ON public.archived_streams USING btree (closed_at) WHERE (removed_at IS NULL);
 CREATE INDEX events_correlation_id_idx ON public.events USING btree (((metadata ->> 'correlation_id'::text)), "offset") WHERE (metadata ? 'correlation_id'::text);
 CREATE INDEX events_decider_id_offset_idx ON public.events USING btree (decider_id, "offset");
 CREATE UNIQUE INDEX events_final_key ON public.events USING btree (decider_id, decider) WHERE final;
@@ -136,12 +177,14 @@ CREATE UNIQUE INDEX events_first_event_key ON public.events USING btree (decider
 CREATE INDEX events_transaction_id_offset_idx ON public.events USING btree (transaction_id, "offset");
 CREATE INDEX locks_pending_idx ON public.locks USING btree (view, locked_until, "offset") WHERE (last_offset < "offset");
 CREATE INDEX parked_events_retry_idx ON public.parked_events USING btree (view, retry_requested_at) WHERE (retry_requested_at IS NOT NULL);
+CREATE INDEX snapshots_offset_idx ON public.snapshots USING btree ("offset");
 CREATE INDEX subject_erasures_subject_idx ON public.subject_erasures USING btree (subject);
 CREATE UNIQUE INDEX subject_keys_first_key ON public.subject_keys USING btree (subject) WHERE first;
 CREATE INDEX subject_keys_subject_idx ON public.subject_keys USING btree (subject, created_at);
 
 -- Triggers
 
+CREATE TRIGGER t_forbid_truncate BEFORE TRUNCATE ON archived_events FOR EACH STATEMENT EXECUTE FUNCTION forbid_truncate();
 CREATE TRIGGER t_forbid_truncate BEFORE TRUNCATE ON deciders FOR EACH STATEMENT EXECUTE FUNCTION forbid_truncate();
 CREATE TRIGGER t_check_event_append BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION check_event_append();
 CREATE TRIGGER t_forbid_truncate BEFORE TRUNCATE ON events FOR EACH STATEMENT EXECUTE FUNCTION forbid_truncate();
@@ -151,6 +194,14 @@ CREATE TRIGGER t_on_update_of_what_views_read AFTER UPDATE OF start_at, subscrib
 
 -- Rules
 
+CREATE RULE ignore_delete_archived_events AS
+    ON DELETE TO archived_events
+   WHERE has_table_privilege('archived_events'::regclass::oid, 'DELETE'::text) AND NOT (COALESCE(current_setting('fstore.moving_history'::text, true), ''::text) = 'on'::text AND pg_has_role(( SELECT c.relowner
+           FROM pg_class c
+          WHERE c.oid = 'archived_events'::regclass::oid), 'MEMBER'::text)) DO INSTEAD NOTHING;
+CREATE RULE ignore_update_archived_events AS
+    ON UPDATE TO archived_events
+   WHERE has_table_privilege('archived_events'::regclass::oid, 'UPDATE'::text) DO INSTEAD NOTHING;
 CREATE RULE ignore_delete_decider_events AS
     ON DELETE TO deciders
    WHERE has_table_privilege('deciders'::regclass::oid, 'DELETE'::text) DO INSTEAD NOTHING;
@@ -159,7 +210,9 @@ CREATE RULE ignore_update_decider_events AS
    WHERE has_table_privilege('deciders'::regclass::oid, 'UPDATE'::text) DO INSTEAD NOTHING;
 CREATE RULE ignore_delete_events AS
     ON DELETE TO events
-   WHERE has_table_privilege('events'::regclass::oid, 'DELETE'::text) DO INSTEAD NOTHING;
+   WHERE has_table_privilege('events'::regclass::oid, 'DELETE'::text) AND NOT (COALESCE(current_setting('fstore.moving_history'::text, true), ''::text) = 'on'::text AND pg_has_role(( SELECT c.relowner
+           FROM pg_class c
+          WHERE c.oid = 'events'::regclass::oid), 'MEMBER'::text)) DO INSTEAD NOTHING;
 CREATE RULE ignore_update_events AS
     ON UPDATE TO events
    WHERE has_table_privilege('events'::regclass::oid, 'UPDATE'::text) DO INSTEAD NOTHING;
@@ -541,7 +594,13 @@ BEGIN
             OR EXISTS (SELECT 1 FROM events e WHERE e.previous_id = v_previous_id);
     END IF;
     IF v_stale THEN
-        -- Only on this error path: where does the stream really end?
+        -- Only on this error path: a stream that was archived (0022) is closed, not somewhere else.
+        IF EXISTS (SELECT 1 FROM archived_streams a WHERE a.decider = v_decider AND a.decider_id = v_decider_id) THEN
+            RAISE EXCEPTION 'last event for this decider stream is already final. the stream is closed (archived), you can not append events to it.'
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'events_stream_not_final',
+                      DETAIL = format('decider %s, decider_id %s', v_decider, v_decider_id);
+        END IF;
+        -- Where does the stream really end?
         SELECT e.event_id
         INTO v_last_id
         FROM events e
@@ -577,6 +636,82 @@ BEGIN
         SELECT *
         FROM inserted
         ORDER BY inserted."offset";
+END;
+$function$;
+
+-- archive_closed_streams(v_closed_before timestamp with time zone, v_max_streams integer): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.archive_closed_streams(v_closed_before timestamp with time zone, v_max_streams integer DEFAULT 1000)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_deciders text[];
+    v_ids      text[];
+BEGIN
+    IF v_closed_before IS NULL OR v_max_streams IS NULL OR v_max_streams < 1 THEN
+        RAISE EXCEPTION 'archive_closed_streams: closed_before must be given and max streams must be one or more, got % and %',
+            v_closed_before, v_max_streams
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM 1 FROM view_frontiers f ORDER BY f.view FOR SHARE;
+    SELECT array_agg(c.decider), array_agg(c.decider_id)
+    INTO v_deciders, v_ids
+    FROM (SELECT e.decider, e.decider_id
+          FROM events e
+          WHERE e.final
+            AND e.created_at < v_closed_before
+            AND view_holding_stream(e.decider, e.decider_id) IS NULL
+          ORDER BY e."offset"
+          LIMIT v_max_streams) c;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    RETURN move_streams_to_archive(v_deciders, v_ids);
+END;
+$function$;
+
+-- archive_stream(v_decider text, v_decider_id text): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.archive_stream(v_decider text, v_decider_id text)
+ RETURNS SETOF archived_streams
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_view text;
+BEGIN
+    IF v_decider IS NULL OR v_decider = '' OR v_decider_id IS NULL OR v_decider_id = '' THEN
+        RAISE EXCEPTION 'archive_stream: decider and decider_id must be names, got % and %',
+            coalesce(quote_literal(v_decider), 'null'), coalesce(quote_literal(v_decider_id), 'null')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Waits for the consumers that are advancing a view (they skip it meanwhile), so that what is asked below is
+    -- what the views have read.
+    PERFORM 1 FROM view_frontiers f ORDER BY f.view FOR SHARE;
+    IF NOT EXISTS (SELECT 1 FROM events e WHERE e.decider_id = v_decider_id AND e.decider = v_decider) THEN
+        RETURN QUERY SELECT * FROM archived_streams a WHERE a.decider = v_decider AND a.decider_id = v_decider_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'archive_stream: there is no stream % of decider %', v_decider_id, v_decider
+                USING ERRCODE = 'no_data_found';
+        END IF;
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM events e WHERE e.decider_id = v_decider_id AND e.decider = v_decider AND e.final) THEN
+        RAISE EXCEPTION 'archive_stream: stream % of decider % is open: only a closed stream (its last event final) can be archived',
+            v_decider_id, v_decider
+            USING ERRCODE = 'object_not_in_prerequisite_state', CONSTRAINT = 'archived_streams_closed',
+                  DETAIL = json_build_object('decider', v_decider, 'decider_id', v_decider_id)::text;
+    END IF;
+    v_view := view_holding_stream(v_decider, v_decider_id);
+    IF v_view IS NOT NULL THEN
+        RAISE EXCEPTION 'archive_stream: view % has not handled every event of stream % of decider % yet', v_view,
+            v_decider_id, v_decider
+            USING ERRCODE = 'object_not_in_prerequisite_state', CONSTRAINT = 'archived_streams_handled',
+                  DETAIL = json_build_object('view', v_view)::text,
+                  HINT = 'Archive it once the view has acknowledged its events (and its parked events are retried or discarded).';
+    END IF;
+    PERFORM move_streams_to_archive(ARRAY [v_decider], ARRAY [v_decider_id]);
+    RETURN QUERY SELECT * FROM archived_streams a WHERE a.decider = v_decider AND a.decider_id = v_decider_id;
 END;
 $function$;
 
@@ -625,6 +760,12 @@ BEGIN
                 USING ERRCODE = 'check_violation', CONSTRAINT = 'events_previous_id_required',
                       DETAIL = format('decider %s, decider_id %s', NEW.decider, NEW.decider_id);
         END IF;
+        -- Asked after the log (a statement of its own, so it sees an archiving that committed in between).
+        IF EXISTS (SELECT 1 FROM archived_streams a WHERE a.decider = NEW.decider AND a.decider_id = NEW.decider_id) THEN
+            RAISE EXCEPTION 'last event for this decider stream is already final. the stream is closed (archived), you can not append events to it.'
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'events_stream_not_final',
+                      DETAIL = format('decider %s, decider_id %s', NEW.decider, NEW.decider_id);
+        END IF;
     ELSE
         SELECT e."offset"
         INTO v_previous_offset
@@ -633,6 +774,14 @@ BEGIN
           AND e.decider_id = NEW.decider_id
           AND e.decider = NEW.decider;
         IF NOT FOUND THEN
+            IF EXISTS (SELECT 1
+                       FROM archived_streams a
+                       WHERE a.decider = NEW.decider
+                         AND a.decider_id = NEW.decider_id) THEN
+                RAISE EXCEPTION 'last event for this decider stream is already final. the stream is closed (archived), you can not append events to it.'
+                    USING ERRCODE = 'check_violation', CONSTRAINT = 'events_stream_not_final',
+                          DETAIL = format('decider %s, decider_id %s', NEW.decider, NEW.decider_id);
+            END IF;
             RAISE EXCEPTION 'previous_id must be in the same decider'
                 USING ERRCODE = 'check_violation', CONSTRAINT = 'events_previous_id_same_stream',
                       DETAIL = format('decider %s, decider_id %s, previous_id %s', NEW.decider, NEW.decider_id,
@@ -1039,6 +1188,16 @@ BEGIN
 END;
 $function$;
 
+-- get_archived_stream(v_decider_id text, v_decider text): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.get_archived_stream(v_decider_id text, v_decider text)
+ RETURNS SETOF archived_streams
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+SELECT * FROM archived_streams a WHERE a.decider = v_decider AND a.decider_id = v_decider_id;
+$function$;
+
 -- get_correlated_events(v_correlation_id text): EXECUTE by everyone (PUBLIC)
 CREATE OR REPLACE FUNCTION public.get_correlated_events(v_correlation_id text)
  RETURNS SETOF events
@@ -1060,9 +1219,9 @@ CREATE OR REPLACE FUNCTION public.get_event(v_event_id uuid)
  STABLE
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
-SELECT *
-FROM events
-WHERE event_id = v_event_id;
+SELECT * FROM events e WHERE e.event_id = v_event_id
+UNION ALL
+SELECT * FROM archived_events a WHERE a.event_id = v_event_id;
 $function$;
 
 -- get_events(v_decider_id text): EXECUTE by everyone (PUBLIC)
@@ -1073,9 +1232,10 @@ CREATE OR REPLACE FUNCTION public.get_events(v_decider_id text)
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 SELECT *
-FROM events
-WHERE decider_id = v_decider_id
-ORDER BY "offset";
+FROM (SELECT * FROM events e WHERE e.decider_id = v_decider_id
+      UNION ALL
+      SELECT * FROM archived_events a WHERE a.decider_id = v_decider_id) s
+ORDER BY s."offset";
 $function$;
 
 -- get_events(v_decider_id text, v_decider text): EXECUTE by everyone (PUBLIC)
@@ -1086,10 +1246,10 @@ CREATE OR REPLACE FUNCTION public.get_events(v_decider_id text, v_decider text)
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 SELECT *
-FROM events
-WHERE decider_id = v_decider_id
-  AND decider = v_decider
-ORDER BY "offset";
+FROM (SELECT * FROM events e WHERE e.decider_id = v_decider_id AND e.decider = v_decider
+      UNION ALL
+      SELECT * FROM archived_events a WHERE a.decider_id = v_decider_id AND a.decider = v_decider) s
+ORDER BY s."offset";
 $function$;
 
 -- get_events(v_decider_id text, v_decider text, v_after_offset bigint, v_limit integer): EXECUTE by everyone (PUBLIC)
@@ -1107,11 +1267,22 @@ BEGIN
     END IF;
     -- PL/pgSQL keeps the plan across pages (a SQL function with a SET clause would plan every call).
     RETURN QUERY SELECT *
-                 FROM events e
-                 WHERE e.decider_id = v_decider_id
-                   AND e.decider = v_decider
-                   AND e."offset" > v_after_offset
-                 ORDER BY e."offset"
+                 FROM ((SELECT *
+                        FROM events e
+                        WHERE e.decider_id = v_decider_id
+                          AND e.decider = v_decider
+                          AND e."offset" > v_after_offset
+                        ORDER BY e."offset"
+                        LIMIT v_limit)
+                       UNION ALL
+                       (SELECT *
+                        FROM archived_events a
+                        WHERE a.decider_id = v_decider_id
+                          AND a.decider = v_decider
+                          AND a."offset" > v_after_offset
+                        ORDER BY a."offset"
+                        LIMIT v_limit)) s
+                 ORDER BY s."offset"
                  LIMIT v_limit;
 END;
 $function$;
@@ -1124,10 +1295,12 @@ CREATE OR REPLACE FUNCTION public.get_last_event(v_decider_id text, v_decider te
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 SELECT *
-FROM events
-WHERE decider_id = v_decider_id
-  AND decider = v_decider
-ORDER BY "offset" DESC
+FROM ((SELECT * FROM events e WHERE e.decider_id = v_decider_id AND e.decider = v_decider
+       ORDER BY e."offset" DESC LIMIT 1)
+      UNION ALL
+      (SELECT * FROM archived_events a WHERE a.decider_id = v_decider_id AND a.decider = v_decider
+       ORDER BY a."offset" DESC LIMIT 1)) s
+ORDER BY s."offset" DESC
 LIMIT 1;
 $function$;
 
@@ -1333,6 +1506,93 @@ BEGIN
 END;
 $function$;
 
+-- missing_history(v_view text): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.missing_history(v_view text)
+ RETURNS TABLE(archived_streams bigint, archived_events bigint, removed_streams bigint, removed_events bigint)
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM views v WHERE v.view = v_view) THEN
+        RAISE EXCEPTION 'missing_history: there is no view %', v_view USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN QUERY SELECT count(*) FILTER (WHERE a.removed_at IS NULL),
+                        coalesce(sum(a.events) FILTER (WHERE a.removed_at IS NULL), 0)::bigint,
+                        count(*) FILTER (WHERE a.removed_at IS NOT NULL),
+                        coalesce(sum(a.events) FILTER (WHERE a.removed_at IS NOT NULL), 0)::bigint
+                 FROM views v
+                          JOIN archived_streams a
+                               ON (v.subscribed_deciders IS NULL OR a.decider = ANY (v.subscribed_deciders))
+                                   AND a.closed_at >= v.start_at
+                 WHERE v.view = v_view;
+END;
+$function$;
+
+-- move_streams_to_archive(v_deciders text[], v_decider_ids text[]): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.move_streams_to_archive(v_deciders text[], v_decider_ids text[])
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_moved_deciders text[];
+    v_moved_ids      text[];
+BEGIN
+    -- Each stream's row first: a concurrent call that takes the same stream waits on its key, then moves nothing of
+    -- it (by then its events have left the log, and the row is there).
+    WITH streams AS (SELECT DISTINCT s.decider, s.decider_id
+                     FROM unnest(v_deciders, v_decider_ids) AS s(decider, decider_id)),
+         recorded AS (
+             INSERT INTO archived_streams (decider, decider_id, events, last_offset, closed_at, archived_by)
+                 SELECT s.decider, s.decider_id, t.events, t.last_offset, t.closed_at, session_user
+                 FROM streams s
+                          CROSS JOIN LATERAL (SELECT count(*)                                  AS events,
+                                                     max(e."offset")                           AS last_offset,
+                                                     max(e.created_at) FILTER (WHERE e.final) AS closed_at
+                                              FROM events e
+                                              WHERE e.decider_id = s.decider_id
+                                                AND e.decider = s.decider) t
+                 WHERE t.closed_at IS NOT NULL
+                 ORDER BY s.decider, s.decider_id
+                 ON CONFLICT ON CONSTRAINT archived_streams_pkey DO NOTHING
+                 RETURNING decider, decider_id)
+    SELECT array_agg(r.decider), array_agg(r.decider_id)
+    INTO v_moved_deciders, v_moved_ids
+    FROM recorded r;
+    IF v_moved_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO archived_events
+    SELECT e.*
+    FROM unnest(v_moved_deciders, v_moved_ids) AS m(decider, decider_id)
+             JOIN events e ON e.decider_id = m.decider_id AND e.decider = m.decider
+    ORDER BY e."offset";
+    -- Through the gate of ignore_delete_events, for this statement only. The snapshots of these streams go with
+    -- their events (the foreign key's cascade): a closed stream handles no command.
+    PERFORM set_config('fstore.moving_history', 'on', true);
+    DELETE
+    FROM events e
+        USING unnest(v_moved_deciders, v_moved_ids) AS m(decider, decider_id)
+    WHERE e.decider_id = m.decider_id
+      AND e.decider = m.decider;
+    PERFORM set_config('fstore.moving_history', '', true);
+    -- Lock rows that no event needs any more (no row reads as handled to the frontier), unless another decider's
+    -- stream shares the id. Taken in decider_id order, as every writer of many lock rows takes them.
+    DELETE
+    FROM locks l
+    WHERE (l.view, l.decider_id) IN (SELECT k.view, k.decider_id
+                                     FROM locks k
+                                     WHERE k.decider_id = ANY (v_moved_ids)
+                                       AND k.last_offset >= k."offset"
+                                       AND NOT EXISTS (SELECT 1 FROM events e WHERE e.decider_id = k.decider_id)
+                                     ORDER BY k.decider_id, k.view
+                                     FOR UPDATE);
+    RETURN cardinality(v_moved_ids);
+END;
+$function$;
+
 -- nack_event(v_view text, v_decider_id text): EXECUTE by its owner only, unless granted
 CREATE OR REPLACE FUNCTION public.nack_event(v_view text, v_decider_id text)
  RETURNS SETOF locks
@@ -1370,6 +1630,7 @@ CREATE OR REPLACE FUNCTION public.on_insert_or_update_on_views()
 AS $function$
 BEGIN
     PERFORM reset_view_positions(NEW.view, NEW.start_at);
+    PERFORM warn_missing_history(NEW.view);
     RETURN NULL;
 END;
 $function$;
@@ -1604,6 +1865,56 @@ BEGIN
 END;
 $function$;
 
+-- remove_archived_streams(v_older_than interval, v_max_streams integer): EXECUTE by its owner only, unless granted
+CREATE OR REPLACE FUNCTION public.remove_archived_streams(v_older_than interval, v_max_streams integer DEFAULT 1000)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_before   timestamptz;
+    v_deciders text[];
+    v_ids      text[];
+    v_events   bigint;
+BEGIN
+    IF v_older_than IS NULL OR v_older_than < interval '0' OR v_max_streams IS NULL OR v_max_streams < 1 THEN
+        RAISE EXCEPTION 'remove_archived_streams: the age must be zero or more and max streams one or more, got % and %',
+            v_older_than, v_max_streams
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_before := now() - v_older_than;
+    -- Two calls at once take different streams.
+    WITH taken AS (SELECT a.decider, a.decider_id
+                   FROM archived_streams a
+                   WHERE a.removed_at IS NULL
+                     AND a.closed_at < v_before
+                   ORDER BY a.closed_at, a.decider, a.decider_id
+                   LIMIT v_max_streams FOR UPDATE SKIP LOCKED),
+         marked AS (UPDATE archived_streams a
+             SET removed_at = now()
+             FROM taken t
+             WHERE a.decider = t.decider
+               AND a.decider_id = t.decider_id
+             RETURNING a.decider, a.decider_id, a.events)
+    SELECT array_agg(m.decider), array_agg(m.decider_id), sum(m.events)
+    INTO v_deciders, v_ids, v_events
+    FROM marked m;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM set_config('fstore.moving_history', 'on', true);
+    DELETE
+    FROM archived_events a
+        USING unnest(v_deciders, v_ids) AS m(decider, decider_id)
+    WHERE a.decider_id = m.decider_id
+      AND a.decider = m.decider;
+    PERFORM set_config('fstore.moving_history', '', true);
+    INSERT INTO retention_runs (closed_before, streams, events, removed_by)
+    VALUES (v_before, cardinality(v_ids), v_events, session_user);
+    RETURN cardinality(v_ids);
+END;
+$function$;
+
 -- renew_lease(v_view text, v_decider_id text, v_lease_id uuid, v_lock_seconds integer): EXECUTE by its owner only, unless granted
 CREATE OR REPLACE FUNCTION public.renew_lease(v_view text, v_decider_id text, v_lease_id uuid, v_lock_seconds integer)
  RETURNS boolean
@@ -1643,6 +1954,7 @@ BEGIN
     IF v_current IS NOT DISTINCT FROM v_start_at THEN
         -- The start_at trigger will not fire for an unchanged value: reset here.
         PERFORM reset_view_positions(v_view, v_start_at);
+        PERFORM warn_missing_history(v_view);
     END IF;
     RETURN QUERY UPDATE views v SET start_at = v_start_at WHERE v.view = v_view RETURNING v.*;
 END;
@@ -1672,6 +1984,12 @@ BEGIN
             subscribed_events   = v_events_list
         WHERE v.view = v_view
         RETURNING v.*;
+    -- When something changed, the update's trigger said it.
+    IF v_current.start_at IS NOT DISTINCT FROM v_start_at
+        AND v_current.subscribed_deciders IS NOT DISTINCT FROM v_deciders_list
+        AND v_current.subscribed_events IS NOT DISTINCT FROM v_events_list THEN
+        PERFORM warn_missing_history(v_view);
+    END IF;
 END;
 $function$;
 
@@ -1997,6 +2315,32 @@ BEGIN
 END;
 $function$;
 
+-- view_holding_stream(v_decider text, v_decider_id text): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.view_holding_stream(v_decider text, v_decider_id text)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+SELECT v.view
+FROM views v
+         JOIN view_frontiers f ON f.view = v.view
+WHERE (v.subscribed_deciders IS NULL OR v_decider = ANY (v.subscribed_deciders))
+  AND (EXISTS (SELECT 1
+               FROM events e
+               WHERE e.decider_id = v_decider_id
+                 AND e.decider = v_decider
+                 AND (e.transaction_id, e."offset") > (f.transaction_id, f."offset"))
+    OR EXISTS (SELECT 1
+               FROM locks l
+               WHERE l.view = v.view
+                 AND l.decider_id = v_decider_id
+                 AND l.last_offset < l."offset")
+    OR EXISTS (SELECT 1 FROM parked_events p WHERE p.view = v.view AND p.decider_id = v_decider_id))
+ORDER BY v.view
+LIMIT 1;
+$function$;
+
 -- view_reached(v_view text, v_decider_id text, v_offset bigint): EXECUTE by everyone (PUBLIC)
 CREATE OR REPLACE FUNCTION public.view_reached(v_view text, v_decider_id text, v_offset bigint)
  RETURNS TABLE(state text, parked_offset bigint, parked_error text)
@@ -2072,7 +2416,7 @@ $function$;
 
 -- view_status(): EXECUTE by everyone (PUBLIC)
 CREATE OR REPLACE FUNCTION public.view_status()
- RETURNS TABLE(view text, streams bigint, pending_streams bigint, leased_streams bigint, stopped_streams bigint, events_behind bigint, oldest_unacked_at timestamp with time zone, parked_events bigint, subscribed_deciders text[], subscribed_events text[])
+ RETURNS TABLE(view text, streams bigint, pending_streams bigint, leased_streams bigint, stopped_streams bigint, events_behind bigint, oldest_unacked_at timestamp with time zone, parked_events bigint, subscribed_deciders text[], subscribed_events text[], archived_streams bigint, archived_events bigint)
  LANGUAGE sql
  STABLE
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
@@ -2089,7 +2433,9 @@ SELECT v.view,
            ELSE least(p.oldest_unacked_at, f.oldest) END,
        (SELECT count(*) FROM parked_events pe WHERE pe.view = v.view),
        v.subscribed_deciders,
-       v.subscribed_events
+       v.subscribed_events,
+       coalesce(a.streams, 0),
+       coalesce(a.events, 0)
 FROM views v
          LEFT JOIN view_frontiers vf ON vf.view = v.view
          LEFT JOIN LATERAL (SELECT count(*)                                                        AS pending_streams,
@@ -2118,6 +2464,11 @@ FROM views v
                               AND e.created_at >= v.start_at
                               AND (v.subscribed_deciders IS NULL OR e.decider = ANY (v.subscribed_deciders))
                               AND (v.subscribed_events IS NULL OR e.event = ANY (v.subscribed_events))) f ON true
+         -- Left the log: the archived streams (removed since, or not) that the view reads, closed from start_at on.
+         LEFT JOIN LATERAL (SELECT count(*) AS streams, sum(ar.events)::bigint AS events
+                            FROM archived_streams ar
+                            WHERE (v.subscribed_deciders IS NULL OR ar.decider = ANY (v.subscribed_deciders))
+                              AND ar.closed_at >= v.start_at) a ON true
 ORDER BY v.view;
 $function$;
 
@@ -2152,5 +2503,24 @@ BEGIN
         PERFORM pg_sleep(least(v_pause, greatest(extract(epoch FROM v_until - clock_timestamp()), 0)));
         v_pause := least(v_pause * 2, 0.05);
     END LOOP;
+END;
+$function$;
+
+-- warn_missing_history(v_view text): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.warn_missing_history(v_view text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_missing record;
+BEGIN
+    SELECT * INTO v_missing FROM missing_history(v_view);
+    IF v_missing.archived_streams + v_missing.removed_streams > 0 THEN
+        RAISE WARNING 'view % skips % archived streams (% events) and % streams removed by retention (% events), closed since its start point',
+            v_view, v_missing.archived_streams, v_missing.archived_events, v_missing.removed_streams,
+            v_missing.removed_events
+            USING HINT = 'Archived streams still load one by one (get_events); removed ones are gone. See missing_history(view).';
+    END IF;
 END;
 $function$;

@@ -101,10 +101,15 @@ const fixture = {
   otherOffset: '',
   otherId: '',
   lease: '',
+  /** A closed stream archived before any view existed (archive_stream returns its row again). */
+  archived: `archived-${randomUUID()}`,
 };
 
 beforeAll(async () => {
   await registerDecider(conn);
+  await conn`SELECT * FROM append_event('created', ${randomUUID()}, ${decider}, ${fixture.archived}, '{}',
+                                        ${randomUUID()}, NULL, 1, true)`;
+  await conn`SELECT * FROM archive_stream(${decider}, ${fixture.archived})`;
   await conn`SELECT * FROM register_decider_event(${decider}, 'created', 'second shape', 2)`;
   await conn`SELECT * FROM register_decider_event(${decider}, 'renamed')`;
   let previous: string | null = null;
@@ -671,6 +676,102 @@ const catalogue: Entry[] = [
         type: 'text',
         null: INVALID,
         variants: [otherType(), { label: "''", value: '', ...INVALID }],
+      },
+    ],
+  },
+  {
+    // Archiving and retention (0022_archiving_and_retention): the owner's operations.
+    fn: 'archive_stream',
+    select: 'rows',
+    valid: () => [decider, fixture.archived],
+    params: [
+      {
+        name: 'v_decider',
+        type: 'text',
+        null: INVALID,
+        variants: [otherType(), { label: "''", value: '', ...INVALID }],
+      },
+      {
+        name: 'v_decider_id',
+        type: 'text',
+        null: INVALID,
+        variants: [
+          otherType(),
+          { label: "''", value: '', ...INVALID },
+          { label: 'a stream that does not exist', value: 'no-such-stream', ...NO_DATA },
+          {
+            label: 'an open stream',
+            value: 'STREAM',
+            code: '55000',
+            constraint: 'archived_streams_closed',
+          },
+        ],
+      },
+    ],
+  },
+  {
+    fn: 'archive_closed_streams',
+    select: 'value',
+    valid: () => ['2000-01-01', '10'],
+    params: [
+      {
+        name: 'v_closed_before',
+        type: 'timestamptz',
+        null: INVALID,
+        variants: [{ label: "'not-a-time'", value: 'not-a-time', code: '22007' }],
+      },
+      {
+        name: 'v_max_streams',
+        type: 'int',
+        null: INVALID,
+        variants: [
+          { label: '0', value: '0', ...INVALID },
+          { label: "'many'", value: 'many', code: '22P02' },
+        ],
+      },
+    ],
+  },
+  {
+    fn: 'remove_archived_streams',
+    select: 'value',
+    valid: () => ['1 day', '10'],
+    params: [
+      {
+        name: 'v_older_than',
+        type: 'interval',
+        null: INVALID,
+        variants: [
+          { label: "'-1 day'", value: '-1 day', ...INVALID },
+          { label: "'forever'", value: 'forever', code: '22007' },
+        ],
+      },
+      {
+        name: 'v_max_streams',
+        type: 'int',
+        null: INVALID,
+        variants: [
+          { label: '0', value: '0', ...INVALID },
+          { label: "'many'", value: 'many', code: '22P02' },
+        ],
+      },
+    ],
+  },
+  {
+    fn: 'get_archived_stream',
+    select: 'rows',
+    valid: () => [fixture.archived, decider],
+    params: [text('v_decider_id', 'accepted'), text('v_decider', 'accepted')],
+  },
+  {
+    fn: 'missing_history',
+    select: 'rows',
+    valid: () => [fixture.view],
+    params: [
+      {
+        name: 'v_view',
+        type: 'text',
+        null: NO_DATA,
+        variants: [otherType(), { label: 'a view that does not exist', value: 'no-such-view', ...NO_DATA }],
       },
     ],
   },
@@ -1296,8 +1397,10 @@ const describeRefusal = (refusal: Refusal) =>
 
 const signature = (entry: Entry) => `${entry.fn}(${entry.params.map((p) => p.type).join(', ')})`;
 
-/** Replaces the placeholder 'OTHER' by an offset of the other stream (known only once the fixture exists). */
-const resolve = (value: Value) => (value === 'OTHER' ? fixture.otherOffset : value);
+/** Replaces the placeholders 'OTHER' (an offset of the other stream) and 'STREAM' (the open stream's id), known only
+ * once the fixture exists. */
+const resolve = (value: Value) =>
+  value === 'OTHER' ? fixture.otherOffset : value === 'STREAM' ? fixture.stream : value;
 
 /** The functions this database has: entries for functions that a later migration adds are skipped without it. */
 const installed = new Set(
@@ -1316,11 +1419,13 @@ describe('the catalogue covers the whole SQL API', () => {
       FROM pg_proc p
       WHERE p.pronamespace = 'public'::regnamespace AND p.prorettype <> 'trigger'::regtype
         AND p.proname NOT IN ('reset_view_positions', 'raise_lease_lost', 'raise_beyond_lease', 'subscription_list',
-                              'read_into_lock_rows')`;
+                              'read_into_lock_rows', 'view_holding_stream', 'move_streams_to_archive',
+                              'warn_missing_history')`;
     const names = (s: string) =>
       s
         .replace(/\bv_\w+ /g, '')
         .replace(/timestamp without time zone/g, 'timestamp')
+        .replace(/timestamp with time zone/g, 'timestamptz')
         .replace(/integer/g, 'int');
     const covered = new Set([...catalogue.map(signature), 'view_status()']);
     expect(rows.map((row) => names(row.signature)).filter((s) => !covered.has(s))).toEqual([]);

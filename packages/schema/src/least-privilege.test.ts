@@ -260,7 +260,7 @@ describe('sql/least-privilege.sql, the script', () => {
     );
     expect(failure.code).toBe('P0001');
     expect(failure.message).toMatch(
-      /tables \{events,deciders,views,view_frontiers,locks,parked_events,snapshots,subject_keys,subject_erasures\} are missing.*run fstore's migrations first/,
+      /tables \{events,deciders,views,view_frontiers,locks,parked_events,snapshots,subject_keys,subject_erasures,archived_events,archived_streams,retention_runs\} are missing.*run fstore's migrations first/,
     );
   });
 
@@ -355,6 +355,31 @@ describe('the application role', () => {
     await expectDenied(reader, `SELECT * FROM subject_key('${subject}', gen_random_uuid(), '${key}'::bytea)`);
     // The owner can.
     expect(await db.sql`SELECT forget_subject(${subject}) AS n`).toEqual([{ n: 2 }]);
+  });
+
+  test('reads what was archived, but cannot archive, remove or delete history: those are the owner\'s', async () => {
+    const deciderId = `stream-${randomUUID()}`;
+    await appendAs(app, deciderId, null);
+    for (const role of [app, reader]) {
+      expect(await role`SELECT * FROM get_archived_stream(${deciderId}, ${decider})`).toEqual([]);
+      expect(await role`SELECT count(*)::int AS n FROM archived_events WHERE decider_id = ${deciderId}`).toEqual([
+        { n: 0 },
+      ]);
+      await expectDenied(role, `SELECT * FROM archive_stream('${decider}', '${deciderId}')`);
+      await expectDenied(role, `SELECT archive_closed_streams(now(), 10)`);
+      await expectDenied(role, `SELECT remove_archived_streams(interval '0', 10)`);
+      await expectDenied(role, `SELECT move_streams_to_archive(ARRAY['${decider}'], ARRAY['${deciderId}'])`);
+      await expectDenied(role, 'DELETE FROM archived_events');
+      await expectDenied(role, 'DELETE FROM archived_streams');
+    }
+    // The archive functions' gate is the owner's alone: set by the application role, it opens nothing.
+    await expect(
+      app.begin(async (tx) => {
+        await tx`SELECT set_config('fstore.moving_history', 'on', true)`;
+        await tx`DELETE FROM events WHERE decider_id = ${deciderId}`;
+      }),
+    ).rejects.toMatchObject({ code: '42501' });
+    expect(await app`SELECT count(*)::int AS n FROM events WHERE decider_id = ${deciderId}`).toEqual([{ n: 1 }]);
   });
 
   test('reads the log directly and through get_events and get_last_event', async () => {

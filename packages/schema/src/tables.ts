@@ -267,6 +267,9 @@ export const snapshots = pgTable(
   },
   (t) => [
     primaryKey({ name: 'snapshots_pkey', columns: [t.decider, t.deciderId, t.version] }),
+    // The cascade from events looks snapshots up by offset: archiving a stream deletes its events, and without this
+    // index each of them would scan the whole table.
+    index('snapshots_offset_idx').on(t.offset),
     foreignKey({
       name: 'snapshots_offset_fkey',
       columns: [t.offset],
@@ -315,6 +318,74 @@ export const subjectErasures = pgTable(
   (t) => [index('subject_erasures_subject_idx').on(t.subject)],
 );
 
+/**
+ * The cold table of closed streams that were archived (archive_stream, archive_closed_streams): their events, moved
+ * out of `events` whole and unchanged. Nothing that appends or leases reads it; loading a stream (get_events,
+ * get_last_event, get_event) does. The columns are `events`' own, in the same order, so that the two read as one.
+ */
+export const archivedEvents = pgTable(
+  'archived_events',
+  {
+    event: text('event').notNull(),
+    eventId: uuid('event_id').notNull(),
+    eventVersion: bigint('event_version', { mode: 'number' }).notNull(),
+    decider: text('decider').notNull(),
+    deciderId: text('decider_id').notNull(),
+    data: jsonb('data').notNull(),
+    commandId: uuid('command_id').notNull(),
+    previousId: uuid('previous_id'),
+    final: boolean('final').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull(),
+    offset: bigint('offset', { mode: 'number' }).primaryKey(),
+    transactionId: xid8('transaction_id').notNull(),
+    metadata: jsonb('metadata'),
+  },
+  (t) => [
+    index('archived_events_decider_id_offset_idx').on(t.deciderId, t.offset),
+    index('archived_events_event_id_idx').on(t.eventId),
+  ],
+);
+
+/**
+ * One row per archived stream: what left the hot tables, when and by whom, and (once retention removed its events)
+ * when they were removed. The row stays after removal: it is how the store says a stream's history is gone, and
+ * it keeps a closed stream from being opened again under the same id.
+ */
+export const archivedStreams = pgTable(
+  'archived_streams',
+  {
+    decider: text('decider').notNull(),
+    deciderId: text('decider_id').notNull(),
+    events: bigint('events', { mode: 'number' }).notNull(),
+    lastOffset: bigint('last_offset', { mode: 'number' }).notNull(),
+    /** When the stream's final event was appended: retention counts a stream's age from here. */
+    closedAt: timestamp('closed_at', { withTimezone: true }).notNull(),
+    archivedAt: timestamp('archived_at', { withTimezone: true }).notNull().defaultNow(),
+    /** session_user: the login that asked. */
+    archivedBy: text('archived_by').notNull(),
+    /** Set by remove_archived_streams: the events are gone for good. */
+    removedAt: timestamp('removed_at', { withTimezone: true }),
+  },
+  (t) => [
+    primaryKey({ name: 'archived_streams_pkey', columns: [t.decider, t.deciderId] }),
+    // Retention's work list: streams still held, oldest closed first.
+    index('archived_streams_retention_idx').on(t.closedAt).where(sql`${t.removedAt} IS NULL`),
+    // view_status and missing_history count a view's archived streams by decider and closing time.
+    index('archived_streams_decider_closed_at_idx').on(t.decider, t.closedAt),
+  ],
+);
+
+/** The audit of retention: one row per remove_archived_streams call that removed anything. */
+export const retentionRuns = pgTable('retention_runs', {
+  /** Streams closed before this were eligible. */
+  closedBefore: timestamp('closed_before', { withTimezone: true }).notNull(),
+  streams: bigint('streams', { mode: 'number' }).notNull(),
+  events: bigint('events', { mode: 'number' }).notNull(),
+  /** session_user: the login that asked. */
+  removedBy: text('removed_by').notNull(),
+  removedAt: timestamp('removed_at', { withTimezone: true }).notNull().defaultNow(),
+});
+
 /** A row of `deciders`: one event type (and version) a decider may publish. */
 export type DeciderEventType = typeof deciders.$inferSelect;
 export type NewDeciderEventType = typeof deciders.$inferInsert;
@@ -333,3 +404,6 @@ export type ViewFrontier = typeof viewFrontiers.$inferSelect;
 export type Snapshot = typeof snapshots.$inferSelect;
 export type SubjectKey = typeof subjectKeys.$inferSelect;
 export type SubjectErasure = typeof subjectErasures.$inferSelect;
+export type ArchivedEvent = typeof archivedEvents.$inferSelect;
+export type ArchivedStream = typeof archivedStreams.$inferSelect;
+export type RetentionRun = typeof retentionRuns.$inferSelect;

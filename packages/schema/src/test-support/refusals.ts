@@ -47,6 +47,12 @@ export async function tableContents(sql: postgres.Sql) {
                                                                                                      AS keys_md5,
              (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.forgotten_at, t.subject), ''))
               FROM subject_erasures t)                                                               AS erasures_md5,
+             (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t."offset"), '')) FROM archived_events t)
+                                                                                                     AS archived_md5,
+             (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.decider, t.decider_id), ''))
+              FROM archived_streams t)                                                               AS archived_streams_md5,
+             (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.removed_at, t.closed_before), ''))
+              FROM retention_runs t)                                                                 AS retention_md5,
              (SELECT count(*)::int FROM pg_trigger WHERE tgname = 't_notify_events_appended')        AS wakeups`;
   return row;
 }
