@@ -85,7 +85,9 @@ describe('archive_stream', () => {
       removed_at: null,
     });
     expect(await hotEvents(id)).toBe(0);
-    expect(await sql`SELECT * FROM archived_events WHERE decider_id = ${id} ORDER BY "offset"`).toEqual(before.all);
+    expect(await sql`SELECT * FROM archived_events WHERE decider_id = ${id} ORDER BY "offset"`).toEqual(
+      before.all,
+    );
     expect({
       all: await sql`SELECT * FROM get_events(${id})`,
       ofDecider: await sql`SELECT * FROM get_events(${id}, ${decider})`,
@@ -132,7 +134,9 @@ describe('archive_stream', () => {
     expect(await refusal()).toMatchObject({ constraint: 'archived_streams_handled' });
     expect(await tableContents(sql)).toEqual(beforeParked);
     await sql`SELECT * FROM discard_parked_event(${view}, ${leased?.offset ?? null})`;
-    expect(await sql`SELECT decider_id FROM archive_stream(${decider}, ${late.id})`).toEqual([{ decider_id: late.id }]);
+    expect(await sql`SELECT decider_id FROM archive_stream(${decider}, ${late.id})`).toEqual([
+      { decider_id: late.id },
+    ]);
   });
 
   test("a view of other deciders does not hold a stream back; the stream's lock rows and snapshots go with it", async () => {
@@ -143,9 +147,9 @@ describe('archive_stream', () => {
     const view = await caughtUpView(decider);
     const [last] = await sql<{ offset: string }[]>`SELECT "offset" FROM get_last_event(${id}, ${decider})`;
     await sql`SELECT save_snapshot(${decider}, ${id}, 'v1', ${last?.offset ?? null}, '{"n": 3}')`;
-    expect(await sql`SELECT count(*)::int AS n FROM locks WHERE view = ${view} AND decider_id = ${id}`).toEqual([
-      { n: 1 },
-    ]);
+    expect(
+      await sql`SELECT count(*)::int AS n FROM locks WHERE view = ${view} AND decider_id = ${id}`,
+    ).toEqual([{ n: 1 }]);
     await sql`SELECT * FROM archive_stream(${decider}, ${id})`;
     expect(await sql`SELECT count(*)::int AS n FROM locks WHERE decider_id = ${id}`).toEqual([{ n: 0 }]);
     expect(await sql`SELECT * FROM get_snapshot(${decider}, ${id}, 'v1')`).toEqual([]);
@@ -160,8 +164,10 @@ describe('archive_stream', () => {
     const before = await tableContents(sql);
     const event = [{ event: 'happened', event_id: randomUUID(), data: {} }];
     for (const statement of [
-      () => sql`SELECT * FROM append_event('happened', ${randomUUID()}, ${decider}, ${id}, '{}', ${randomUUID()}, NULL)`,
-      () => sql`SELECT * FROM append_event('happened', ${randomUUID()}, ${decider}, ${id}, '{}', ${randomUUID()}, ${last})`,
+      () =>
+        sql`SELECT * FROM append_event('happened', ${randomUUID()}, ${decider}, ${id}, '{}', ${randomUUID()}, NULL)`,
+      () =>
+        sql`SELECT * FROM append_event('happened', ${randomUUID()}, ${decider}, ${id}, '{}', ${randomUUID()}, ${last})`,
       () => sql`SELECT * FROM append_events(${decider}, ${id}, NULL, ${randomUUID()}, ${sql.json(event)})`,
       () => sql`SELECT * FROM append_events(${decider}, ${id}, ${last}, ${randomUUID()}, ${sql.json(event)})`,
     ]) {
@@ -219,12 +225,15 @@ describe('views and archived streams', () => {
     expect(notices).toEqual([
       `WARNING: view ${view} skips 1 archived streams (3 events) and 0 streams removed by retention (0 events), closed since its start point`,
     ]);
-    const leased = await sql<{ decider_id: string }[]>`SELECT decider_id FROM lease_events(${view}, 100, 100, 60)`;
+    const leased = await sql<
+      { decider_id: string }[]
+    >`SELECT decider_id FROM lease_events(${view}, 100, 100, 60)`;
     expect(new Set(leased.map((row) => row.decider_id))).toEqual(new Set([kept.id]));
     expect(await sql`SELECT * FROM missing_history(${view})`).toEqual([
       { archived_streams: '1', archived_events: '3', removed_streams: '0', removed_events: '0' },
     ]);
-    const [status] = await sql`SELECT archived_streams, archived_events FROM view_status() WHERE view = ${view}`;
+    const [status] =
+      await sql`SELECT archived_streams, archived_events FROM view_status() WHERE view = ${view}`;
     expect(status).toEqual({ archived_streams: '1', archived_events: '3' });
 
     // A reset to the same start point says it again; one after the stream closed does not.
@@ -246,9 +255,12 @@ describe('views and archived streams', () => {
     const view = await caughtUpView(decider);
     await sql`SELECT * FROM archive_stream(${decider}, ${id})`;
     const next = await stream(decider, 1, false);
-    const leased = await sql<{ decider_id: string }[]>`SELECT decider_id FROM lease_events(${view}, 100, 100, 60)`;
+    const leased = await sql<
+      { decider_id: string }[]
+    >`SELECT decider_id FROM lease_events(${view}, 100, 100, 60)`;
     expect(leased.map((row) => row.decider_id)).toEqual([next.id]);
-    const [status] = await sql`SELECT events_behind, archived_streams FROM view_status() WHERE view = ${view}`;
+    const [status] =
+      await sql`SELECT events_behind, archived_streams FROM view_status() WHERE view = ${view}`;
     expect(status).toEqual({ events_behind: '1', archived_streams: '1' });
   });
 });
@@ -275,7 +287,9 @@ describe('archive_closed_streams and remove_archived_streams, in batches', () =>
     expect(await on`SELECT archive_closed_streams(${cut}::timestamptz, 2) AS n`).toEqual([{ n: 2 }]);
     expect(await on`SELECT archive_closed_streams(${cut}::timestamptz, 2) AS n`).toEqual([{ n: 1 }]);
     expect(await on`SELECT archive_closed_streams(${cut}::timestamptz, 2) AS n`).toEqual([{ n: 0 }]);
-    const archived = await on<{ decider_id: string }[]>`SELECT decider_id FROM archived_streams ORDER BY last_offset`;
+    const archived = await on<
+      { decider_id: string }[]
+    >`SELECT decider_id FROM archived_streams ORDER BY last_offset`;
     expect(archived.map((row) => row.decider_id)).toEqual(closed.map((s) => s.id));
     for (const s of [open, unhandled, later])
       expect(await on`SELECT count(*)::int AS n FROM events WHERE decider_id = ${s.id}`).toEqual([
@@ -308,7 +322,9 @@ describe('archive_closed_streams and remove_archived_streams, in batches', () =>
     }
     expect(await on`SELECT count(*)::int AS n FROM get_events(${recent.id}, ${decider})`).toEqual([{ n: 1 }]);
     const [me] = await on<{ user: string }[]>`SELECT session_user AS user`;
-    expect(await on`SELECT streams, events, removed_by FROM retention_runs ORDER BY removed_at, events`).toEqual([
+    expect(
+      await on`SELECT streams, events, removed_by FROM retention_runs ORDER BY removed_at, events`,
+    ).toEqual([
       { streams: '1', events: '2', removed_by: me?.user },
       { streams: '1', events: '3', removed_by: me?.user },
     ]);

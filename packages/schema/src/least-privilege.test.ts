@@ -357,14 +357,14 @@ describe('the application role', () => {
     expect(await db.sql`SELECT forget_subject(${subject}) AS n`).toEqual([{ n: 2 }]);
   });
 
-  test('reads what was archived, but cannot archive, remove or delete history: those are the owner\'s', async () => {
+  test("reads what was archived, but cannot archive, remove or delete history: those are the owner's", async () => {
     const deciderId = `stream-${randomUUID()}`;
     await appendAs(app, deciderId, null);
     for (const role of [app, reader]) {
       expect(await role`SELECT * FROM get_archived_stream(${deciderId}, ${decider})`).toEqual([]);
-      expect(await role`SELECT count(*)::int AS n FROM archived_events WHERE decider_id = ${deciderId}`).toEqual([
-        { n: 0 },
-      ]);
+      expect(
+        await role`SELECT count(*)::int AS n FROM archived_events WHERE decider_id = ${deciderId}`,
+      ).toEqual([{ n: 0 }]);
       await expectDenied(role, `SELECT * FROM archive_stream('${decider}', '${deciderId}')`);
       await expectDenied(role, `SELECT archive_closed_streams(now(), 10)`);
       await expectDenied(role, `SELECT remove_archived_streams(interval '0', 10)`);
@@ -379,7 +379,9 @@ describe('the application role', () => {
         await tx`DELETE FROM events WHERE decider_id = ${deciderId}`;
       }),
     ).rejects.toMatchObject({ code: '42501' });
-    expect(await app`SELECT count(*)::int AS n FROM events WHERE decider_id = ${deciderId}`).toEqual([{ n: 1 }]);
+    expect(await app`SELECT count(*)::int AS n FROM events WHERE decider_id = ${deciderId}`).toEqual([
+      { n: 1 },
+    ]);
   });
 
   test('reads the log directly and through get_events and get_last_event', async () => {

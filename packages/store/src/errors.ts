@@ -73,6 +73,34 @@ export class StreamClosedError extends FstoreError {
   }
 }
 
+/** Only a closed stream (its last event final) can be archived: this one is open. Nothing was moved. */
+export class StreamNotClosedError extends FstoreError {
+  override name = 'StreamNotClosedError';
+  constructor(
+    readonly decider: string,
+    readonly deciderId: string,
+    options?: ErrorOptions,
+  ) {
+    super(`stream ${deciderId} of ${decider} is open: only a closed stream can be archived`, options);
+  }
+}
+
+/**
+ * A view has not handled every event of the stream yet (events past its frontier, unacknowledged, or parked), so
+ * archiving it would take them from the view. Nothing was moved: archive it once the view is done with it.
+ */
+export class StreamNotHandledError extends FstoreError {
+  override name = 'StreamNotHandledError';
+  constructor(
+    readonly decider: string,
+    readonly deciderId: string,
+    readonly view: string,
+    options?: ErrorOptions,
+  ) {
+    super(`view ${view} has not handled every event of stream ${deciderId} of ${decider} yet`, options);
+  }
+}
+
 /** The event type (or this version of it) is not registered for the decider. Call `register()` at start-up. */
 export class UnknownEventTypeError extends FstoreError {
   override name = 'UnknownEventTypeError';

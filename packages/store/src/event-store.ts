@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { DeciderEventType, Event } from '@fstore/schema';
+import { type ArchivedStream, getArchivedStream } from './archive.js';
 import type { Database } from './database.js';
 import { isTransientDatabaseError, PayloadTooLargeError, ValidationError } from './errors.js';
 import {
@@ -72,6 +73,13 @@ export type AppendInput<TEvent> = TEvent & { eventId?: string };
 
 /** Where to start reading a stream: after an offset, or after an event of the stream. */
 export type ReadFrom = { afterOffset: number } | { afterEventId: string };
+
+/** A stream as `loadStream` reads it: its events, and its archive row when it was archived. */
+export interface LoadedStream<E> {
+  events: StoredEvent<E>[];
+  /** Set when the stream was archived: it is closed, and loads from the archive (`removedAt`: retention removed it). */
+  archived?: ArchivedStream;
+}
 
 export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
   readonly decider: string;
@@ -228,6 +236,17 @@ export class EventStore<TEvents extends DeciderEvents<EventDefinitions>> {
       span.setAttributes({ 'fstore.event_count': loaded.length });
       return loaded;
     });
+  }
+
+  /**
+   * The whole stream, as `load`, and whether it was archived (`get_archived_stream`): an archived stream loads from
+   * the archive as it was; one that retention removed since has no events left, and `archived.removedAt` says when
+   * they went.
+   */
+  async loadStream(deciderId: string, from?: ReadFrom): Promise<LoadedStream<EventOf<TEvents>>> {
+    const events = await this.load(deciderId, from);
+    const archived = await getArchivedStream(this.db, deciderId, this.decider);
+    return archived ? { events, archived } : { events };
   }
 
   /** The stream's last event, or undefined for a stream that does not exist (`get_last_event`). */

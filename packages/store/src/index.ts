@@ -1,4 +1,13 @@
 export {
+  type ArchiveClosedStreamsOptions,
+  type ArchivedStream,
+  archiveClosedStreams,
+  archiveStream,
+  getArchivedStream,
+  type RemoveArchivedStreamsOptions,
+  removeArchivedStreams,
+} from './archive.js';
+export {
   type CommandHandler,
   type CommandHandlerOptions,
   createCommandHandler,
@@ -19,6 +28,8 @@ export {
   OptimisticConcurrencyError,
   PayloadTooLargeError,
   StreamClosedError,
+  StreamNotClosedError,
+  StreamNotHandledError,
   UnknownEventTypeError,
   UnknownSubjectKeyError,
   UnreadableEventError,
@@ -31,6 +42,7 @@ export {
   createEventStore,
   EventStore,
   type EventStoreOptions,
+  type LoadedStream,
   type ReadFrom,
   toStoredEvent,
 } from './event-store.js';

@@ -1,5 +1,6 @@
 import { FstoreError } from '@fstore/store';
 import { databaseError } from '@fstore/store/internal';
+import type { MissingHistory } from './functions.js';
 
 /**
  * The lease on a stream is no longer held: it expired and another consumer took the stream, or the view was
@@ -49,6 +50,23 @@ export class SubscriptionMismatchError extends FstoreError {
   ) {
     super(
       `view ${view} subscribes to deciders ${subscribed.join(', ')}, but the projection also reads ${missing.join(', ')}: rebuild the view with the new subscription (rebuildProjection with deciders)`,
+    );
+  }
+}
+
+/**
+ * A rebuild would start before streams that left the log (archived, or removed by retention since): the view would
+ * skip them. Nothing was reset. Rebuild from a later start point, or pass `acceptMissingHistory: true` to rebuild
+ * without them knowingly (`missing` says how much).
+ */
+export class HistoryMissingError extends FstoreError {
+  override name = 'HistoryMissingError';
+  constructor(
+    readonly view: string,
+    readonly missing: MissingHistory,
+  ) {
+    super(
+      `rebuilding view ${view} would skip ${missing.archivedStreams} archived streams (${missing.archivedEvents} events) and ${missing.removedStreams} streams removed by retention (${missing.removedEvents} events): rebuild from a later start point, or pass acceptMissingHistory: true`,
     );
   }
 }

@@ -466,6 +466,11 @@ export interface ViewStatus {
   subscribedDeciders: string[] | null;
   /** The event types it subscribes to; null for every type. */
   subscribedEvents: string[] | null;
+  /** Streams of its deciders, closed from its start point on, that were archived (removed by retention since, or
+   * not): they left the log, so the view does not read them. */
+  archivedStreams: number;
+  /** Their events. */
+  archivedEvents: number;
 }
 
 /** `view_status`: how far behind each view is. */
@@ -482,7 +487,31 @@ export async function viewStatus(db: Database): Promise<ViewStatus[]> {
     parkedEvents: Number(row.parked_events),
     subscribedDeciders: (row.subscribed_deciders as string[] | null) ?? null,
     subscribedEvents: (row.subscribed_events as string[] | null) ?? null,
+    // Older schemas (before 0022) have no such columns.
+    archivedStreams: Number(row.archived_streams ?? 0),
+    archivedEvents: Number(row.archived_events ?? 0),
   }));
+}
+
+/** What `missing_history` says a view does not read because it left the log. */
+export interface MissingHistory {
+  /** Archived streams of its deciders closed from its start point on: they still load one by one. */
+  archivedStreams: number;
+  archivedEvents: number;
+  /** Those that retention removed: gone. */
+  removedStreams: number;
+  removedEvents: number;
+}
+
+/** `missing_history`: the streams a view skips because they were archived or removed before it read them. */
+export async function missingHistory(db: Database, view: string): Promise<MissingHistory> {
+  const [row] = await queryRows(db, sql`SELECT * FROM missing_history(${view}::text)`);
+  return {
+    archivedStreams: Number(row?.archived_streams ?? 0),
+    archivedEvents: Number(row?.archived_events ?? 0),
+    removedStreams: Number(row?.removed_streams ?? 0),
+    removedEvents: Number(row?.removed_events ?? 0),
+  };
 }
 
 /** `set_wakeups`: turns NOTIFY wake-ups on appends on or off. */

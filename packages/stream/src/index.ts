@@ -10,6 +10,7 @@ export {
 } from './error-line.js';
 export {
   EventParkedError,
+  HistoryMissingError,
   LeaseLostError,
   SubscriptionMismatchError,
   TransactionLostError,
@@ -29,6 +30,8 @@ export {
   type LogBatch,
   leaseEvents,
   listParkedEvents,
+  type MissingHistory,
+  missingHistory,
   nackEvent,
   type RegisterViewOptions,
   registerView,

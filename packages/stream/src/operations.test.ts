@@ -65,10 +65,12 @@ test('view_status reports streams, pending, leased and stopped streams, events b
     stoppedStreams: 1,
     eventsBehind: 6,
     parkedEvents: 1,
+    archivedStreams: 0,
+    archivedEvents: 0,
   });
   expect(status?.oldestUnackedAt).toBeInstanceOf(Date);
   expect(formatStatusTable(status ? [status] : [])).toMatch(
-    new RegExp(`${view}\\s+3\\s+2\\s+1\\s+1\\s+6\\s+\\S+ ago\\s+1`),
+    new RegExp(`${view}\\s+3\\s+2\\s+1\\s+1\\s+6\\s+\\S+ ago\\s+1\\s+-$`),
   );
 });
 
@@ -84,7 +86,7 @@ test('`fstore status` prints a table of every view of DATABASE_URL', async () =>
   const { stdout } = await run(['status'], { DATABASE_URL: database.url });
   const [header, rule, ...rows] = stdout.trim().split('\n');
   expect(header).toMatch(
-    /^view\s+streams\s+pending\s+leased\s+stopped\s+events behind\s+oldest unacked\s+parked$/,
+    /^view\s+streams\s+pending\s+leased\s+stopped\s+events behind\s+oldest unacked\s+parked\s+archived$/,
   );
   expect(rule).toMatch(/^-+( +-+)+$/);
   expect(rows.some((row) => row.startsWith(view))).toBe(true);

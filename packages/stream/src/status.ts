@@ -11,6 +11,7 @@ export function formatStatusTable(rows: readonly ViewStatus[], now = new Date())
     'events behind',
     'oldest unacked',
     'parked',
+    'archived',
   ];
   const body = rows.map((row) => [
     row.view,
@@ -21,6 +22,7 @@ export function formatStatusTable(rows: readonly ViewStatus[], now = new Date())
     String(row.eventsBehind),
     row.oldestUnackedAt ? formatAge(now.getTime() - row.oldestUnackedAt.getTime()) : '-',
     String(row.parkedEvents),
+    row.archivedStreams > 0 ? `${row.archivedStreams} (${row.archivedEvents} events)` : '-',
   ]);
   const table = [header, ...body];
   const widths = header.map((_, column) => Math.max(...table.map((line) => (line[column] ?? '').length)));
