@@ -29,6 +29,7 @@ import { createContext, type Figure } from './context.js';
 import { loadErrors } from './load.js';
 import { lineChart, type Machine, table, writeResults } from './report.js';
 import { appendScenarios } from './scenarios/appends.js';
+import { archiveScenarios } from './scenarios/archive.js';
 import { catchUpScenarios } from './scenarios/catchup.js';
 import { idleScenarios } from './scenarios/idle.js';
 import { latencyScenarios } from './scenarios/latency.js';
@@ -38,7 +39,25 @@ import { snapshotScenarios } from './scenarios/snapshots.js';
 import { type StreamingCharts, streamingScenarios } from './scenarios/streaming.js';
 import { describeServer, mergeFsyncOff } from './settings.js';
 
-const all = ['A1', 'A2', 'A3', 'A3′', 'A4', 'A5', 'A6', 'A7', 'H1', 'S1', 'S2', 'S3', 'C1', 'L1', 'I1', 'M1'];
+const all = [
+  'A1',
+  'A2',
+  'A3',
+  'A3′',
+  'A4',
+  'A5',
+  'A6',
+  'A7',
+  'H1',
+  'R1',
+  'S1',
+  'S2',
+  'S3',
+  'C1',
+  'L1',
+  'I1',
+  'M1',
+];
 /** A3′ is also A3' or A3P on a command line. */
 const aliases: Record<string, string> = { "A3'": 'A3′', A3P: 'A3′' };
 /** What the fsync-off column repeats by default: the append path, whose cost is mostly commits (a full run stays
@@ -85,6 +104,7 @@ async function runScenarios(
   figures.push(...(await appendScenarios(ctx, only)));
   if (only.has('A7')) figures.push(...(await personalDataScenarios(ctx)));
   if (only.has('H1')) figures.push(...(await snapshotScenarios(ctx)));
+  if (only.has('R1')) figures.push(...(await archiveScenarios(ctx)));
   figures.push(...(await streamingScenarios(ctx, only, charts)));
   if (only.has('C1')) figures.push(...(await catchUpScenarios(ctx)));
   if (only.has('L1')) figures.push(...(await latencyScenarios(ctx)));
