@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { type } from 'arktype';
 import { sql } from 'drizzle-orm';
 import { beforeAll, describe, expect, test } from 'vitest';
+import { archiveStream, removeArchivedStreams } from '../archive.js';
 import type { Database } from '../database.js';
 import {
   CommandAlreadyAppliedError,
@@ -208,6 +209,29 @@ export function describeEventStore(driver: string, connect: () => Promise<Connec
           .catch((e) => e);
         expect(error).toBeInstanceOf(StreamClosedError);
         expect(error).toMatchObject({ decider: 'Order', deciderId: id });
+      });
+
+      test('an archived stream loads from the archive and says so, stays closed, and is gone once removed', async () => {
+        const id = newStream();
+        const stored = await store.append(
+          id,
+          [created, { type: 'OrderCancelled', data: { reason: 'archived' } }],
+          { expectedLastEventId: null },
+        );
+        // No view of this database reads it yet: it can go (views registered later start after it).
+        const archived = await archiveStream(db, 'Order', id);
+        expect(archived).toMatchObject({ deciderId: id, events: 2, removedAt: null });
+        expect(await store.loadStream(id)).toEqual({ events: stored, archived });
+        await expect(
+          store.append(id, [added], { expectedLastEventId: stored[1]?.eventId ?? null }),
+        ).rejects.toBeInstanceOf(StreamClosedError);
+        await db.execute(
+          sql`UPDATE archived_streams SET closed_at = closed_at - interval '2 days' WHERE decider_id = ${id}`,
+        );
+        expect(await removeArchivedStreams(db, { olderThan: '1 day' })).toBe(1);
+        const removed = await store.loadStream(id);
+        expect(removed.events).toEqual([]);
+        expect(removed.archived?.removedAt).toBeInstanceOf(Date);
       });
 
       test('an event type the database does not know is an UnknownEventTypeError', async () => {
