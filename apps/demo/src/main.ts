@@ -4,7 +4,7 @@
  * commands rejected), projection workers maintaining two read models, live progress, and a final check that every
  * event was projected exactly once and in stream order.
  *
- *   pnpm demo [--producers 4] [--workers 2] [--orders 1000] [--restaurants 3] [--keep] [--trace]
+ *   pnpm demo [--producers 4] [--workers 2] [--orders 1000] [--restaurants 3] [--keep] [--trace] [--dashboard]
  *
  * Exit codes: 0 all checks passed, 1 a check failed or the demo could not run (one line on stderr says why),
  * 2 the command line is wrong, 130 interrupted.
@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { createCommandHandler, createEventStore, type Database } from '@fstore/store';
 import { createPostgresClient } from '@fstore/store/postgres';
 import { type Projection, reportFailure, viewStatus, waitForView } from '@fstore/stream';
+import { startDashboard } from '@fstore/stream/dashboard';
 import { asc, eq } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { type CheckResult, check } from './check.js';
@@ -37,6 +38,8 @@ export interface DemoOptions {
   /** Where progress and the summary go. */
   out?: NodeJS.WriteStream;
   signal?: AbortSignal;
+  /** Called once the schema is migrated and the workers have registered their views, before any order. */
+  onStarted?(): Promise<void>;
 }
 
 export interface DemoResult {
@@ -66,6 +69,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const stats = newStats();
   try {
     await Promise.all(workers.map((worker) => worker.start()));
+    await options.onStarted?.();
     const progress = startProgress(db, stats, out);
     try {
       await produce({
@@ -156,6 +160,7 @@ async function printReadModels(db: Database, run: string, out: NodeJS.WriteStrea
 }
 
 const usage = `usage: pnpm demo [--producers 4] [--workers 2] [--orders 1000] [--restaurants 3] [--keep] [--trace]
+                 [--dashboard]
 
 Restaurant orders through fstore, end to end: command producers, projection workers, live progress, and a final
 check that every event was projected exactly once, in order. It runs on the PostgreSQL server at DATABASE_URL when
@@ -168,6 +173,8 @@ that is set (its database gets fstore's migrations), else on a throwaway embedde
   --keep            leave the embedded PostgreSQL running at the end, and say how to reach and stop it
   --trace           trace with OpenTelemetry (in memory) and print the span tree of one order: its commands, and
                     the projection handlers each append reached
+  --dashboard       serve fstore's dashboard (fstore dashboard) on 127.0.0.1 while the demo runs, and print its
+                    address: every view's lag, throughput and parked events, live, in a browser
   -h, --help        this text`;
 
 /** The database the demo works on, once known: failure lines name its server, never its password. */
@@ -184,6 +191,7 @@ async function main() {
       restaurants: { type: 'string', default: '3' },
       keep: { type: 'boolean', default: false },
       trace: { type: 'boolean', default: false },
+      dashboard: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -214,8 +222,21 @@ async function main() {
   console.log(
     `fstore demo on ${database.description}: ${options.producers} producers, ${options.workers} workers per view, ${options.orders} orders`,
   );
+  let dashboard: Awaited<ReturnType<typeof serveDashboard>> | undefined;
   try {
-    const result = await runDemo({ url: database.url, ...options, signal: interrupted.signal });
+    const result = await runDemo({
+      url: database.url,
+      ...options,
+      signal: interrupted.signal,
+      // Once the schema and the views exist, so that its first look finds them.
+      ...(values.dashboard
+        ? {
+            onStarted: async () => {
+              dashboard = await serveDashboard(database.url);
+            },
+          }
+        : {}),
+    });
     if (result.interrupted) return 130;
     if (tracing) console.log(`\n${tracing.orderTree().join('\n')}`);
     console.log(
@@ -229,9 +250,23 @@ async function main() {
     }
     return result.check.ok ? 0 : 1;
   } finally {
+    await dashboard?.close();
     await tracing?.stop();
     if (!values.keep) await database.stop();
   }
+}
+
+/** fstore's dashboard on this database, on a free port of 127.0.0.1, with retry and discard on (it is a demo). */
+async function serveDashboard(url: string) {
+  const client = createPostgresClient(url, { max: 4, onnotice: () => {} });
+  const served = await startDashboard({ db: drizzle(client), port: 0, actions: true });
+  console.log(`dashboard: ${served.url} (up while the demo runs)`);
+  return {
+    async close() {
+      await served.close();
+      await client.end({ timeout: 5 });
+    },
+  };
 }
 
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop() ?? '')) {

@@ -146,3 +146,16 @@ test('the decider on stdin: a line sent twice with one commandId is applied once
   const stored = await createEventStore(db, restaurantEvents).load(id);
   expect(stored.map((e) => e.type)).toEqual(['RestaurantCreated', 'MenuChanged']);
 });
+
+test('pnpm demo -- --dashboard prints the dashboard address, which serves the demo views while it runs', async () => {
+  const demo = start('./main.ts', ['--dashboard', '--orders', '400', '--producers', '2']);
+  const line = await demo.waitFor(/^dashboard: http:\/\/127\.0\.0\.1:\d+\/ .*$/m);
+  const address = line.split(' ')[1] as string;
+  const state = (await (await fetch(new URL('/api/state', address))).json()) as { views: { view: string }[] };
+  expect(state.views.map((v) => v.view)).toEqual(expect.arrayContaining([views.orders, views.restaurants]));
+  expect(await demo.waitFor(/^all checks passed .*$/m)).toMatch(/all checks passed/);
+  const code = await new Promise((resolve) => demo.child.once('exit', resolve));
+  expect(code).toBe(0);
+  // Closed with the demo.
+  await expect(fetch(new URL('/api/state', address))).rejects.toThrow();
+});

@@ -131,3 +131,18 @@ test('a role without the privileges fstore needs: permission denied (42501), exi
     /^fstore status: permission denied for \S+ \S+ \(42501\): connect as a role that has fstore's privileges/,
   );
 });
+
+test('fstore dashboard: a wrong option or port is exit 2, an outside address without a token exit 1, one line each', async () => {
+  const [option, port, outside] = await Promise.all([
+    fstore(['dashboard', '--open']),
+    fstore(['dashboard', '--port', 'web'], { DATABASE_URL: migrated.url }),
+    fstore(['dashboard', '--host', '0.0.0.0', '--port', '0'], { DATABASE_URL: migrated.url }),
+  ]);
+  expectOneLine(option, 2, /^fstore dashboard: Unknown option '--open'/m);
+  expectOneLine(port, 2, /^fstore dashboard: --port must be a port number, got web/m);
+  expectOneLine(
+    outside,
+    1,
+    /^fstore dashboard: the dashboard listens on 0\.0\.0\.0, beyond this machine: give it a token/m,
+  );
+});

@@ -1,5 +1,5 @@
 /**
- * Archiving and forgetting while writers and workers are busy. For FSTORE_LIFECYCLE_SECONDS (default 15 s), writers
+ * Archiving and forgetting while writers and workers are busy. For FSTORE_TEST_LIFECYCLE_SECONDS (default 15 s), writers
  * open and close order streams (their payloads with a customer's personal field), two projection workers share a
  * view, and maintenance archives every closed stream the view has handled, again and again, and forgets customers.
  * At the end: every appended event was projected exactly once and in stream order; every stream is whole, in one
@@ -26,9 +26,9 @@ import { createProjection } from './projection.js';
 import { waitUntil } from './test-support/invariants.js';
 import { sleep } from './test-support/scenario-fixtures.js';
 
-const seconds = Number(process.env.FSTORE_LIFECYCLE_SECONDS ?? 15);
+const seconds = Number(process.env.FSTORE_TEST_LIFECYCLE_SECONDS ?? 15);
 if (!Number.isFinite(seconds) || seconds <= 0)
-  throw new Error(`FSTORE_LIFECYCLE_SECONDS=${seconds} is not a positive number`);
+  throw new Error(`FSTORE_TEST_LIFECYCLE_SECONDS=${seconds} is not a positive number`);
 
 const database = await createTestDatabase();
 afterAll(() => database.drop());

@@ -1,0 +1,143 @@
+/**
+ * The dashboard's server, over HTTP: safe by default (loopback, read-only), a token for any other address carried by
+ * every request, actions only with the flag and the page's CSRF token, and the state it serves read from the SQL
+ * API. On a real PostgreSQL; the page itself is tested in a browser (dashboard.browser.test.ts).
+ */
+import { randomUUID } from 'node:crypto';
+import { createTestDatabase } from '@fstore/test-harness';
+import { drizzle } from 'drizzle-orm/postgres-js';
+import { afterAll, describe, expect, test } from 'vitest';
+import { DashboardOptionsError, type DashboardState, isLoopback, startDashboard } from './server.js';
+
+const database = await createTestDatabase();
+afterAll(() => database.drop());
+const db = drizzle(database.connect({ max: 4 }));
+const sql = database.sql;
+
+/** A view with one parked event of a stream of its own; returns the view and the event's offset. */
+async function parkedEvent() {
+  const decider = `decider-${randomUUID()}`;
+  await sql`SELECT * FROM register_decider_event(${decider}, 'happened')`;
+  const view = `view-${randomUUID()}`;
+  await sql`SELECT * FROM register_view(${view}, 100, 'epoch', ARRAY[${decider}]::text[], NULL)`;
+  const [event] = await sql<{ offset: string }[]>`
+    SELECT "offset" FROM append_event('happened', ${randomUUID()}, ${decider}, ${`s-${randomUUID()}`}, '{}', ${randomUUID()}, NULL)`;
+  const [lease] = await sql<{ lease_id: string; decider_id: string }[]>`
+    SELECT lease_id, decider_id FROM lease_events(${view}, 10, 10, 60)`;
+  await sql`SELECT fail_event(${view}, ${lease?.decider_id ?? null}, ${lease?.lease_id ?? null}, ${event?.offset ?? null}, 'boom', 0, 1)`;
+  return { view, offset: Number(event?.offset) };
+}
+
+const csrfOf = async (url: string, init?: RequestInit) =>
+  (await (await fetch(url, init)).text()).match(/name="fstore-csrf" content="([^"]+)"/)?.[1] ?? '';
+
+describe('by default', () => {
+  test('listens on 127.0.0.1, serves the page and the state, and refuses actions', async () => {
+    const dashboard = await startDashboard({ db, port: 0 });
+    try {
+      expect(dashboard.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
+      const page = await fetch(dashboard.url);
+      expect(page.headers.get('content-security-policy')).toContain("script-src 'self'");
+      expect(await page.text()).toContain('<script type="module" src="/dashboard.js"></script>');
+      const { view, offset } = await parkedEvent();
+      const state = (await (await fetch(new URL('/api/state', dashboard.url))).json()) as DashboardState;
+      expect(state.actions).toBe(false);
+      expect(state.parked.find((p) => p.view === view)).toMatchObject({ offset, error: 'boom', attempts: 1 });
+      expect(state.views.find((v) => v.view === view)).toMatchObject({ parkedEvents: 1 });
+      const csrf = await csrfOf(dashboard.url);
+      const refused = await fetch(new URL('/api/parked/retry', dashboard.url), {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'X-Fstore-Csrf': csrf },
+        body: JSON.stringify({ view, offset }),
+      });
+      expect(refused.status).toBe(403);
+      expect(await refused.json()).toEqual({
+        error: 'the dashboard is read-only: start it with --actions to retry or discard',
+      });
+      const [row] = await sql`SELECT retry_requested_at FROM parked_events WHERE view = ${view}`;
+      expect(row?.retry_requested_at).toBeNull();
+    } finally {
+      await dashboard.close();
+    }
+  });
+
+  test('loopback addresses are 127.0.0.0/8, ::1 and localhost; no other', () => {
+    expect(['127.0.0.1', '127.1.2.3', '::1', 'localhost'].every(isLoopback)).toBe(true);
+    expect(['0.0.0.0', '::', '10.0.0.1', '192.168.1.5', 'example.com'].some(isLoopback)).toBe(false);
+  });
+});
+
+describe('bound beyond loopback', () => {
+  test('refuses to start without a token, or with a short one', async () => {
+    await expect(startDashboard({ db, host: '0.0.0.0', port: 0 })).rejects.toBeInstanceOf(
+      DashboardOptionsError,
+    );
+    await expect(startDashboard({ db, host: '0.0.0.0', port: 0, token: 'short' })).rejects.toBeInstanceOf(
+      DashboardOptionsError,
+    );
+  });
+
+  test('every request must carry the token: from the address once, then as a cookie, or as a bearer token', async () => {
+    const token = randomUUID();
+    const dashboard = await startDashboard({ db, host: '0.0.0.0', port: 0, token });
+    try {
+      const port = new URL(dashboard.url).port;
+      const base = `http://127.0.0.1:${port}`;
+      expect(dashboard.url).toBe(`http://0.0.0.0:${port}/?token=${token}`);
+      for (const path of ['/', '/api/state', '/api/stream', '/dashboard.js'])
+        expect((await fetch(`${base}${path}`)).status, path).toBe(401);
+      expect((await fetch(`${base}/?token=wrong-${token}`)).status).toBe(401);
+      const first = await fetch(`${base}/?token=${token}`, { redirect: 'manual' });
+      expect(first.status).toBe(303);
+      expect(first.headers.get('location')).toBe('/');
+      const cookie = first.headers.get('set-cookie') ?? '';
+      expect(cookie).toMatch(/HttpOnly/);
+      expect(cookie).toMatch(/SameSite=Strict/);
+      const withCookie = await fetch(`${base}/api/state`, {
+        headers: { cookie: cookie.split(';')[0] ?? '' },
+      });
+      expect(withCookie.status).toBe(200);
+      const withBearer = await fetch(`${base}/api/state`, { headers: { authorization: `Bearer ${token}` } });
+      expect(withBearer.status).toBe(200);
+    } finally {
+      await dashboard.close();
+    }
+  });
+});
+
+describe('with actions on', () => {
+  test("retry and discard go through the SQL API, and need the page's CSRF token and a same-origin request", async () => {
+    const dashboard = await startDashboard({ db, port: 0, actions: true });
+    try {
+      const csrf = await csrfOf(dashboard.url);
+      expect(csrf).toMatch(/^[\w-]{32}$/);
+      const post = (action: string, body: unknown, headers: Record<string, string> = {}) =>
+        fetch(new URL(`/api/parked/${action}`, dashboard.url), {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', 'X-Fstore-Csrf': csrf, ...headers },
+          body: JSON.stringify(body),
+        });
+      const { view, offset } = await parkedEvent();
+      expect((await post('retry', { view, offset }, { 'X-Fstore-Csrf': 'guess' })).status).toBe(403);
+      expect((await post('retry', { view, offset }, { Origin: 'http://evil.example' })).status).toBe(403);
+      expect((await post('retry', { view, offset: 'x' })).status).toBe(400);
+      expect(await sql`SELECT retry_requested_at FROM parked_events WHERE view = ${view}`).toEqual([
+        { retry_requested_at: null },
+      ]);
+
+      const retried = await post('retry', { view, offset });
+      expect(await retried.json()).toEqual({ retried: offset });
+      const [row] = await sql`SELECT retry_requested_at FROM parked_events WHERE view = ${view}`;
+      expect(row?.retry_requested_at).toBeInstanceOf(Date);
+
+      const discarded = await post('discard', { view, offset });
+      expect(await discarded.json()).toEqual({ discarded: offset });
+      expect(await sql`SELECT * FROM parked_events WHERE view = ${view}`).toEqual([]);
+      // The SQL API's own refusal: nothing is parked there any more.
+      const again = await post('discard', { view, offset });
+      expect(again.status).toBe(409);
+    } finally {
+      await dashboard.close();
+    }
+  });
+});
