@@ -31,6 +31,7 @@ import { lineChart, type Machine, table, writeResults } from './report.js';
 import { appendScenarios } from './scenarios/appends.js';
 import { archiveScenarios } from './scenarios/archive.js';
 import { catchUpScenarios } from './scenarios/catchup.js';
+import { dashboardScenarios } from './scenarios/dashboard.js';
 import { idleScenarios } from './scenarios/idle.js';
 import { latencyScenarios } from './scenarios/latency.js';
 import { memoryScenarios } from './scenarios/memory.js';
@@ -50,6 +51,7 @@ const all = [
   'A7',
   'H1',
   'R1',
+  'D1',
   'S1',
   'S2',
   'S3',
@@ -105,6 +107,7 @@ async function runScenarios(
   if (only.has('A7')) figures.push(...(await personalDataScenarios(ctx)));
   if (only.has('H1')) figures.push(...(await snapshotScenarios(ctx)));
   if (only.has('R1')) figures.push(...(await archiveScenarios(ctx)));
+  if (only.has('D1')) figures.push(...(await dashboardScenarios(ctx)));
   figures.push(...(await streamingScenarios(ctx, only, charts)));
   if (only.has('C1')) figures.push(...(await catchUpScenarios(ctx)));
   if (only.has('L1')) figures.push(...(await latencyScenarios(ctx)));

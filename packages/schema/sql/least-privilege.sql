@@ -10,7 +10,7 @@
 --     role that ran the migrations), so the application role needs no write right on any table;
 --   * fstore_reader may read every fstore table and call the read-only functions (get_events, get_event,
 --     get_last_event, get_correlated_events, view_status, list_parked_events, log_head, log_horizon, view_reached,
---     wait_for_view, get_snapshot, subject_keys, get_archived_stream, missing_history), nothing else;
+--     wait_for_view, get_snapshot, subject_keys, get_archived_stream, missing_history, view_lag), nothing else;
 --   * forget_subject (crypto-shredding), archive_stream, archive_closed_streams and remove_archived_streams
 --     (archiving and retention) are the owner's alone: neither role may call them;
 --   * EXECUTE on every fstore function is revoked from PUBLIC, and CREATE on schema public too (PostgreSQL 15 and
@@ -47,7 +47,7 @@ DECLARE
     -- tables is all they need.
     v_read    CONSTANT text[] := ARRAY ['get_events', 'get_event', 'get_last_event', 'get_correlated_events',
         'view_status', 'list_parked_events', 'log_head', 'log_horizon', 'view_reached', 'wait_for_view',
-        'get_snapshot', 'subject_keys', 'get_archived_stream', 'missing_history'];
+        'get_snapshot', 'subject_keys', 'get_archived_stream', 'missing_history', 'view_lag'];
     -- The ones that write are SECURITY DEFINER.
     v_write   CONSTANT text[] := ARRAY ['register_decider_event', 'append_event', 'append_events', 'register_view',
         'stream_events', 'ack_event', 'nack_event', 'schedule_nack_event', 'lease_events', 'ack_events',

@@ -3,7 +3,7 @@
 -- Generated, do not edit: `pnpm check:migrations --write-schema` regenerates it (packages/schema/src/schema-dump.test.ts),
 -- and `pnpm check:migrations` fails when it is out of step with the migrations. Not a migration: migrate() builds
 -- the schema from migrations/; this file only shows the result.
--- After the migrations 0000_tables to 0022_archiving_and_retention; the same text on PostgreSQL 14 to 18.
+-- After the migrations 0000_tables to 0023_view_lag; the same text on PostgreSQL 14 to 18.
 
 -- Tables
 
@@ -2341,6 +2341,58 @@ ORDER BY v.view
 LIMIT 1;
 $function$;
 
+-- view_lag(): EXECUTE by everyone (PUBLIC)
+CREATE OR REPLACE FUNCTION public.view_lag()
+ RETURNS TABLE(view text, pending_streams bigint, leased_streams bigint, stopped_streams bigint, events_behind bigint, oldest_unacked_at timestamp with time zone, parked_events bigint, subscribed_deciders text[], subscribed_events text[])
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET random_page_cost TO '1.1'
+AS $function$
+SELECT v.view,
+       coalesce(p.pending_streams, 0),
+       coalesce(p.leased_streams, 0),
+       coalesce(p.stopped_streams, 0),
+       coalesce(p.events_behind, 0) + coalesce(f.events, 0),
+       CASE
+           WHEN p.oldest_unacked_at IS NULL THEN f.oldest
+           WHEN f.oldest IS NULL THEN p.oldest_unacked_at
+           ELSE least(p.oldest_unacked_at, f.oldest) END,
+       (SELECT count(*) FROM parked_events pe WHERE pe.view = v.view),
+       v.subscribed_deciders,
+       v.subscribed_events
+FROM views v
+         LEFT JOIN view_frontiers vf ON vf.view = v.view
+         -- The lock rows with unread events only (locks_pending_idx).
+         LEFT JOIN LATERAL (SELECT count(*)                                                        AS pending_streams,
+                                   count(*) FILTER (WHERE l.locked_until > now() AND l.locked_until < 'infinity')
+                                                                                                   AS leased_streams,
+                                   count(*) FILTER (WHERE l.locked_until = 'infinity')             AS stopped_streams,
+                                   sum(behind.events)                                              AS events_behind,
+                                   min(behind.oldest)                                              AS oldest_unacked_at
+                            FROM locks l
+                                     CROSS JOIN LATERAL (SELECT count(*) AS events, min(e.created_at) AS oldest
+                                                         FROM events e
+                                                         WHERE e.decider_id = l.decider_id
+                                                           AND e."offset" > l.last_offset
+                                                           -- later ones are past the frontier (below)
+                                                           AND e."offset" <= l."offset"
+                                                           AND (v.subscribed_deciders IS NULL
+                                                             OR e.decider = ANY (v.subscribed_deciders))
+                                                           AND (v.subscribed_events IS NULL
+                                                             OR e.event = ANY (v.subscribed_events))) behind
+                            WHERE l.view = v.view
+                              AND l.last_offset < l."offset") p ON true
+         -- Past the frontier: appended, not yet read into lock rows. Events created before start_at are skipped.
+         LEFT JOIN LATERAL (SELECT count(*) AS events, min(e.created_at) AS oldest
+                            FROM events e
+                            WHERE (e.transaction_id, e."offset") > (vf.transaction_id, vf."offset")
+                              AND e.created_at >= v.start_at
+                              AND (v.subscribed_deciders IS NULL OR e.decider = ANY (v.subscribed_deciders))
+                              AND (v.subscribed_events IS NULL OR e.event = ANY (v.subscribed_events))) f ON true
+ORDER BY v.view;
+$function$;
+
 -- view_reached(v_view text, v_decider_id text, v_offset bigint): EXECUTE by everyone (PUBLIC)
 CREATE OR REPLACE FUNCTION public.view_reached(v_view text, v_decider_id text, v_offset bigint)
  RETURNS TABLE(state text, parked_offset bigint, parked_error text)
@@ -2421,55 +2473,26 @@ CREATE OR REPLACE FUNCTION public.view_status()
  STABLE
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
-SELECT v.view,
-       (SELECT count(*) FROM locks l WHERE l.view = v.view),
-       coalesce(p.pending_streams, 0),
-       coalesce(p.leased_streams, 0),
-       coalesce(p.stopped_streams, 0),
-       coalesce(p.events_behind, 0) + coalesce(f.events, 0),
-       CASE
-           WHEN p.oldest_unacked_at IS NULL THEN f.oldest
-           WHEN f.oldest IS NULL THEN p.oldest_unacked_at
-           ELSE least(p.oldest_unacked_at, f.oldest) END,
-       (SELECT count(*) FROM parked_events pe WHERE pe.view = v.view),
-       v.subscribed_deciders,
-       v.subscribed_events,
+SELECT l.view,
+       (SELECT count(*) FROM locks k WHERE k.view = l.view),
+       l.pending_streams,
+       l.leased_streams,
+       l.stopped_streams,
+       l.events_behind,
+       l.oldest_unacked_at,
+       l.parked_events,
+       l.subscribed_deciders,
+       l.subscribed_events,
        coalesce(a.streams, 0),
        coalesce(a.events, 0)
-FROM views v
-         LEFT JOIN view_frontiers vf ON vf.view = v.view
-         LEFT JOIN LATERAL (SELECT count(*)                                                        AS pending_streams,
-                                   count(*) FILTER (WHERE l.locked_until > now() AND l.locked_until < 'infinity')
-                                                                                                   AS leased_streams,
-                                   count(*) FILTER (WHERE l.locked_until = 'infinity')             AS stopped_streams,
-                                   sum(behind.events)                                              AS events_behind,
-                                   min(behind.oldest)                                              AS oldest_unacked_at
-                            FROM locks l
-                                     CROSS JOIN LATERAL (SELECT count(*) AS events, min(e.created_at) AS oldest
-                                                         FROM events e
-                                                         WHERE e.decider_id = l.decider_id
-                                                           AND e."offset" > l.last_offset
-                                                           -- later ones are past the frontier (below)
-                                                           AND e."offset" <= l."offset"
-                                                           AND (v.subscribed_deciders IS NULL
-                                                             OR e.decider = ANY (v.subscribed_deciders))
-                                                           AND (v.subscribed_events IS NULL
-                                                             OR e.event = ANY (v.subscribed_events))) behind
-                            WHERE l.view = v.view
-                              AND l.last_offset < l."offset") p ON true
-         -- Past the frontier: appended, not yet read into lock rows. Events created before start_at are skipped.
-         LEFT JOIN LATERAL (SELECT count(*) AS events, min(e.created_at) AS oldest
-                            FROM events e
-                            WHERE (e.transaction_id, e."offset") > (vf.transaction_id, vf."offset")
-                              AND e.created_at >= v.start_at
-                              AND (v.subscribed_deciders IS NULL OR e.decider = ANY (v.subscribed_deciders))
-                              AND (v.subscribed_events IS NULL OR e.event = ANY (v.subscribed_events))) f ON true
+FROM view_lag() l
+         JOIN views v ON v.view = l.view
          -- Left the log: the archived streams (removed since, or not) that the view reads, closed from start_at on.
          LEFT JOIN LATERAL (SELECT count(*) AS streams, sum(ar.events)::bigint AS events
                             FROM archived_streams ar
                             WHERE (v.subscribed_deciders IS NULL OR ar.decider = ANY (v.subscribed_deciders))
                               AND ar.closed_at >= v.start_at) a ON true
-ORDER BY v.view;
+ORDER BY l.view;
 $function$;
 
 -- wait_for_view(v_view text, v_decider_id text, v_offset bigint, v_timeout_ms integer): EXECUTE by everyone (PUBLIC)

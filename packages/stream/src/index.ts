@@ -42,8 +42,10 @@ export {
   scheduleNackEvent,
   setWakeups,
   streamEvents,
+  type ViewLag,
   type ViewStatus,
   type ViewSubscription,
+  viewLag,
   viewStatus,
 } from './functions.js';
 export {

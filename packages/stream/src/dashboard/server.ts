@@ -14,7 +14,7 @@ import { FstoreError } from '@fstore/store';
 import { discardParkedEvent, retryParkedEvent } from '../functions.js';
 import { createSampler, type DashboardState } from './sampler.js';
 
-export type { DashboardState } from './sampler.js';
+export { createSampler, type DashboardState, type Sampler } from './sampler.js';
 
 export interface DashboardOptions {
   db: Database;

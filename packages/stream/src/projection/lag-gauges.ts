@@ -1,12 +1,12 @@
 /**
  * The lag of each view a process works on, as OpenTelemetry observable gauges: `fstore.projection.lag` (events not
  * handled yet) and `fstore.projection.lag.age` (seconds since the oldest of them was appended). Read from
- * view_status() when the SDK collects, once per database for all the views of this process's workers, whose
+ * view_lag() when the SDK collects, once per database for all the views of this process's workers, whose
  * figures the statement gives at once; nothing is read without an SDK that collects.
  */
 import type { Database } from '@fstore/store';
 import { type GaugeReading, observeGauges } from '@fstore/store/internal';
-import { viewStatus } from '../functions.js';
+import { viewLag } from '../functions.js';
 import { meterScope } from '../observability.js';
 
 const gauges = {
@@ -48,7 +48,7 @@ export function watchLag(db: Database, view: string): () => void {
 async function readLag(db: Database, views: ReadonlyMap<string, number>): Promise<GaugeReading[]> {
   if (views.size === 0) return [];
   // A database that cannot answer now reports nothing this time, rather than a lag of zero.
-  const rows = await viewStatus(db).catch(() => []);
+  const rows = await viewLag(db).catch(() => []);
   const now = Date.now();
   return rows
     .filter((row) => views.has(row.view))
