@@ -165,7 +165,7 @@ function renderParked(parked, actions) {
   const body = byId('parked').tBodies[0];
   body.replaceChildren(
     ...parked.map((p) => {
-      const buttons = element('td', { className: 'text' });
+      const buttons = element('td', { className: 'text actions' });
       if (actions) {
         for (const action of ['retry', 'discard']) {
           const button = element('button', {
@@ -189,12 +189,26 @@ function renderParked(parked, actions) {
         element('td', { text: p.deciderId, className: 'text' }),
         element('td', { text: String(p.offset) }),
         element('td', { text: String(p.attempts) }),
-        element('td', { text: p.error, className: 'error' }),
+        errorCell(p.error),
         element('td', { text: new Date(p.parkedAt).toLocaleString() }),
         buttons,
       );
     }),
   );
+}
+
+/** The error's first line; the rest (a stack, often) folded under it. */
+function errorCell(error) {
+  const [first, ...rest] = error.split('\n');
+  const cell = element('td', { className: 'error' });
+  if (rest.length === 0) {
+    cell.textContent = first;
+    return cell;
+  }
+  cell.append(
+    element('details', {}, element('summary', { text: first }), element('pre', { text: rest.join('\n') })),
+  );
+  return cell;
 }
 
 async function act(action, parked) {

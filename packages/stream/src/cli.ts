@@ -83,7 +83,7 @@ async function dashboard(argv: string[]): Promise<number> {
   const sql = createPostgresClient(url, { max: 4, onnotice: () => {} });
   const db = drizzle(sql);
   try {
-    await checkInstalled(db, ['view_status()', 'list_parked_events(text)', 'log_head()']);
+    await checkInstalled(db, ['view_lag()', 'view_status()', 'list_parked_events(text)']);
     const token = values.token ?? process.env.FSTORE_DASHBOARD_TOKEN;
     const served = await startDashboard({
       db,

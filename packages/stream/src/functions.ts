@@ -482,7 +482,12 @@ export type ViewLag = Omit<ViewStatus, 'streams' | 'archivedStreams' | 'archived
  */
 export async function viewLag(db: Database): Promise<ViewLag[]> {
   const rows = await queryRows(db, sql`SELECT * FROM view_lag()`);
-  return rows.map((row) => ({
+  return rows.map(toViewLag);
+}
+
+/** A row of view_lag(), from the driver or from its to_jsonb() (the dashboard reads it so, beside other figures). */
+export function toViewLag(row: Record<string, unknown>): ViewLag {
+  return {
     view: String(row.view),
     pendingStreams: Number(row.pending_streams),
     leasedStreams: Number(row.leased_streams),
@@ -492,7 +497,7 @@ export async function viewLag(db: Database): Promise<ViewLag[]> {
     parkedEvents: Number(row.parked_events),
     subscribedDeciders: (row.subscribed_deciders as string[] | null) ?? null,
     subscribedEvents: (row.subscribed_events as string[] | null) ?? null,
-  }));
+  };
 }
 
 /** `view_status`: how far behind each view is, with its streams (every lock row) and what of it was archived. */

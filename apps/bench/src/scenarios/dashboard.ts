@@ -2,8 +2,8 @@
  * D1: what an open dashboard costs the database. A log of 1,000,000 one-event streams (100,000 in a quick run) and
  * ten views, each with a lock row for every stream (the most bookkeeping a view can have: streams read through
  * leases, not taken whole by log batches), a backlog of 1,000 new events and a few parked events. Measured: the time
- * of one sample of the dashboard (its three statements: view_lag(), list_parked_events(), the log's head and the
- * tables' sizes), which it takes once a second while a page is open, as the share of a second it costs; and of
+ * of one sample of the dashboard (its two statements: list_parked_events(), and view_lag() with the log's newest
+ * offset and the tables' sizes), which it takes once a second while a page is open, as the share of a second it costs; and of
  * view_status(), which it calls once a minute.
  */
 import { createSampler } from '@fstore/stream/dashboard';

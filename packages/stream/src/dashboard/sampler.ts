@@ -1,14 +1,14 @@
 /**
- * What the dashboard shows, read from the SQL API once per interval for every open page: view_lag() (whose cost
- * follows the backlog, not the number of streams), list_parked_events() and one statement for the log's head, the
- * tables' sizes and the events each view gained since the last look. Three statements a second whatever the number
- * of pages, and none while no page is open; view_status(), which counts every lock row and archived stream, once a
- * minute, for the archived counts. Keeps the last minutes of each view's figures for the charts.
+ * What the dashboard shows, read from the SQL API once per interval for every open page: list_parked_events(), and
+ * one statement for view_lag() (whose cost follows the backlog, not the number of streams), the log's newest offset,
+ * the tables' sizes and the events each view gained since the last look. Two statements a second whatever the
+ * number of pages, and none while no page is open; view_status(), which counts every lock row and archived stream,
+ * once a minute, for the archived counts. Keeps the last minutes of each view's figures for the charts.
  */
 import type { Database } from '@fstore/store';
 import { queryRows } from '@fstore/store/internal';
 import { sql } from 'drizzle-orm';
-import { listParkedEvents, viewLag, viewStatus } from '../functions.js';
+import { listParkedEvents, toViewLag, viewStatus } from '../functions.js';
 
 export interface ViewSample {
   /** Seconds since the epoch. */
@@ -115,12 +115,14 @@ export function createSampler(
       archived = new Map((await viewStatus(db)).map((row) => [row.view, row.archivedStreams]));
       archivedAt = now;
     }
-    const [status, parked, [figures]] = await Promise.all([
-      viewLag(db),
+    // One statement, so one snapshot: the lag, the log's newest offset and the events each view gained since the
+    // last look all see the same commits (else an event would count as gained in one look and behind in another).
+    const [parked, [figures]] = await Promise.all([
       listParkedEvents(db),
       queryRows(
         db,
-        sql`SELECT coalesce((SELECT h."offset" FROM log_head() h), 0) AS head,
+        sql`SELECT (SELECT coalesce(jsonb_agg(to_jsonb(l)), '[]') FROM view_lag() l) AS lag,
+                   coalesce((SELECT max(e."offset") FROM events e), 0) AS head,
                    pg_total_relation_size('events') AS events,
                    coalesce(pg_total_relation_size(to_regclass('archived_events')), 0) AS archived_events,
                    pg_total_relation_size('locks') AS locks,
@@ -136,6 +138,7 @@ export function createSampler(
                     WHERE ${sql.raw(String(previous !== undefined))}) AS gained`,
       ),
     ]);
+    const status = ((figures?.lag ?? []) as Record<string, unknown>[]).map(toViewLag);
     const head = Number(figures?.head ?? 0);
     const gained = (figures?.gained ?? {}) as Record<string, number>;
     const elapsed = previous ? Math.max(0.001, now - previous.t) : 0;

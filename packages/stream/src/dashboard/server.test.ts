@@ -7,7 +7,14 @@ import { randomUUID } from 'node:crypto';
 import { createTestDatabase } from '@fstore/test-harness';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll, describe, expect, test } from 'vitest';
-import { DashboardOptionsError, type DashboardState, isLoopback, startDashboard } from './server.js';
+import type { ViewSample } from './sampler.js';
+import {
+  createSampler,
+  DashboardOptionsError,
+  type DashboardState,
+  isLoopback,
+  startDashboard,
+} from './server.js';
 
 const database = await createTestDatabase();
 afterAll(() => database.drop());
@@ -138,6 +145,37 @@ describe('with actions on', () => {
       expect(again.status).toBe(409);
     } finally {
       await dashboard.close();
+    }
+  });
+});
+
+describe('the sampler', () => {
+  test('counts as handled what a view worked off, never what was merely appended', async () => {
+    const decider = `decider-${randomUUID()}`;
+    await sql`SELECT * FROM register_decider_event(${decider}, 'happened')`;
+    const view = `view-${randomUUID()}`;
+    await sql`SELECT * FROM register_view(${view}, 100, 'epoch', ARRAY[${decider}]::text[], NULL)`;
+    const sampler = createSampler(db, { intervalMs: 1000, historySeconds: 60, actions: false });
+    try {
+      const handled = async () =>
+        (await sampler.refresh()).views.find((v) => v.view === view)?.history.at(-1) as ViewSample;
+      await handled();
+      for (let i = 0; i < 10; i++)
+        await sql`SELECT * FROM append_event('happened', ${randomUUID()}, ${decider}, ${`s-${i}`}, '{}', ${randomUUID()}, NULL)`;
+      // Appended, not handled: the backlog grows by 10 and nothing counts as handled.
+      expect(await handled()).toMatchObject({ eventsBehind: 10, handledPerSecond: 0 });
+      const started = Date.now();
+      const leased = await sql<{ lease_id: string; decider_id: string; offset: string }[]>`
+        SELECT lease_id, decider_id, "offset" FROM lease_events(${view}, 100, 100, 60)`;
+      for (const row of leased)
+        await sql`SELECT * FROM ack_events(${view}, ${row.decider_id}, ${row.lease_id}, ${row.offset})`;
+      const after = await handled();
+      expect(after.eventsBehind).toBe(0);
+      // 10 events over the time since the last look (at most the time since the lease began, plus the look).
+      expect(after.handledPerSecond ?? 0).toBeGreaterThanOrEqual(10 / ((Date.now() - started) / 1000 + 5));
+      expect(after.handledPerSecond ?? 0).toBeGreaterThan(0);
+    } finally {
+      sampler.close();
     }
   });
 });
