@@ -16,6 +16,7 @@ import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import postgres from 'postgres';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { type DashboardState, startDashboard } from './dashboard/server.js';
 import {
   leaseEvents,
   listParkedEvents,
@@ -257,5 +258,25 @@ describe('a user of the read-only role', () => {
     ]);
     expect(failures.map((failure) => databaseError(failure)?.code)).toEqual(['42501', '42501', '42501']);
     expect((await viewStatus(appDb)).some((s) => s.view === view)).toBe(false);
+  });
+  test("runs the dashboard: it shows the views and their lag, and its Retry is PostgreSQL's to refuse", async () => {
+    const view = `view-${randomUUID()}`;
+    await registerView(appDb, view, { startAt: new Date(0) });
+    const dashboard = await startDashboard({ db: readerDb, port: 0, actions: true });
+    try {
+      const state = (await (await fetch(new URL('/api/state', dashboard.url))).json()) as DashboardState;
+      expect(state.views.some((v) => v.view === view)).toBe(true);
+      const page = await (await fetch(dashboard.url)).text();
+      const csrf = page.match(/name="fstore-csrf" content="([^"]+)"/)?.[1] ?? '';
+      const retry = await fetch(new URL('/api/parked/retry', dashboard.url), {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'X-Fstore-Csrf': csrf },
+        body: JSON.stringify({ view, offset: 1 }),
+      });
+      expect(retry.status).toBe(409);
+      expect(((await retry.json()) as { error: string }).error).toMatch(/permission denied/);
+    } finally {
+      await dashboard.close();
+    }
   });
 });

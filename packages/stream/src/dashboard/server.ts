@@ -160,8 +160,8 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
       await sampler.refresh().catch(() => {});
       return send(response, 200, { [action === 'retry' ? 'retried' : 'discarded']: parked.offset });
     } catch (error) {
-      // The SQL API's refusal (no such parked event, or a role without EXECUTE), as it said it.
-      return send(response, 409, { error: error instanceof Error ? error.message : String(error) });
+      // The SQL API's refusal (no such parked event, or a role without EXECUTE), as PostgreSQL said it.
+      return send(response, 409, { error: databaseMessage(error) });
     }
   }
 
@@ -180,6 +180,16 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** The message of the database error in a chain of causes (drizzle wraps it with the query), else the error's own. */
+function databaseMessage(error: unknown): string {
+  for (let current = error, depth = 0; current instanceof Error && depth < 5; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return `${current.message} (${code})`;
+    current = current.cause;
+  }
+  return error instanceof Error ? error.message : String(error);
 }
 
 function securityHeaders(response: ServerResponse) {
