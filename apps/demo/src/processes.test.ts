@@ -41,6 +41,8 @@ function start(script: string, args: string[] = []) {
     },
   );
   children.push(child);
+  // Listened for from the start: a child that exits while a waitFor polls would otherwise be waited for forever.
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
   let output = '';
   child.stdout?.on('data', (chunk) => {
     output += String(chunk);
@@ -54,13 +56,13 @@ function start(script: string, args: string[] = []) {
           resolve(match[0]);
         }
       }, 20);
-      child.once('exit', (code) => {
+      void exited.then((code) => {
         clearInterval(timer);
         const match = output.match(pattern);
         match ? resolve(match[0]) : reject(new Error(`${script} exited with ${code}: ${output}`));
       });
     });
-  return { child, waitFor };
+  return { child, waitFor, exited };
 }
 
 test('a decider process and two projector processes: the views are complete, each event projected once', async () => {
@@ -154,8 +156,7 @@ test('pnpm demo -- --dashboard prints the dashboard address, which serves the de
   const state = (await (await fetch(new URL('/api/state', address))).json()) as { views: { view: string }[] };
   expect(state.views.map((v) => v.view)).toEqual(expect.arrayContaining([views.orders, views.restaurants]));
   expect(await demo.waitFor(/^all checks passed .*$/m)).toMatch(/all checks passed/);
-  const code = await new Promise((resolve) => demo.child.once('exit', resolve));
-  expect(code).toBe(0);
+  expect(await demo.exited).toBe(0);
   // Closed with the demo.
   await expect(fetch(new URL('/api/state', address))).rejects.toThrow();
 });
