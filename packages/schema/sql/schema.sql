@@ -3,7 +3,7 @@
 -- Generated, do not edit: `pnpm check:migrations --write-schema` regenerates it (packages/schema/src/schema-dump.test.ts),
 -- and `pnpm check:migrations` fails when it is out of step with the migrations. Not a migration: migrate() builds
 -- the schema from migrations/; this file only shows the result.
--- After the migrations 0000_tables to 0023_view_lag; the same text on PostgreSQL 14 to 18.
+-- After the migrations 0000_tables to 0024_claims_read_the_window_once; the same text on PostgreSQL 14 to 18.
 
 -- Tables
 
@@ -813,6 +813,7 @@ DECLARE
     v_end_xid   xid8;
     v_end       bigint;
     v_direct    text[];
+    v_streams   bigint;
     v_held      jsonb;
 BEGIN
     IF v_max_events IS NULL OR v_max_events < 1 THEN
@@ -891,23 +892,29 @@ BEGIN
           FOR NO KEY UPDATE SKIP LOCKED) h;
     -- The held rows are looked up in that map, not joined: the planner takes a range inside one transaction for a
     -- row or two, and a nested loop over a thousand held rows per event cost 100 ms a batch.
-    WITH fresh AS (SELECT e.decider_id, e.previous_id, e.transaction_id, e."offset", e.created_at,
+    -- One sort of the window, by stream and offset. Each event is compared with the one before it in its stream: it
+    -- must name it as its previous, come after it in the log (a transaction id no lower: the offsets already
+    -- increase), and not be from before start_at when that one is not.
+    WITH fresh AS (SELECT e.decider_id, e.previous_id, e.transaction_id, e.created_at,
                           (v_held ->> e.decider_id)::bigint AS handled_to,
-                          lag(e.event_id) OVER (PARTITION BY e.decider_id ORDER BY e."offset") AS before_id,
-                          lag(e."offset") OVER (PARTITION BY e.decider_id ORDER BY e.transaction_id, e."offset") AS prev_in_log
+                          lag(e.event_id) OVER by_offset       AS before_id,
+                          lag(e.transaction_id) OVER by_offset AS before_xid,
+                          lag(e.created_at) OVER by_offset     AS before_created
                    FROM events e
                    WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
                      AND (e.transaction_id, e."offset") <= (v_end_xid, v_end)
                      AND (v_view_row.subscribed_deciders IS NULL OR e.decider = ANY (v_view_row.subscribed_deciders))
-                     AND e."offset" > coalesce((v_held ->> e.decider_id)::bigint, 0)),
+                     AND e."offset" > coalesce((v_held ->> e.decider_id)::bigint, 0)
+                   WINDOW by_offset AS (PARTITION BY e.decider_id ORDER BY e."offset")),
          streams AS (SELECT f.decider_id,
-                            max(f.handled_to)                                          AS handled_to,
-                            (array_agg(f.previous_id ORDER BY f."offset"))[1]          AS first_previous,
-                            bool_and(f.before_id IS NULL OR f.previous_id = f.before_id)
-                                AND bool_and(f.prev_in_log IS NULL OR f.prev_in_log < f."offset")
-                                AND coalesce(max(f."offset") FILTER (WHERE f.created_at < v_view_row.start_at)
-                                                 < min(f."offset") FILTER (WHERE f.created_at >= v_view_row.start_at),
-                                             true)                                     AS orderly
+                            max(f.handled_to)                                                 AS handled_to,
+                            -- The stream's first event of the window: its one row without a before_id.
+                            (array_agg(f.previous_id) FILTER (WHERE f.before_id IS NULL))[1] AS first_previous,
+                            bool_and(f.before_id IS NULL
+                                OR (f.previous_id = f.before_id
+                                    AND f.before_xid <= f.transaction_id
+                                    AND NOT (f.before_created >= v_view_row.start_at
+                                        AND f.created_at < v_view_row.start_at)))             AS orderly
                      FROM fresh f
                      GROUP BY f.decider_id),
          judged AS (SELECT s.decider_id,
@@ -922,28 +929,38 @@ BEGIN
                                                   OR (p.transaction_id, p."offset")
                                                          <= (v_frontier.transaction_id, v_frontier."offset")))) AS direct
                     FROM streams s)
-    SELECT coalesce(array_agg(j.decider_id), '{}')
-    INTO v_direct
-    FROM judged j
-    WHERE j.direct;
+    SELECT coalesce(array_agg(j.decider_id) FILTER (WHERE j.direct), '{}'), count(*)
+    INTO v_direct, v_streams
+    FROM judged j;
     -- The other streams of the window go on through their leases: their events are read into their lock rows as
     -- advance_view reads them (waiting for a row an acknowledgement holds, in the same decider_id order), so that
     -- the batch takes the whole window instead of stopping in front of them.
-    PERFORM read_into_lock_rows(v_view, v_frontier.transaction_id, v_frontier."offset", v_end_xid, v_end,
-                                v_direct, v_held);
+    -- It reads no stream that was judged (those are all the window's streams it could read), so when every one is
+    -- taken there is nothing for it to do: a window of free streams, as a catch-up reads, skips a pass over it.
+    IF cardinality(v_direct) < v_streams THEN
+        PERFORM read_into_lock_rows(v_view, v_frontier.transaction_id, v_frontier."offset", v_end_xid, v_end,
+                                    v_direct, v_held);
+    END IF;
     -- The events to handle (read before the lock rows move past them): those of the taken streams in the window,
     -- past what their lock rows say was handled, of the subscribed types, created from start_at on.
+    -- The window is read by its range, in log order, then filtered (OFFSET 0 keeps the filters out of that read).
+    -- Left to itself, the planner guessed a third of the log for a range that starts at the log's beginning, and
+    -- looked every event of the taken streams up by stream instead: ten times the window's rows, 30 ms of a
+    -- 4,000-event claim.
     RETURN QUERY
-        SELECT e.*
-        FROM events e
-        WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
-          AND (e.transaction_id, e."offset") <= (v_end_xid, v_end)
-          AND e.decider_id = ANY (v_direct)
-          AND (v_view_row.subscribed_deciders IS NULL OR e.decider = ANY (v_view_row.subscribed_deciders))
-          AND (v_view_row.subscribed_events IS NULL OR e.event = ANY (v_view_row.subscribed_events))
-          AND e.created_at >= v_view_row.start_at
-          AND e."offset" > coalesce((v_held ->> e.decider_id)::bigint, 0)
-        ORDER BY e.transaction_id, e."offset";
+        SELECT w.*
+        FROM (SELECT e.*
+              FROM events e
+              WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+                AND (e.transaction_id, e."offset") <= (v_end_xid, v_end)
+              ORDER BY e.transaction_id, e."offset"
+              OFFSET 0) w
+        WHERE w.decider_id = ANY (v_direct)
+          AND (v_view_row.subscribed_deciders IS NULL OR w.decider = ANY (v_view_row.subscribed_deciders))
+          AND (v_view_row.subscribed_events IS NULL OR w.event = ANY (v_view_row.subscribed_events))
+          AND w.created_at >= v_view_row.start_at
+          AND w."offset" > coalesce((v_held ->> w.decider_id)::bigint, 0)
+        ORDER BY w.transaction_id, w."offset";
     -- The taken streams that have a lock row, handled up to their last event of the batch once the caller commits.
     -- Those without one get none: no row means handled up to the frontier (advance_view starts a new row there),
     -- so a stream taken whole costs no write of its own.

@@ -272,6 +272,30 @@ describe('claim_log_batch leaves streams that need their lease to leases', () =>
     }
   });
 
+  test('the same, with both events in one window: the stream is not taken; its lease delivers them in offset order', async () => {
+    const { decider, view } = await setUp();
+    const a = `a-${randomUUID()}`;
+    const [a1] = await append(sql, decider, a);
+    expect(await claim(view)).toEqual([[a, a1]]);
+    const early = await sql.reserve();
+    try {
+      await early`BEGIN`;
+      await early`SELECT pg_current_xact_id()`;
+      const [a2] = await append(sql, decider, a);
+      const [a3] = await append(early, decider, a);
+      await early`COMMIT`;
+      // The window holds a3 then a2 (log order), each chained on the one before it by offset: taken, they would
+      // come out of order.
+      expect(await claim(view, 10)).toEqual([]);
+      expect(await leaseAndAck(view, 0)).toEqual([
+        [a, a2],
+        [a, a3],
+      ]);
+    } finally {
+      early.release();
+    }
+  });
+
   test('events from before start_at are passed over, as advance_view does; the stream is recorded past them', async () => {
     const decider = `decider-${randomUUID()}`;
     await sql`SELECT * FROM register_decider_event(${decider}, 'happened')`;
@@ -312,6 +336,37 @@ describe('claim_log_batch leaves streams that need their lease to leases', () =>
     await sql`SELECT advance_view(${view})`;
     expect(await lockRow(view, a)).toEqual({ offset: a3, lastOffset: a2 });
     expect(await leaseAndAck(view, 0)).toEqual([[a, a3]]);
+  });
+  test('an event from before start_at that follows a later one by offset: the stream goes to its lease, as advance_view reads it', async () => {
+    const decider = `decider-${randomUUID()}`;
+    await sql`SELECT * FROM register_decider_event(${decider}, 'happened')`;
+    const a = `a-${randomUUID()}`;
+    await append(sql, decider, a);
+    // A transaction that starts now gives its events this created_at (now()), whenever it appends them.
+    const early = await sql.reserve();
+    try {
+      await early`BEGIN`;
+      await early`SELECT now()`;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const [{ start } = { start: '' }] = await sql<
+        { start: string }[]
+      >`SELECT now()::timestamp::text AS start`;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const view = `view-${randomUUID()}`;
+      await sql`SELECT * FROM register_view(${view}, 500, ${start}::timestamp, ARRAY[${decider}]::text[], NULL)`;
+      const [a2] = await append(sql, decider, a);
+      const [a3] = await append(early, decider, a);
+      await early`COMMIT`;
+      // a2 (after start_at) is followed by a3 (from before it): a batch does not judge that stream itself.
+      expect(await claim(view)).toEqual([]);
+      const row = await lockRow(view, a);
+      expect(row?.offset).toBe(a3);
+      // What advance_view would have written: handled up to the last event from before start_at.
+      expect(row?.lastOffset).toBe(a3);
+      expect(a2).toBeLessThan(a3 as number);
+    } finally {
+      early.release();
+    }
   });
 });
 
