@@ -963,25 +963,27 @@ BEGIN
         ORDER BY w.transaction_id, w."offset";
     -- The taken streams that have a lock row, handled up to their last event of the batch once the caller commits.
     -- Those without one get none: no row means handled up to the frontier (advance_view starts a new row there),
-    -- so a stream taken whole costs no write of its own.
-    UPDATE locks l
-    SET "offset"     = greatest(l."offset", s.head),
-        last_offset  = greatest(l.last_offset, s.head),
-        offset_final = l.offset_final OR s.final,
-        attempts     = 0,
-        last_error   = NULL,
-        updated_at   = now()
-    FROM (SELECT e.decider_id, max(e."offset") AS head, bool_or(e.final) AS final
-          FROM events e
-          WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
-            AND (e.transaction_id, e."offset") <= (v_end_xid, v_end)
-            AND e.decider_id = ANY (v_direct)
-            AND v_held ? e.decider_id
-            AND (v_view_row.subscribed_deciders IS NULL OR e.decider = ANY (v_view_row.subscribed_deciders))
-            AND (v_view_row.subscribed_events IS NULL OR e.event = ANY (v_view_row.subscribed_events))
-          GROUP BY e.decider_id) s
-    WHERE l.view = v_view
-      AND l.decider_id = s.decider_id;
+    -- so a stream taken whole costs no write of its own (and a batch that holds no row skips this statement).
+    IF v_held <> '{}' THEN
+        UPDATE locks l
+        SET "offset"     = greatest(l."offset", s.head),
+            last_offset  = greatest(l.last_offset, s.head),
+            offset_final = l.offset_final OR s.final,
+            attempts     = 0,
+            last_error   = NULL,
+            updated_at   = now()
+        FROM (SELECT e.decider_id, max(e."offset") AS head, bool_or(e.final) AS final
+              FROM events e
+              WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+                AND (e.transaction_id, e."offset") <= (v_end_xid, v_end)
+                AND e.decider_id = ANY (v_direct)
+                AND v_held ? e.decider_id
+                AND (v_view_row.subscribed_deciders IS NULL OR e.decider = ANY (v_view_row.subscribed_deciders))
+                AND (v_view_row.subscribed_events IS NULL OR e.event = ANY (v_view_row.subscribed_events))
+              GROUP BY e.decider_id) s
+        WHERE l.view = v_view
+          AND l.decider_id = s.decider_id;
+    END IF;
     UPDATE view_frontiers f
     SET transaction_id = v_end_xid,
         "offset"       = v_end,
@@ -1466,6 +1468,7 @@ CREATE OR REPLACE FUNCTION public.log_horizon()
  RETURNS xid8
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+ SET plan_cache_mode TO 'auto'
 AS $function$
 DECLARE
     v_xmax    xid8 := pg_snapshot_xmax(pg_current_snapshot());
