@@ -23,7 +23,7 @@ import { openDatabase } from './database.js';
 import { restaurantDecider, restaurantEvents } from './domain/restaurant.js';
 import { newStats, type ProducerStats, produce } from './producers.js';
 import { startProgress } from './progress.js';
-import { orderBoardWorker, restaurantMenusWorker } from './projections.js';
+import { orderBoardWorker, readModelResets, restaurantMenusWorker } from './projections.js';
 import { orders, restaurants } from './read-model.js';
 import { setUpDatabase, views } from './setup.js';
 import { startTracing } from './trace.js';
@@ -256,10 +256,18 @@ async function main() {
   }
 }
 
-/** fstore's dashboard on this database, on a free port of 127.0.0.1, with retry and discard on (it is a demo). */
+/**
+ * fstore's dashboard on this database, on a free port of 127.0.0.1, with its actions on (it is a demo): retry and
+ * discard, and Rebuild for the two views, which it knows how to empty.
+ */
 async function serveDashboard(url: string) {
   const client = createPostgresClient(url, { max: 4, onnotice: () => {} });
-  const served = await startDashboard({ db: drizzle(client), port: 0, actions: true });
+  const served = await startDashboard({
+    db: drizzle(client),
+    port: 0,
+    actions: true,
+    rebuilds: readModelResets,
+  });
   console.log(`dashboard: ${served.url} (up while the demo runs)`);
   return {
     async close() {

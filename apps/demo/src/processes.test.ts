@@ -153,8 +153,13 @@ test('pnpm demo -- --dashboard prints the dashboard address, which serves the de
   const demo = start('./main.ts', ['--dashboard', '--orders', '400', '--producers', '2']);
   const line = await demo.waitFor(/^dashboard: http:\/\/127\.0\.0\.1:\d+\/ .*$/m);
   const address = line.split(' ')[1] as string;
-  const state = (await (await fetch(new URL('/api/state', address))).json()) as { views: { view: string }[] };
+  const state = (await (await fetch(new URL('/api/state', address))).json()) as {
+    views: { view: string }[];
+    rebuildable: string[];
+  };
   expect(state.views.map((v) => v.view)).toEqual(expect.arrayContaining([views.orders, views.restaurants]));
+  // The demo knows how to empty its read models: both views can be rebuilt from the page.
+  expect([...state.rebuildable].sort()).toEqual([views.orders, views.restaurants].sort());
   expect(await demo.waitFor(/^all checks passed .*$/m)).toMatch(/all checks passed/);
   expect(await demo.exited).toBe(0);
   // Closed with the demo.

@@ -3,7 +3,7 @@
  * transaction that acknowledges the event.
  */
 import { createProjection, type Logger, type Projection, type Transaction } from '@fstore/stream';
-import { sql } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import type { PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import { orderEvents } from './domain/order.js';
 import { restaurantEvents } from './domain/restaurant.js';
@@ -13,6 +13,25 @@ import { views } from './setup.js';
 async function audit(tx: Transaction, view: string, deciderId: string, offset: number) {
   await tx.insert(projectedEvents).values({ view, deciderId, offset });
 }
+
+/**
+ * How to empty each view's read model (and its audit rows) for a rebuild: what rebuildProjection, or the dashboard's
+ * Rebuild button, needs besides the view's name. The events are then replayed from the beginning of the log.
+ */
+export const readModelResets: Record<string, { reset(tx: Transaction): Promise<void> }> = {
+  [views.restaurants]: {
+    async reset(tx) {
+      await tx.delete(restaurants);
+      await tx.delete(projectedEvents).where(eq(projectedEvents.view, views.restaurants));
+    },
+  },
+  [views.orders]: {
+    async reset(tx) {
+      await tx.delete(orders);
+      await tx.delete(projectedEvents).where(eq(projectedEvents.view, views.orders));
+    },
+  },
+};
 
 export interface WorkerOptions {
   db: PostgresJsDatabase;

@@ -103,7 +103,7 @@ function renderDatabase(database) {
   list.append(chart);
 }
 
-function renderViews(views) {
+function renderViews(views, rebuildable) {
   const body = byId('views').tBodies[0];
   byId('no-views').hidden = views.length > 0;
   body.replaceChildren(
@@ -152,11 +152,85 @@ function renderViews(views) {
         element('td', { text: number(view.parkedEvents) }),
         element('td', { text: number(view.archivedStreams) }),
         element('td', { text: subscription, className: 'text' }),
+        rebuildCell(view.view, rebuildable.includes(view.view)),
       );
       row.querySelector('td').setAttribute('data-behind', String(last.eventsBehind ?? ''));
       return row;
     }),
   );
+}
+
+/**
+ * A Rebuild button for a view the dashboard may rebuild; it asks once more before it acts (the read model is emptied
+ * and replayed). The rows are drawn anew with every sample, so the pending question is kept by view.
+ */
+const confirming = new Set();
+function rebuildCell(view, rebuildable) {
+  const cell = element('td', { className: 'text actions' });
+  if (!rebuildable) {
+    cell.textContent = '–';
+    return cell;
+  }
+  const asking = confirming.has(view);
+  const button = element('button', {
+    text: asking ? 'Confirm rebuild' : 'Rebuild',
+    attributes: {
+      type: 'button',
+      'aria-label': asking
+        ? `confirm: empty the read model of view ${view} and replay its events`
+        : `rebuild view ${view}: empty its read model and replay its events`,
+    },
+  });
+  button.addEventListener('click', () => {
+    if (!confirming.has(view)) {
+      confirming.add(view);
+      byId('action-result').textContent =
+        `Rebuild view ${view}? Press Confirm rebuild to empty its read model and replay it.`;
+      redrawViews(view);
+      return;
+    }
+    confirming.delete(view);
+    void rebuild(view);
+  });
+  cell.append(button);
+  if (asking) {
+    const cancel = element('button', {
+      text: 'Cancel',
+      attributes: { type: 'button', 'aria-label': `do not rebuild view ${view}` },
+    });
+    cancel.addEventListener('click', () => {
+      confirming.delete(view);
+      byId('action-result').textContent = `View ${view} was not rebuilt.`;
+      redrawViews(view);
+    });
+    cell.append(' ', cancel);
+  }
+  return cell;
+}
+
+/** Draws the views again (a question asked or withdrawn), keeping the keyboard on that view's button. */
+function redrawViews(view) {
+  renderViews(lastState.views, lastState.rebuildable ?? []);
+  for (const row of byId('views').tBodies[0].rows)
+    if (row.getAttribute('data-view') === view) row.querySelector('button')?.focus();
+}
+
+async function rebuild(view) {
+  const result = byId('action-result');
+  try {
+    const response = await fetch('/api/views/rebuild', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'X-Fstore-Csrf': csrf },
+      body: JSON.stringify({ view }),
+      credentials: 'same-origin',
+    });
+    const body = await response.json();
+    result.textContent = response.ok
+      ? `View ${view} is rebuilding: its read model was emptied, and its workers replay its events.`
+      : `Refused: ${body.error}`;
+  } catch (error) {
+    result.textContent = `Failed: ${error.message}`;
+  }
 }
 
 function renderParked(parked, actions) {
@@ -232,9 +306,14 @@ async function act(action, parked) {
 function render(state) {
   lastState = state;
   lastSampleAt = Date.now();
+  // The tables are drawn anew each second: the keyboard stays on the button it was on (found by its label).
+  const focused = document.activeElement?.getAttribute('aria-label');
   renderDatabase(state.database);
-  renderViews(state.views);
+  renderViews(state.views, state.rebuildable ?? []);
   renderParked(state.parked, state.actions);
+  if (focused)
+    for (const button of document.querySelectorAll('button'))
+      if (button.getAttribute('aria-label') === focused) button.focus();
   showConnection();
 }
 

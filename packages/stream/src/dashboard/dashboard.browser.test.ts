@@ -2,7 +2,8 @@
  * The dashboard in a real browser: Debian's Chromium (/usr/bin/chromium, or FSTORE_TEST_CHROMIUM), driven by
  * playwright-core, which downloads no browser. The page shows the seeded views and their lag, the lag falls as a
  * worker catches up, a parked event appears and its Retry button gets it handled, a read-only dashboard offers no
- * action, a view name holding markup shows as text, and the page is not blank. Without Chromium the tests are
+ * action, Rebuild asks once more and then replays the view, a view name holding markup shows as text, and the page is
+ * not blank. Without Chromium the tests are
  * skipped with a message, unless FSTORE_TEST_BROWSER=required (CI installs Chromium and sets it).
  */
 import { randomUUID } from 'node:crypto';
@@ -147,9 +148,72 @@ describe.skipIf(!available)('the dashboard in Chromium', () => {
       await other.waitForSelector(`#views tbody tr[data-view="${board}"]`);
       expect(await other.locator('#read-only').isVisible()).toBe(true);
       expect(await other.locator('#parked button').count()).toBe(0);
+      expect(await other.locator('#views button').count()).toBe(0);
     } finally {
       await other.close();
       await readOnly.close();
+    }
+  });
+
+  test('Rebuild asks once more, then empties the read model and replays the view', async () => {
+    let resets = 0;
+    const rebuilding = await startDashboard({
+      db,
+      port: 0,
+      actions: true,
+      intervalMs: 200,
+      rebuilds: {
+        [board]: {
+          startAt: new Date(0),
+          async reset(tx) {
+            await tx.execute(sql`SELECT 1`);
+            resets++;
+          },
+        },
+      },
+    });
+    const other = await browser.newPage();
+    try {
+      await other.goto(rebuilding.url);
+      const row = other.locator(`#views tbody tr[data-view="${board}"]`);
+      await row.waitFor();
+      // Caught up first (the parked-event test appended to its decider since the worker of an earlier test ran).
+      const worker = createProjection({
+        db,
+        view: board,
+        events: [tickets],
+        pollIntervalMs: 50,
+        async handle() {},
+      });
+      await worker.start();
+      try {
+        await expect
+          .poll(() => row.locator('td').first().getAttribute('data-behind'), { timeout: budget(30_000) })
+          .toBe('0');
+      } finally {
+        await worker.stop();
+      }
+      const [{ total } = { total: 0 }] = await database.sql<{ total: number }[]>`
+        SELECT count(*)::int AS total FROM events WHERE decider = 'DashboardTicket'`;
+      // The other views (one with markup in its name, the parked-event test's) have no reset: no button.
+      expect(await other.locator('#views button').count()).toBe(1);
+      await row.getByRole('button', { name: /^rebuild view/ }).click();
+      await expect
+        .poll(() => other.locator('#action-result').textContent())
+        .toMatch(/^Rebuild view ticket-board\?/);
+      expect(resets).toBe(0);
+      await row.getByRole('button', { name: /^confirm: empty the read model/ }).click();
+      await expect
+        .poll(() => other.locator('#action-result').textContent())
+        .toMatch(/^View ticket-board is rebuilding/);
+      expect(resets).toBe(1);
+      // Every event of the view is to be handled again (no worker runs now).
+      await expect
+        .poll(() => row.locator('td').first().getAttribute('data-behind'), { timeout: budget(30_000) })
+        .toBe(String(total));
+    } finally {
+      await other.close();
+      await rebuilding.close();
     }
   });
 

@@ -67,6 +67,8 @@ export interface DashboardState {
   database: DatabaseState;
   /** Whether the retry and discard buttons work (the dashboard was started with actions on). */
   actions: boolean;
+  /** The views the page may rebuild (with actions on: those the dashboard was told how to empty). */
+  rebuildable: string[];
 }
 
 interface Previous {
@@ -87,7 +89,7 @@ export interface Sampler {
 
 export function createSampler(
   db: Database,
-  options: { intervalMs: number; historySeconds: number; actions: boolean },
+  options: { intervalMs: number; historySeconds: number; actions: boolean; rebuildable?: string[] },
 ): Sampler {
   const listeners = new Set<(state: DashboardState) => void>();
   const histories = new Map<string, ViewSample[]>();
@@ -204,6 +206,7 @@ export function createSampler(
         },
       },
       actions: options.actions,
+      rebuildable: options.rebuildable ?? [],
     };
     for (const listener of listeners) listener(latest);
     return latest;

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createTestDatabase } from '@fstore/test-harness';
+import { sql as drizzleSql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll, describe, expect, test } from 'vitest';
 import type { ViewSample } from './sampler.js';
@@ -59,7 +60,7 @@ describe('by default', () => {
       });
       expect(refused.status).toBe(403);
       expect(await refused.json()).toEqual({
-        error: 'the dashboard is read-only: start it with --actions to retry or discard',
+        error: 'the dashboard is read-only: start it with --actions to retry, discard or rebuild',
       });
       const [row] = await sql`SELECT retry_requested_at FROM parked_events WHERE view = ${view}`;
       expect(row?.retry_requested_at).toBeNull();
@@ -143,6 +144,111 @@ describe('with actions on', () => {
       // The SQL API's own refusal: nothing is parked there any more.
       const again = await post('discard', { view, offset });
       expect(again.status).toBe(409);
+    } finally {
+      await dashboard.close();
+    }
+  });
+});
+
+describe('rebuilding a view', () => {
+  /** A view that handled both events of a stream of its own, and a read model (a table) that counted them. */
+  async function handledView() {
+    const decider = `decider-${randomUUID()}`;
+    await sql`SELECT * FROM register_decider_event(${decider}, 'happened')`;
+    const view = `view-${randomUUID()}`;
+    await sql`SELECT * FROM register_view(${view}, 100, 'epoch', ARRAY[${decider}]::text[], NULL)`;
+    const stream = `s-${randomUUID()}`;
+    const [first] = await sql<{ event_id: string }[]>`
+      SELECT event_id FROM append_event('happened', ${randomUUID()}, ${decider}, ${stream}, '{}', ${randomUUID()}, NULL)`;
+    await sql`SELECT * FROM append_event('happened', ${randomUUID()}, ${decider}, ${stream}, '{}', ${randomUUID()}, ${first?.event_id ?? null})`;
+    const rows = await sql<{ lease_id: string; decider_id: string; offset: string }[]>`
+      SELECT lease_id, decider_id, "offset" FROM lease_events(${view}, 10, 10, 60)`;
+    const last = rows.at(-1);
+    await sql`SELECT * FROM ack_events(${view}, ${last?.decider_id ?? null}, ${last?.lease_id ?? null}, ${last?.offset ?? null})`;
+    const model = `model_${randomUUID().replaceAll('-', '')}`;
+    await sql`CREATE TABLE ${sql(model)} AS SELECT 2 AS handled`;
+    return { view, model };
+  }
+  const behind = async (view: string) =>
+    Number((await sql`SELECT events_behind FROM view_lag() WHERE view = ${view}`)[0]?.events_behind);
+
+  test('a view the dashboard was told how to empty: Rebuild empties its read model and replays it, as rebuildProjection does', async () => {
+    const { view, model } = await handledView();
+    const other = await handledView();
+    const dashboard = await startDashboard({
+      db,
+      port: 0,
+      actions: true,
+      rebuilds: {
+        [view]: {
+          reset: async (tx) => {
+            await tx.execute(drizzleSql`DELETE FROM ${drizzleSql.identifier(model)}`);
+          },
+        },
+      },
+    });
+    try {
+      const state = (await (await fetch(new URL('/api/state', dashboard.url))).json()) as DashboardState;
+      expect(state.rebuildable).toEqual([view]);
+      const csrf = await csrfOf(dashboard.url);
+      const post = (body: unknown, headers: Record<string, string> = {}) =>
+        fetch(new URL('/api/views/rebuild', dashboard.url), {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', 'X-Fstore-Csrf': csrf, ...headers },
+          body: JSON.stringify(body),
+        });
+      expect(await behind(view)).toBe(0);
+      // The same guards as every action, and no rebuild of a view whose read model the dashboard cannot empty.
+      expect((await post({ view }, { 'X-Fstore-Csrf': 'guess' })).status).toBe(403);
+      expect((await post({ view }, { Origin: 'http://evil.example' })).status).toBe(403);
+      const unknown = await post({ view: other.view });
+      expect(unknown.status).toBe(400);
+      expect((await unknown.json()) as { error: string }).toEqual({
+        error: `this dashboard was not told how to empty the read model of view ${JSON.stringify(other.view)}`,
+      });
+      expect(await behind(view)).toBe(0);
+      expect(await sql`SELECT handled FROM ${sql(model)}`).toEqual([{ handled: 2 }]);
+
+      const rebuilt = await post({ view });
+      expect(rebuilt.status).toBe(200);
+      expect(await rebuilt.json()).toEqual({
+        rebuilt: view,
+        missing: { archivedStreams: 0, archivedEvents: 0, removedStreams: 0, removedEvents: 0 },
+      });
+      // Emptied and replayed from the start, in one transaction: both events are pending again; the other view is untouched.
+      expect(await sql`SELECT handled FROM ${sql(model)}`).toEqual([]);
+      expect(await behind(view)).toBe(2);
+      expect(await behind(other.view)).toBe(0);
+      expect(await sql`SELECT handled FROM ${sql(other.model)}`).toEqual([{ handled: 2 }]);
+    } finally {
+      await dashboard.close();
+    }
+  });
+
+  test('read-only, the page offers no rebuild and the server refuses one, even for a view it could empty', async () => {
+    const { view, model } = await handledView();
+    const dashboard = await startDashboard({
+      db,
+      port: 0,
+      rebuilds: {
+        [view]: {
+          reset: async (tx) => {
+            await tx.execute(drizzleSql`DELETE FROM ${drizzleSql.identifier(model)}`);
+          },
+        },
+      },
+    });
+    try {
+      const state = (await (await fetch(new URL('/api/state', dashboard.url))).json()) as DashboardState;
+      expect(state.rebuildable).toEqual([]);
+      const refused = await fetch(new URL('/api/views/rebuild', dashboard.url), {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'X-Fstore-Csrf': await csrfOf(dashboard.url) },
+        body: JSON.stringify({ view }),
+      });
+      expect(refused.status).toBe(403);
+      expect(await sql`SELECT handled FROM ${sql(model)}`).toEqual([{ handled: 2 }]);
+      expect(await behind(view)).toBe(0);
     } finally {
       await dashboard.close();
     }

@@ -2,8 +2,8 @@
  * The operator's dashboard: a small web page against one database, served by Node's own http module. It listens on
  * 127.0.0.1 and is read-only unless told otherwise; bound to any other address it needs a token, which every request
  * carries (a cookie set from the first visit's `?token=`, or `Authorization: Bearer`). Retry and discard of parked
- * events need `actions: true`, and carry the page's CSRF token in a header. Everything goes through the SQL API, so
- * the role the dashboard connects as decides what it may do.
+ * events, and rebuilds of the views it is told how to empty, need `actions: true`, and carry the page's CSRF token in
+ * a header. Everything goes through the SQL API, so the role the dashboard connects as decides what it may do.
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -12,6 +12,7 @@ import { isIP } from 'node:net';
 import type { Database } from '@fstore/store';
 import { FstoreError } from '@fstore/store';
 import { discardParkedEvent, retryParkedEvent } from '../functions.js';
+import { type RebuildOptions, rebuildProjection } from '../rebuild.js';
 import { createSampler, type DashboardState } from './sampler.js';
 
 export { createSampler, type DashboardState, type Sampler } from './sampler.js';
@@ -24,8 +25,14 @@ export interface DashboardOptions {
   port?: number;
   /** The secret every request must carry. Required unless the host is a loopback address. */
   token?: string;
-  /** Whether the page may retry and discard parked events. Default false: read-only. */
+  /** Whether the page may retry and discard parked events, and rebuild the views of `rebuilds`. Default false. */
   actions?: boolean;
+  /**
+   * The views the page may rebuild (with `actions`), each with what rebuildProjection needs besides its name: how to
+   * empty its read model, and where to replay from. Only the program that owns a read model knows how to empty it,
+   * so a view not named here has no Rebuild button (and `fstore dashboard`, which runs no code of yours, offers none).
+   */
+  rebuilds?: Record<string, Omit<RebuildOptions, 'view'>>;
   /** How often the figures are read while a page is open. Default 1000 ms. */
   intervalMs?: number;
   /** How much history the charts show. Default 300 s. */
@@ -68,10 +75,12 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     throw new DashboardOptionsError('the dashboard token must be at least 16 characters long');
   const actions = options.actions === true;
   const csrf = randomBytes(24).toString('base64url');
+  const rebuilds = new Map(Object.entries(options.rebuilds ?? {}));
   const sampler = createSampler(options.db, {
     intervalMs: options.intervalMs ?? 1000,
     historySeconds: options.historySeconds ?? 300,
     actions,
+    rebuildable: actions ? [...rebuilds.keys()] : [],
   });
   const page = (await readFile(new URL('index.html', assets), 'utf8')).replace('{{csrf}}', csrf);
   const streams = new Set<ServerResponse>();
@@ -118,6 +127,8 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
       if (request.method === 'GET' && url.pathname === '/api/stream') return openStream(request, response);
       const action = url.pathname.match(/^\/api\/parked\/(retry|discard)$/)?.[1];
       if (request.method === 'POST' && action) return act(request, response, action as 'retry' | 'discard');
+      if (request.method === 'POST' && url.pathname === '/api/views/rebuild')
+        return rebuild(request, response);
       return send(response, 404, { error: 'not found' });
     } catch (error) {
       return send(response, 500, { error: error instanceof Error ? error.message : String(error) });
@@ -136,20 +147,37 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     });
   }
 
-  async function act(request: IncomingMessage, response: ServerResponse, action: 'retry' | 'discard') {
-    if (!actions)
-      return send(response, 403, {
-        error: 'the dashboard is read-only: start it with --actions to retry or discard',
+  /** An action's request as the page sends it, or the refusal already sent. */
+  async function actionBody(
+    request: IncomingMessage,
+    response: ServerResponse,
+  ): Promise<{ view?: unknown; offset?: unknown } | undefined> {
+    if (!actions) {
+      send(response, 403, {
+        error: 'the dashboard is read-only: start it with --actions to retry, discard or rebuild',
       });
+      return undefined;
+    }
     // A form on another site cannot set this header, nor read the page that holds its value.
-    if (request.headers['x-fstore-csrf'] !== csrf)
-      return send(response, 403, { error: 'missing or wrong CSRF token: reload the page' });
+    if (request.headers['x-fstore-csrf'] !== csrf) {
+      send(response, 403, { error: 'missing or wrong CSRF token: reload the page' });
+      return undefined;
+    }
     const origin = request.headers.origin;
-    if (origin !== undefined && new URL(origin).host !== request.headers.host)
-      return send(response, 403, { error: `requests from ${origin} are refused` });
-    if (!String(request.headers['content-type']).startsWith('application/json'))
-      return send(response, 415, { error: 'send JSON' });
-    const body = JSON.parse((await readBody(request)) || '{}') as { view?: unknown; offset?: unknown };
+    if (origin !== undefined && new URL(origin).host !== request.headers.host) {
+      send(response, 403, { error: `requests from ${origin} are refused` });
+      return undefined;
+    }
+    if (!String(request.headers['content-type']).startsWith('application/json')) {
+      send(response, 415, { error: 'send JSON' });
+      return undefined;
+    }
+    return JSON.parse((await readBody(request)) || '{}') as { view?: unknown; offset?: unknown };
+  }
+
+  async function act(request: IncomingMessage, response: ServerResponse, action: 'retry' | 'discard') {
+    const body = await actionBody(request, response);
+    if (!body) return;
     if (typeof body.view !== 'string' || !Number.isSafeInteger(body.offset))
       return send(response, 400, { error: 'give the view (a string) and the offset (a whole number)' });
     try {
@@ -161,6 +189,24 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
       return send(response, 200, { [action === 'retry' ? 'retried' : 'discarded']: parked.offset });
     } catch (error) {
       // The SQL API's refusal (no such parked event, or a role without EXECUTE), as PostgreSQL said it.
+      return send(response, 409, { error: databaseMessage(error) });
+    }
+  }
+
+  async function rebuild(request: IncomingMessage, response: ServerResponse) {
+    const body = await actionBody(request, response);
+    if (!body) return;
+    const how = typeof body.view === 'string' ? rebuilds.get(body.view) : undefined;
+    if (typeof body.view !== 'string' || !how)
+      return send(response, 400, {
+        error: `this dashboard was not told how to empty the read model of view ${JSON.stringify(body.view)}`,
+      });
+    try {
+      const missing = await rebuildProjection(options.db, { ...how, view: body.view });
+      await sampler.refresh().catch(() => {});
+      return send(response, 200, { rebuilt: body.view, missing });
+    } catch (error) {
+      // HistoryMissingError (nothing was reset), or the SQL API's refusal, as it was said.
       return send(response, 409, { error: databaseMessage(error) });
     }
   }
