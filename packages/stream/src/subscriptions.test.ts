@@ -188,6 +188,23 @@ describe('a projection subscribes its view to the deciders it declares', () => {
     expect(projection.stats.polls).toBe(0);
   });
 
+  test('two workers that declare different deciders, started at once on a new view: one registers it, the other is refused', async () => {
+    // Twenty new views, each raced by two workers (a rolling deployment whose versions differ): the second to come
+    // must never register the view again, which would rebuild it under the first.
+    for (let round = 0; round < 20; round++) {
+      const view = `view-${randomUUID()}`;
+      const workers = [project(view, [tasks]), project(view, [notes])];
+      const outcomes = await Promise.allSettled(workers.map((worker) => worker.start()));
+      const refused = outcomes.flatMap((outcome) => (outcome.status === 'rejected' ? [outcome.reason] : []));
+      expect(refused).toHaveLength(1);
+      expect(refused[0]).toBeInstanceOf(SubscriptionMismatchError);
+      // The view subscribes to what the worker that started declares.
+      const winner = outcomes[0]?.status === 'fulfilled' ? ['Task'] : ['Note'];
+      expect(await status(view)).toMatchObject({ subscribedDeciders: winner });
+      await Promise.all(workers.map((worker) => worker.stop({ timeoutMs: 2000 })));
+    }
+  });
+
   test('an existing view that subscribes to more than the worker declares, or to everything, is accepted', async () => {
     const wider = `view-${randomUUID()}`;
     await registerView(db, wider, { deciders: ['Note', 'Task'] });

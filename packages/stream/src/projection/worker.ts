@@ -5,7 +5,12 @@
  * workers, in any number of processes, share a view. See docs/operations.md.
  */
 import { views } from '@fstore/schema';
-import type { DeciderEvents, EventDefinitions } from '@fstore/store';
+import {
+  type Database,
+  type DeciderEvents,
+  type EventDefinitions,
+  isTransientDatabaseError,
+} from '@fstore/store';
 import { eq } from 'drizzle-orm';
 import { SubscriptionMismatchError } from '../errors.js';
 import { type LeasedEvent, leaseEvents, registerView } from '../functions.js';
@@ -225,15 +230,27 @@ async function pollIntervalCeiling({ db, view, pollIntervalMs }: ProjectionConte
  * Registers the view, starting at `startAt` and subscribed to the declared deciders, unless it exists. An existing
  * view that does not subscribe to every declared decider is refused (SubscriptionMismatchError): changing what a
  * view reads is a rebuild, never a silent side effect of a deployment.
+ * The look and the registration share one REPEATABLE READ transaction: two workers that find no view at once (a
+ * rolling deployment whose versions declare different deciders) cannot both register it, since the second's
+ * register_view would rebuild the view under the first. Its update of a row its snapshot does not see fails
+ * (40001, or a deadlock), and it looks again: it then finds the first's view, and checks it like any existing one.
  */
-async function ensureRegistered({
-  db,
-  view,
-  declared,
-  startAt,
-  leaseSeconds,
-  logger,
-}: ProjectionContext): Promise<void> {
+async function ensureRegistered(context: ProjectionContext): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await context.db.transaction((tx) => lookOrRegister(tx, context), {
+        isolationLevel: 'repeatable read',
+      });
+    } catch (error) {
+      if (attempt >= 5 || !isTransientDatabaseError(error)) throw error;
+    }
+  }
+}
+
+async function lookOrRegister(
+  db: Database,
+  { view, declared, startAt, leaseSeconds, logger }: ProjectionContext,
+): Promise<void> {
   const deciders = [...declared.keys()].sort();
   const [existing] = await db
     .select({ view: views.view, deciders: views.subscribedDeciders })
