@@ -47,6 +47,24 @@ async function append(client: postgres.Sql, decider: string, id: string, count =
   return offsets;
 }
 
+/**
+ * Two more events of stream `id`, committed out of offset order: the first one's transaction takes its id first,
+ * the second is appended in between and commits first. Returns their offsets, the first's lower.
+ */
+async function appendOutOfOrder(decider: string, id: string) {
+  const early = await sql.reserve();
+  try {
+    await early`BEGIN`;
+    await early`SELECT pg_current_xact_id()`;
+    const [lower] = await append(sql, decider, id);
+    const [higher] = await append(early, decider, id);
+    await early`COMMIT`;
+    return [lower, higher] as const;
+  } finally {
+    early.release();
+  }
+}
+
 /** claim_log_batch in a transaction that commits (or rolls back), returning (stream, offset) pairs. */
 async function claim(view: string, max = 1000, outcome: 'commit' | 'rollback' = 'commit') {
   let rows: Row[] = [];
@@ -246,30 +264,20 @@ describe('claim_log_batch leaves streams that need their lease to leases', () =>
     const a = `a-${randomUUID()}`;
     const [a1] = await append(sql, decider, a);
     expect(await claim(view)).toEqual([[a, a1]]);
-    // The second event's transaction takes its id first; the third's is appended in between and commits first.
-    const early = await sql.reserve();
-    try {
-      await early`BEGIN`;
-      await early`SELECT pg_current_xact_id()`;
-      const [a2] = await append(sql, decider, a);
-      const [a3] = await append(early, decider, a);
-      await early`COMMIT`;
-      // a3 has the lower transaction id: read alone (one event) or with a2, the stream is not taken.
-      expect(await claim(view, 1)).toEqual([]);
-      expect(await claim(view, 10)).toEqual([]);
-      // Advancing one event reads a3 into the lock row; the lease delivers a2 and a3 by offset, ahead of the frontier.
-      expect(await leaseAndAck(view, 1)).toEqual([
-        [a, a2],
-        [a, a3],
-      ]);
-      // a2 is still past the frontier: a batch passes over it (handled), and takes the stream's next event.
-      expect(await claim(view)).toEqual([]);
-      const [a4] = await append(sql, decider, a);
-      expect(await claim(view)).toEqual([[a, a4]]);
-      expect(await lockRow(view, a)).toEqual({ offset: a4, lastOffset: a4 });
-    } finally {
-      early.release();
-    }
+    const [a2, a3] = await appendOutOfOrder(decider, a);
+    // a3 has the lower transaction id: read alone (one event) or with a2, the stream is not taken.
+    expect(await claim(view, 1)).toEqual([]);
+    expect(await claim(view, 10)).toEqual([]);
+    // Advancing one event reads a3 into the lock row; the lease delivers a2 and a3 by offset, ahead of the frontier.
+    expect(await leaseAndAck(view, 1)).toEqual([
+      [a, a2],
+      [a, a3],
+    ]);
+    // a2 is still past the frontier: a batch passes over it (handled), and takes the stream's next event.
+    expect(await claim(view)).toEqual([]);
+    const [a4] = await append(sql, decider, a);
+    expect(await claim(view)).toEqual([[a, a4]]);
+    expect(await lockRow(view, a)).toEqual({ offset: a4, lastOffset: a4 });
   });
 
   test('the same, with both events in one window: the stream is not taken; its lease delivers them in offset order', async () => {
@@ -277,23 +285,14 @@ describe('claim_log_batch leaves streams that need their lease to leases', () =>
     const a = `a-${randomUUID()}`;
     const [a1] = await append(sql, decider, a);
     expect(await claim(view)).toEqual([[a, a1]]);
-    const early = await sql.reserve();
-    try {
-      await early`BEGIN`;
-      await early`SELECT pg_current_xact_id()`;
-      const [a2] = await append(sql, decider, a);
-      const [a3] = await append(early, decider, a);
-      await early`COMMIT`;
-      // The window holds a3 then a2 (log order), each chained on the one before it by offset: taken, they would
-      // come out of order.
-      expect(await claim(view, 10)).toEqual([]);
-      expect(await leaseAndAck(view, 0)).toEqual([
-        [a, a2],
-        [a, a3],
-      ]);
-    } finally {
-      early.release();
-    }
+    const [a2, a3] = await appendOutOfOrder(decider, a);
+    // The window holds a3 then a2 (log order), each chained on the one before it by offset: taken, they would come
+    // out of order.
+    expect(await claim(view, 10)).toEqual([]);
+    expect(await leaseAndAck(view, 0)).toEqual([
+      [a, a2],
+      [a, a3],
+    ]);
   });
 
   test('events from before start_at are passed over, as advance_view does; the stream is recorded past them', async () => {

@@ -215,22 +215,12 @@ function redrawViews(view) {
     if (row.getAttribute('data-view') === view) row.querySelector('button')?.focus();
 }
 
-async function rebuild(view) {
-  const result = byId('action-result');
-  try {
-    const response = await fetch('/api/views/rebuild', {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json', 'X-Fstore-Csrf': csrf },
-      body: JSON.stringify({ view }),
-      credentials: 'same-origin',
-    });
-    const body = await response.json();
-    result.textContent = response.ok
-      ? `View ${view} is rebuilding: its read model was emptied, and its workers replay its events.`
-      : `Refused: ${body.error}`;
-  } catch (error) {
-    result.textContent = `Failed: ${error.message}`;
-  }
+function rebuild(view) {
+  return postAction(
+    '/api/views/rebuild',
+    { view },
+    `View ${view} is rebuilding: its read model was emptied, and its workers replay its events.`,
+  );
 }
 
 function renderParked(parked, actions) {
@@ -285,19 +275,26 @@ function errorCell(error) {
   return cell;
 }
 
-async function act(action, parked) {
+function act(action, parked) {
+  return postAction(
+    `/api/parked/${action}`,
+    { view: parked.view, offset: parked.offset },
+    `${action === 'retry' ? 'Retry requested for' : 'Discarded'} the event at offset ${parked.offset} of view ${parked.view}.`,
+  );
+}
+
+/** Sends an action with the page's CSRF token, and says what came of it under the tables. */
+async function postAction(path, body, done) {
   const result = byId('action-result');
   try {
-    const response = await fetch(`/api/parked/${action}`, {
+    const response = await fetch(path, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', 'X-Fstore-Csrf': csrf },
-      body: JSON.stringify({ view: parked.view, offset: parked.offset }),
+      body: JSON.stringify(body),
       credentials: 'same-origin',
     });
-    const body = await response.json();
-    result.textContent = response.ok
-      ? `${action === 'retry' ? 'Retry requested for' : 'Discarded'} the event at offset ${parked.offset} of view ${parked.view}.`
-      : `Refused: ${body.error}`;
+    const answer = await response.json();
+    result.textContent = response.ok ? done : `Refused: ${answer.error}`;
   } catch (error) {
     result.textContent = `Failed: ${error.message}`;
   }

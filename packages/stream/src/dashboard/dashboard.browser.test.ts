@@ -3,8 +3,8 @@
  * playwright-core, which downloads no browser. The page shows the seeded views and their lag, the lag falls as a
  * worker catches up, a parked event appears and its Retry button gets it handled, a read-only dashboard offers no
  * action, Rebuild asks once more and then replays the view, a view name holding markup shows as text, and the page is
- * not blank. Without Chromium the tests are
- * skipped with a message, unless FSTORE_TEST_BROWSER=required (CI installs Chromium and sets it).
+ * not blank. Without Chromium the tests are skipped with a message, unless FSTORE_TEST_BROWSER=required (CI installs
+ * Chromium and sets it).
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
@@ -70,6 +70,23 @@ describe.skipIf(!available)('the dashboard in Chromium', () => {
   const behind = (view: string) =>
     page.locator(`#views tbody tr[data-view="${view}"] td`).first().getAttribute('data-behind');
 
+  /** Runs a worker with a no-op handler on the board until `behindOf` reads 0, then stops it. */
+  async function catchUp(behindOf: () => Promise<string | null>) {
+    const worker = createProjection({
+      db,
+      view: board,
+      events: [tickets],
+      pollIntervalMs: 50,
+      async handle() {},
+    });
+    await worker.start();
+    try {
+      await expect.poll(behindOf, { timeout: budget(30_000), interval: 100 }).toBe('0');
+    } finally {
+      await worker.stop();
+    }
+  }
+
   test('shows the seeded views and their lag', async () => {
     await page.waitForSelector(`#views tbody tr[data-view="${board}"]`);
     expect(await behind(board)).toBe('30');
@@ -85,19 +102,7 @@ describe.skipIf(!available)('the dashboard in Chromium', () => {
   });
 
   test('the lag falls to nothing as a worker catches up', async () => {
-    const worker = createProjection({
-      db,
-      view: board,
-      events: [tickets],
-      pollIntervalMs: 50,
-      async handle() {},
-    });
-    await worker.start();
-    try {
-      await expect.poll(() => behind(board), { timeout: budget(30_000), interval: 100 }).toBe('0');
-    } finally {
-      await worker.stop();
-    }
+    await catchUp(() => behind(board));
   });
 
   test('a parked event appears with its error, and its Retry button gets it handled', async () => {
@@ -178,21 +183,7 @@ describe.skipIf(!available)('the dashboard in Chromium', () => {
       const row = other.locator(`#views tbody tr[data-view="${board}"]`);
       await row.waitFor();
       // Caught up first (the parked-event test appended to its decider since the worker of an earlier test ran).
-      const worker = createProjection({
-        db,
-        view: board,
-        events: [tickets],
-        pollIntervalMs: 50,
-        async handle() {},
-      });
-      await worker.start();
-      try {
-        await expect
-          .poll(() => row.locator('td').first().getAttribute('data-behind'), { timeout: budget(30_000) })
-          .toBe('0');
-      } finally {
-        await worker.stop();
-      }
+      await catchUp(() => row.locator('td').first().getAttribute('data-behind'));
       const [{ total } = { total: 0 }] = await database.sql<{ total: number }[]>`
         SELECT count(*)::int AS total FROM events WHERE decider = 'DashboardTicket'`;
       // The other views (one with markup in its name, the parked-event test's) have no reset: no button.

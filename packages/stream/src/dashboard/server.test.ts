@@ -8,6 +8,7 @@ import { createTestDatabase } from '@fstore/test-harness';
 import { sql as drizzleSql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll, describe, expect, test } from 'vitest';
+import type { Transaction } from '../projection.js';
 import type { ViewSample } from './sampler.js';
 import {
   createSampler,
@@ -169,6 +170,14 @@ describe('rebuilding a view', () => {
     await sql`CREATE TABLE ${sql(model)} AS SELECT 2 AS handled`;
     return { view, model };
   }
+  /** The dashboard's `rebuilds` for one view whose read model is the table `model`. */
+  const emptying = (view: string, model: string) => ({
+    [view]: {
+      reset: async (tx: Transaction) => {
+        await tx.execute(drizzleSql`DELETE FROM ${drizzleSql.identifier(model)}`);
+      },
+    },
+  });
   const behind = async (view: string) =>
     Number((await sql`SELECT events_behind FROM view_lag() WHERE view = ${view}`)[0]?.events_behind);
 
@@ -179,13 +188,7 @@ describe('rebuilding a view', () => {
       db,
       port: 0,
       actions: true,
-      rebuilds: {
-        [view]: {
-          reset: async (tx) => {
-            await tx.execute(drizzleSql`DELETE FROM ${drizzleSql.identifier(model)}`);
-          },
-        },
-      },
+      rebuilds: emptying(view, model),
     });
     try {
       const state = (await (await fetch(new URL('/api/state', dashboard.url))).json()) as DashboardState;
@@ -230,13 +233,7 @@ describe('rebuilding a view', () => {
     const dashboard = await startDashboard({
       db,
       port: 0,
-      rebuilds: {
-        [view]: {
-          reset: async (tx) => {
-            await tx.execute(drizzleSql`DELETE FROM ${drizzleSql.identifier(model)}`);
-          },
-        },
-      },
+      rebuilds: emptying(view, model),
     });
     try {
       const state = (await (await fetch(new URL('/api/state', dashboard.url))).json()) as DashboardState;
