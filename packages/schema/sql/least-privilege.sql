@@ -42,7 +42,8 @@ DECLARE
     -- never be found before public.events).
     v_path    CONSTANT text := 'pg_catalog, public, pg_temp';
     v_tables  CONSTANT text[] := ARRAY ['events', 'deciders', 'views', 'view_frontiers', 'locks', 'parked_events',
-        'snapshots', 'subject_keys', 'subject_erasures', 'archived_events', 'archived_streams', 'retention_runs'];
+        'snapshots', 'subject_keys', 'subject_erasures', 'archived_events', 'archived_streams', 'retention_runs',
+        'out_of_order_events'];
     -- The SQL API, by function name (every overload). The read-only ones are SECURITY INVOKER: SELECT on the
     -- tables is all they need.
     v_read    CONSTANT text[] := ARRAY ['get_events', 'get_event', 'get_last_event', 'get_correlated_events',

@@ -3,7 +3,7 @@
 -- Generated, do not edit: `pnpm check:migrations --write-schema` regenerates it (packages/schema/src/schema-dump.test.ts),
 -- and `pnpm check:migrations` fails when it is out of step with the migrations. Not a migration: migrate() builds
 -- the schema from migrations/; this file only shows the result.
--- After the migrations 0000_tables to 0024_claims_read_the_window_once; the same text on PostgreSQL 14 to 18.
+-- After the migrations 0000_tables to 0026_claims_look_up_fewer_previous_events; the same text on PostgreSQL 14 to 18.
 
 -- Tables
 
@@ -80,6 +80,12 @@ CREATE TABLE public.locks (
     leased_to bigint,
     CONSTRAINT locks_pkey PRIMARY KEY (view, decider_id),
     CONSTRAINT locks_view_fkey FOREIGN KEY (view) REFERENCES views(view) ON DELETE CASCADE
+);
+
+CREATE TABLE public.out_of_order_events (
+    transaction_id xid8 NOT NULL,
+    "offset" bigint NOT NULL,
+    CONSTRAINT out_of_order_events_pkey PRIMARY KEY (transaction_id, "offset")
 );
 
 CREATE TABLE public.parked_events (
@@ -735,6 +741,7 @@ CREATE OR REPLACE FUNCTION public.check_event_append()
 AS $function$
 DECLARE
     v_previous_offset bigint;
+    v_previous_xid    xid8;
 BEGIN
     -- A null stream or decider fails on the columns' NOT NULL constraints, which PostgreSQL checks after this
     -- trigger: leave it to them, rather than report it as a previous_id in another stream.
@@ -767,8 +774,8 @@ BEGIN
                       DETAIL = format('decider %s, decider_id %s', NEW.decider, NEW.decider_id);
         END IF;
     ELSE
-        SELECT e."offset"
-        INTO v_previous_offset
+        SELECT e."offset", e.transaction_id
+        INTO v_previous_offset, v_previous_xid
         FROM events e
         WHERE e.event_id = NEW.previous_id
           AND e.decider_id = NEW.decider_id
@@ -792,6 +799,11 @@ BEGIN
         WHILE NEW."offset" <= v_previous_offset LOOP
             NEW."offset" := nextval(pg_get_serial_sequence('events', 'offset'));
         END LOOP;
+        -- This event comes before its previous one in the log's order: this transaction took its id before the
+        -- previous event's did, and appended after that one committed. Log batches look its previous event up.
+        IF ((v_previous_xid, v_previous_offset) >= (NEW.transaction_id, NEW."offset")) IS NOT FALSE THEN
+            INSERT INTO out_of_order_events (transaction_id, "offset") VALUES (NEW.transaction_id, NEW."offset");
+        END IF;
     END IF;
     RETURN NEW;
 END;
@@ -815,6 +827,7 @@ DECLARE
     v_direct    text[];
     v_streams   bigint;
     v_held      jsonb;
+    v_marked    bigint[];
 BEGIN
     IF v_max_events IS NULL OR v_max_events < 1 THEN
         RAISE EXCEPTION 'claim_log_batch: max events must be one or more, got %', v_max_events
@@ -868,6 +881,12 @@ BEGIN
     IF v_end IS NULL THEN
         RETURN;
     END IF;
+    -- The window's events that come before their previous event in the log (out_of_order_events, usually none).
+    SELECT coalesce(array_agg(o."offset"), '{}')
+    INTO v_marked
+    FROM out_of_order_events o
+    WHERE (o.transaction_id, o."offset") > (v_frontier.transaction_id, v_frontier."offset")
+      AND (o.transaction_id, o."offset") <= (v_end_xid, v_end);
     -- Which of the window's streams can be taken. Their lock row must be free: none yet, or one with nothing
     -- unhandled and no lease, which this takes (in decider_id order, as every writer of many lock rows does) and
     -- holds to the end of the transaction; rows with work pending are left to their leases, whose holders must not
@@ -895,7 +914,7 @@ BEGIN
     -- One sort of the window, by stream and offset. Each event is compared with the one before it in its stream: it
     -- must name it as its previous, come after it in the log (a transaction id no lower: the offsets already
     -- increase), and not be from before start_at when that one is not.
-    WITH fresh AS (SELECT e.decider_id, e.previous_id, e.transaction_id, e.created_at,
+    WITH fresh AS (SELECT e.decider_id, e.previous_id, e.transaction_id, e."offset", e.created_at,
                           (v_held ->> e.decider_id)::bigint AS handled_to,
                           lag(e.event_id) OVER by_offset       AS before_id,
                           lag(e.transaction_id) OVER by_offset AS before_xid,
@@ -910,6 +929,7 @@ BEGIN
                             max(f.handled_to)                                                 AS handled_to,
                             -- The stream's first event of the window: its one row without a before_id.
                             (array_agg(f.previous_id) FILTER (WHERE f.before_id IS NULL))[1] AS first_previous,
+                            (array_agg(f."offset") FILTER (WHERE f.before_id IS NULL))[1]    AS first_offset,
                             bool_and(f.before_id IS NULL
                                 OR (f.previous_id = f.before_id
                                     AND f.before_xid <= f.transaction_id
@@ -921,7 +941,12 @@ BEGIN
                            s.orderly
                                AND (s.handled_to IS NOT NULL
                                    OR NOT EXISTS (SELECT 1 FROM locks l WHERE l.view = v_view AND l.decider_id = s.decider_id))
+                               -- Its first event's previous one was handled: a stream's first event in the
+                               -- window that is not out of order comes after its previous one in the log, and
+                               -- that one is not in the window (the first would be) or is at or below handled_to,
+                               -- so it is handled; only the out-of-order ones need it looked up.
                                AND (s.first_previous IS NULL
+                                   OR s.first_offset <> ALL (v_marked)
                                    OR EXISTS (SELECT 1
                                               FROM events p
                                               WHERE p.event_id = s.first_previous

@@ -260,7 +260,7 @@ describe('sql/least-privilege.sql, the script', () => {
     );
     expect(failure.code).toBe('P0001');
     expect(failure.message).toMatch(
-      /tables \{events,deciders,views,view_frontiers,locks,parked_events,snapshots,subject_keys,subject_erasures,archived_events,archived_streams,retention_runs\} are missing.*run fstore's migrations first/,
+      /tables \{events,deciders,views,view_frontiers,locks,parked_events,snapshots,subject_keys,subject_erasures,archived_events,archived_streams,retention_runs,out_of_order_events\} are missing.*run fstore's migrations first/,
     );
   });
 

@@ -216,6 +216,22 @@ export const viewFrontiers = pgTable(
 );
 
 /**
+ * Events that come before their previous event in the log's order (transaction id, then offset): a transaction took
+ * its id before the one that appended the previous event, and appended after it committed. The append trigger
+ * records them; a log batch looks up a stream's previous event only when its first event in the window is one of
+ * them, since any other event's previous comes before it and was handled already. An extra row costs one look-up,
+ * never an event; a missing one would let a batch hand a stream over out of order, so only the owner writes here.
+ */
+export const outOfOrderEvents = pgTable(
+  'out_of_order_events',
+  {
+    transactionId: xid8('transaction_id').notNull(),
+    offset: bigint('offset', { mode: 'number' }).notNull(),
+  },
+  (t) => [primaryKey({ name: 'out_of_order_events_pkey', columns: [t.transactionId, t.offset] })],
+);
+
+/**
  * Events a view gave up on after its configured number of attempts (a dead letter), with the last error. The
  * stream either moved on past the event, or stopped at it (`stream_stopped`) until an operator retries or discards
  * it (retry_parked_event, discard_parked_event). A retry of an event whose stream moved on is a worker's:
@@ -407,3 +423,4 @@ export type SubjectErasure = typeof subjectErasures.$inferSelect;
 export type ArchivedEvent = typeof archivedEvents.$inferSelect;
 export type ArchivedStream = typeof archivedStreams.$inferSelect;
 export type RetentionRun = typeof retentionRuns.$inferSelect;
+export type OutOfOrderEvent = typeof outOfOrderEvents.$inferSelect;
