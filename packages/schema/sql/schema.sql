@@ -3,7 +3,7 @@
 -- Generated, do not edit: `pnpm check:migrations --write-schema` regenerates it (packages/schema/src/schema-dump.test.ts),
 -- and `pnpm check:migrations` fails when it is out of step with the migrations. Not a migration: migrate() builds
 -- the schema from migrations/; this file only shows the result.
--- After the migrations 0000_tables to 0026_claims_look_up_fewer_previous_events; the same text on PostgreSQL 14 to 18.
+-- After the migrations 0000_tables to 0027_claims_read_lock_rows_once; the same text on PostgreSQL 14 to 18.
 
 -- Tables
 
@@ -828,6 +828,8 @@ DECLARE
     v_streams   bigint;
     v_held      jsonb;
     v_marked    bigint[];
+    v_rows      jsonb;
+    v_free      text[];
 BEGIN
     IF v_max_events IS NULL OR v_max_events < 1 THEN
         RAISE EXCEPTION 'claim_log_batch: max events must be one or more, got %', v_max_events
@@ -896,19 +898,32 @@ BEGIN
     -- transaction may commit a stream's later event under a lower transaction id), come in offset order in the log
     -- (the batch hands them over in log order), and have those created before start_at (passed over, as
     -- advance_view does) before the rest.
-    SELECT coalesce(jsonb_object_agg(h.decider_id, h.last_offset), '{}')
-    INTO v_held
-    FROM (SELECT l.decider_id, l.last_offset
-          FROM locks l
-          WHERE l.view = v_view
-            AND l.decider_id IN (SELECT e.decider_id
-                                 FROM events e
-                                 WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
-                                   AND (e.transaction_id, e."offset") <= (v_end_xid, v_end))
-            AND l.last_offset = l."offset"
-            AND l.locked_until <= now()
-          ORDER BY l.decider_id
-          FOR NO KEY UPDATE SKIP LOCKED) h;
+    -- The window's streams that have a lock row, whatever its state (v_rows), read once: a stream with one that is
+    -- not held below keeps its lease. Only frontier holders create lock rows, so none appears meanwhile.
+    SELECT coalesce(jsonb_object_agg(l.decider_id, true), '{}'),
+           coalesce(array_agg(l.decider_id) FILTER (WHERE l.last_offset = l."offset" AND l.locked_until <= now()), '{}')
+    INTO v_rows, v_free
+    FROM locks l
+    WHERE l.view = v_view
+      AND l.decider_id IN (SELECT e.decider_id
+                           FROM events e
+                           WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+                             AND (e.transaction_id, e."offset") <= (v_end_xid, v_end));
+    -- Of those, the free ones, locked and held to the end of the transaction (their state checked again under the
+    -- lock: a lease or an acknowledgement may have taken one since).
+    v_held := '{}';
+    IF cardinality(v_free) > 0 THEN
+        SELECT coalesce(jsonb_object_agg(h.decider_id, h.last_offset), '{}')
+        INTO v_held
+        FROM (SELECT l.decider_id, l.last_offset
+              FROM locks l
+              WHERE l.view = v_view
+                AND l.decider_id = ANY (v_free)
+                AND l.last_offset = l."offset"
+                AND l.locked_until <= now()
+              ORDER BY l.decider_id
+              FOR NO KEY UPDATE SKIP LOCKED) h;
+    END IF;
     -- The held rows are looked up in that map, not joined: the planner takes a range inside one transaction for a
     -- row or two, and a nested loop over a thousand held rows per event cost 100 ms a batch.
     -- One sort of the window, by stream and offset. Each event is compared with the one before it in its stream: it
@@ -940,7 +955,7 @@ BEGIN
          judged AS (SELECT s.decider_id,
                            s.orderly
                                AND (s.handled_to IS NOT NULL
-                                   OR NOT EXISTS (SELECT 1 FROM locks l WHERE l.view = v_view AND l.decider_id = s.decider_id))
+                                   OR NOT (v_rows ? s.decider_id))
                                -- Its first event's previous one was handled: a stream's first event in the
                                -- window that is not out of order comes after its previous one in the log, and
                                -- that one is not in the window (the first would be) or is at or below handled_to,
