@@ -3,7 +3,7 @@
 -- Generated, do not edit: `pnpm check:migrations --write-schema` regenerates it (packages/schema/src/schema-dump.test.ts),
 -- and `pnpm check:migrations` fails when it is out of step with the migrations. Not a migration: migrate() builds
 -- the schema from migrations/; this file only shows the result.
--- After the migrations 0000_tables to 0027_claims_read_lock_rows_once; the same text on PostgreSQL 14 to 18.
+-- After the migrations 0000_tables to 0028_log_batches_say_when_the_frontier_is_held; the same text on PostgreSQL 14 to 18.
 
 -- Tables
 
@@ -867,6 +867,9 @@ BEGIN
     -- The frontier row, held until the caller's transaction ends: no other consumer advances the view meanwhile.
     SELECT * INTO v_frontier FROM view_frontiers f WHERE f.view = v_view FOR NO KEY UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
+        -- Ended events wait past the frontier and another consumer is taking them: says so to the caller, who can
+        -- leave the frontier to it for a while rather than take it over between two of its batches.
+        PERFORM set_config('fstore.log_batch_held', 'true', true);
         RETURN;
     END IF;
     -- The window: up to v_max_events events past the frontier, of ended transactions (an index-only range).

@@ -239,6 +239,27 @@ describe('claim_log_batch leaves streams that need their lease to leases', () =>
     expect(again.moved).not.toBe('true');
   });
 
+  test('a claim that finds the frontier held by another consumer, with events waiting, says so in its transaction', async () => {
+    const { decider, view } = await setUp();
+    await append(sql, decider, `a-${randomUUID()}`);
+    await append(sql, decider, `b-${randomUUID()}`);
+    const attempt = () =>
+      sql.begin(async (tx) => {
+        const rows = await tx`SELECT * FROM claim_log_batch(${view}, 1000)`;
+        const [said] = await tx<{ held: string | null; moved: string | null }[]>`
+          SELECT current_setting('fstore.log_batch_held', true) AS held,
+                 current_setting('fstore.log_batch_moved', true) AS moved`;
+        return { rows: rows.length, held: said?.held === 'true', moved: said?.moved === 'true' };
+      });
+    await sql.begin(async (holder) => {
+      expect(await holder`SELECT * FROM claim_log_batch(${view}, 1)`).toHaveLength(1);
+      expect(await attempt()).toEqual({ rows: 0, held: true, moved: false });
+    });
+    // The holder committed: the next claim takes the rest, and then finds nothing, held by nobody.
+    expect(await attempt()).toEqual({ rows: 1, held: false, moved: true });
+    expect(await attempt()).toEqual({ rows: 0, held: false, moved: false });
+  });
+
   test('a stream whose lock row is leased, or stopped, is not taken', async () => {
     const { decider, view } = await setUp();
     const a = `a-${randomUUID()}`;

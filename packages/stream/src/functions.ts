@@ -186,6 +186,11 @@ export interface LogBatch {
    * go on through their leases, or to no subscribed stream), the log may hold more right after it.
    */
   frontierMoved: boolean;
+  /**
+   * Whether another consumer held the view's frontier while ended events waited past it: it is taking them, and
+   * taking the frontier between two of its batches would only start its work again with small ones.
+   */
+  frontierHeld: boolean;
 }
 
 /**
@@ -196,12 +201,13 @@ export interface LogBatch {
  */
 export async function claimLogBatch(tx: Database, view: string, maxEvents = 1000): Promise<LogBatch> {
   const rows = await queryRows(tx, sql`SELECT * FROM claim_log_batch(${view}::text, ${maxEvents}::int)`);
-  if (rows.length > 0) return { events: rows.map(decodeEventRow), frontierMoved: true };
-  const [moved] = await queryRows(
+  if (rows.length > 0) return { events: rows.map(decodeEventRow), frontierMoved: true, frontierHeld: false };
+  const [said] = await queryRows(
     tx,
-    sql`SELECT current_setting('fstore.log_batch_moved', true) IS NOT DISTINCT FROM 'true' AS moved`,
+    sql`SELECT current_setting('fstore.log_batch_moved', true) IS NOT DISTINCT FROM 'true' AS moved,
+               current_setting('fstore.log_batch_held', true) IS NOT DISTINCT FROM 'true' AS held`,
   );
-  return { events: [], frontierMoved: moved?.moved === true };
+  return { events: [], frontierMoved: said?.moved === true, frontierHeld: said?.held === true };
 }
 
 /** An event leased by `leaseEvents`, with its stream's lease token and failed deliveries so far. */

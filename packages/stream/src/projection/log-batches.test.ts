@@ -12,7 +12,7 @@ import { createTestDatabase } from '@fstore/test-harness';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { listParkedEvents, registerView } from '../functions.js';
+import { claimLogBatch, listParkedEvents, registerView } from '../functions.js';
 import { silentLogger } from '../observability.js';
 import { createProjection } from '../projection.js';
 import { rebuildProjection } from '../rebuild.js';
@@ -194,6 +194,26 @@ describe('a worker behind takes new streams from the log', () => {
     const second = await appendStreams(100, 5);
     await until(async () => (await handled(view)) === 200 * 3 + 100 * 5);
     expect(await readModel(view)).toEqual(new Map([...first, ...second]));
+  });
+
+  test('a worker that finds another consumer holding the frontier leaves it to that consumer for a second', async () => {
+    const view = await newView();
+    const appended = await appendStreams(3, 1);
+    await db.transaction(async (holder) => {
+      // Another consumer takes one event and holds the frontier; two wait past it.
+      expect((await claimLogBatch(holder, view, 1)).events).toHaveLength(1);
+      await project(view).start();
+      await until(async () => calls('claim_log_batch') >= 1);
+      // Polling every 50 ms, it would claim again and again; it leaves the frontier alone, and leases meanwhile.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(calls('claim_log_batch')).toBe(1);
+      expect(calls('lease_events')).toBeGreaterThan(1);
+    });
+    // The holder committed its event without handling it here: the worker takes the other two once its pause ends.
+    await until(async () => (await handled(view)) === 2);
+    expect([...(await readModel(view)).values()].flat().sort()).toEqual(
+      [...appended.values()].flat().sort().slice(1),
+    );
   });
 
   test('a stream the worker also holds a lease on keeps its order across the two paths', async () => {

@@ -39,11 +39,21 @@ const slowEventMs = 5;
 const slowPauseMs = 30_000;
 /** After a failed batch, its events go through leases (which retry or park them) for a while. */
 const failurePauseMs = 5_000;
+/**
+ * A consumer that finds the frontier held by another, with events waiting, leaves it to that holder this long. Every
+ * batch ends its transaction, and a claim that came in between would take the frontier over and start again with
+ * small batches: with 8 consumers polling, that happened a few times a second (bench S1). A holder that stops or
+ * dies is replaced within it; a caught-up holder takes the next events itself.
+ */
+const heldPauseMs = 1_000;
 
 export interface LogBatches {
   /** Whether batches are in use now (not paused after a failure or slow handlers). */
   readonly active: boolean;
-  /** Whether the log may hold something past the view's frontier: a batch is worth a transaction. */
+  /**
+   * Whether the log may hold something past the view's frontier: a batch is worth a transaction. Not for a while
+   * after another consumer was found holding the frontier with events waiting.
+   */
   readonly pending: boolean;
   /** Whether the last batch took as many events as it asked for: the log most likely holds more right after it. */
   readonly full: boolean;
@@ -60,13 +70,20 @@ export function logBatches(context: ProjectionContext): LogBatches | undefined {
   if (!context.logBatches) return undefined;
   const { view, logger, stats, metrics, attributes } = context;
   let pausedUntil = 0;
+  let heldUntil = 0;
   let pending = true;
   let size = firstBatchEvents;
   let full = false;
 
-  async function claimAndHandle(): Promise<{ handled: number; moved: boolean; failed: boolean }> {
+  async function claimAndHandle(): Promise<{
+    handled: number;
+    moved: boolean;
+    held: boolean;
+    failed: boolean;
+  }> {
     let handled = 0;
     let moved = false;
+    let held = false;
     let outlived = false;
     const abandon = new AbortController();
     const started = performance.now();
@@ -76,8 +93,9 @@ export function logBatches(context: ProjectionContext): LogBatches | undefined {
       await guardedTransaction(
         context,
         async (tx) => {
-          const { events, frontierMoved } = await claimLogBatch(tx, view, size);
+          const { events, frontierMoved, frontierHeld } = await claimLogBatch(tx, view, size);
           moved = frontierMoved;
+          held = frontierHeld;
           handlersStarted = performance.now();
           const keys = await keysFor(tx, events);
           for (const [index, row] of events.entries()) {
@@ -117,7 +135,7 @@ export function logBatches(context: ProjectionContext): LogBatches | undefined {
           { view, pauseMs: pausedUntil - Date.now(), error: describeError(cause) },
         );
       }
-      return { handled: 0, moved: false, failed: true };
+      return { handled: 0, moved: false, held: false, failed: true };
     }
     full = handled >= size;
     if (handled > 0) {
@@ -140,7 +158,7 @@ export function logBatches(context: ProjectionContext): LogBatches | undefined {
         if (growth >= 2) size = Math.min(size * growth, maxBatchEvents);
       }
     }
-    return { handled, moved, failed: false };
+    return { handled, moved, held, failed: false };
   }
 
   return {
@@ -148,7 +166,7 @@ export function logBatches(context: ProjectionContext): LogBatches | undefined {
       return Date.now() >= pausedUntil;
     },
     get pending() {
-      return pending;
+      return pending && Date.now() >= heldUntil;
     },
     get full() {
       return full;
@@ -157,10 +175,11 @@ export function logBatches(context: ProjectionContext): LogBatches | undefined {
       pending = true;
     },
     async run() {
-      const { handled, moved, failed } = await claimAndHandle();
+      const { handled, moved, held, failed } = await claimAndHandle();
       // Nothing came: the log has more only if the frontier moved (past events for leases or for no subscribed
-      // stream). Another consumer holding the frontier, or nothing new, waits for the next wake-up or poll.
+      // stream). Nothing new waits for the next wake-up or poll; another consumer holding the frontier, longer.
       if (!failed && handled === 0) pending = moved;
+      if (held) heldUntil = Date.now() + heldPauseMs;
       return handled;
     },
   };
