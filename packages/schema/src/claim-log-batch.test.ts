@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { createTestDatabase } from '@fstore/test-harness';
 import type postgres from 'postgres';
 import { afterAll, describe, expect, test } from 'vitest';
+import { appendOutOfOrder } from './test-support/out-of-order.js';
 import { failureOf } from './test-support/sql-client.js';
 
 const db = await createTestDatabase();
@@ -45,24 +46,6 @@ async function append(client: postgres.Sql, decider: string, id: string, count =
     offsets.push(Number(row?.offset));
   }
   return offsets;
-}
-
-/**
- * Two more events of stream `id`, committed out of offset order: the first one's transaction takes its id first,
- * the second is appended in between and commits first. Returns their offsets, the first's lower.
- */
-async function appendOutOfOrder(decider: string, id: string) {
-  const early = await sql.reserve();
-  try {
-    await early`BEGIN`;
-    await early`SELECT pg_current_xact_id()`;
-    const [lower] = await append(sql, decider, id);
-    const [higher] = await append(early, decider, id);
-    await early`COMMIT`;
-    return [lower, higher] as const;
-  } finally {
-    early.release();
-  }
 }
 
 /** claim_log_batch in a transaction that commits (or rolls back), returning (stream, offset) pairs. */
@@ -285,7 +268,7 @@ describe('claim_log_batch leaves streams that need their lease to leases', () =>
     const a = `a-${randomUUID()}`;
     const [a1] = await append(sql, decider, a);
     expect(await claim(view)).toEqual([[a, a1]]);
-    const [a2, a3] = await appendOutOfOrder(decider, a);
+    const [a2, a3] = await appendOutOfOrder(sql, decider, a);
     // a3 has the lower transaction id: read alone (one event) or with a2, the stream is not taken.
     expect(await claim(view, 1)).toEqual([]);
     expect(await claim(view, 10)).toEqual([]);
@@ -306,7 +289,7 @@ describe('claim_log_batch leaves streams that need their lease to leases', () =>
     const a = `a-${randomUUID()}`;
     const [a1] = await append(sql, decider, a);
     expect(await claim(view)).toEqual([[a, a1]]);
-    const [a2, a3] = await appendOutOfOrder(decider, a);
+    const [a2, a3] = await appendOutOfOrder(sql, decider, a);
     // The window holds a3 then a2 (log order), each chained on the one before it by offset: taken, they would come
     // out of order.
     expect(await claim(view, 10)).toEqual([]);

@@ -13,6 +13,7 @@ import { migrate as drizzleMigrate } from 'drizzle-orm/postgres-js/migrator';
 import type postgres from 'postgres';
 import { afterAll, describe, expect, test } from 'vitest';
 import { migrationsFolder, migrationsSchema, migrationsTable } from './migrate.js';
+import { appendNext, appendOutOfOrder } from './test-support/out-of-order.js';
 
 const databases: TestDatabase[] = [];
 const folders: string[] = [];
@@ -20,32 +21,6 @@ afterAll(async () => {
   await Promise.all(databases.map((database) => database.drop()));
   for (const folder of folders) rmSync(folder, { recursive: true, force: true });
 });
-
-/** Appends one event to stream `id` of `decider`, chained on its last event; returns its offset. */
-async function append(client: postgres.Sql, decider: string, id: string) {
-  const [row] = await client<{ offset: string }[]>`
-    SELECT "offset" FROM append_event('happened', ${randomUUID()}, ${decider}, ${id}, '{}', ${randomUUID()},
-      (SELECT event_id FROM events WHERE decider_id = ${id} ORDER BY "offset" DESC LIMIT 1))`;
-  return Number(row?.offset);
-}
-
-/**
- * Two events of stream `id`: `early` takes its transaction id first, another appends the stream's next event and
- * commits, then `early` appends after that one. Returns [the other's, early's]: early's comes first in the log.
- */
-async function appendOutOfOrder(sql: postgres.Sql, decider: string, id: string) {
-  const early = await sql.reserve();
-  try {
-    await early`BEGIN`;
-    await early`SELECT pg_current_xact_id()`;
-    const previous = await append(sql, decider, id);
-    const late = await append(early, decider, id);
-    await early`COMMIT`;
-    return [previous, late] as const;
-  } finally {
-    early.release();
-  }
-}
 
 async function recorded(sql: postgres.Sql, offsets: number[]) {
   const rows = await sql<{ offset: string }[]>`
@@ -66,9 +41,9 @@ describe('the append trigger records the events that come before their previous 
     const { sql } = database;
     const decider = await newDecider(sql);
     const id = `s-${randomUUID()}`;
-    const first = await append(sql, decider, id);
+    const first = await appendNext(sql, decider, id);
     const [previous, late] = await appendOutOfOrder(sql, decider, id);
-    const next = await append(sql, decider, id);
+    const next = await appendNext(sql, decider, id);
     expect(await recorded(sql, [first, previous, late, next])).toEqual([late]);
     const [row] = await sql<{ same: boolean }[]>`
       SELECT o.transaction_id = e.transaction_id AS same
@@ -93,7 +68,7 @@ describe('the append trigger records the events that come before their previous 
     try {
       await early`BEGIN`;
       await early`SELECT pg_current_xact_id()`;
-      const previous = await append(sql, decider, id);
+      const previous = await appendNext(sql, decider, id);
       const [row] = await early<{ offset: string }[]>`
         INSERT INTO events (event, event_id, decider, decider_id, data, command_id, previous_id)
         SELECT 'happened', ${randomUUID()}, ${decider}, ${id}, '{}', ${randomUUID()}, e.event_id
@@ -137,9 +112,9 @@ describe('an upgrade records the events appended before migration 0026', () => {
     await migrateFolder(sql, migrationsBefore('0026_claims_look_up_fewer_previous_events'));
     const decider = await newDecider(sql);
     const id = `s-${randomUUID()}`;
-    const first = await append(sql, decider, id);
+    const first = await appendNext(sql, decider, id);
     const [previous, late] = await appendOutOfOrder(sql, decider, id);
-    const next = await append(sql, decider, id);
+    const next = await appendNext(sql, decider, id);
     // The trigger of then recorded nothing.
     expect(await recorded(sql, [first, previous, late, next])).toEqual([]);
     await migrateFolder(sql, migrationsFolder);
