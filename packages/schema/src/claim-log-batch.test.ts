@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { createTestDatabase } from '@fstore/test-harness';
 import type postgres from 'postgres';
 import { afterAll, describe, expect, test } from 'vitest';
-import { appendOutOfOrder } from './test-support/out-of-order.js';
+import { appendNext, appendOutOfOrder } from './test-support/out-of-order.js';
 import { failureOf } from './test-support/sql-client.js';
 
 const db = await createTestDatabase();
@@ -37,14 +37,7 @@ async function setUp() {
 /** Appends `count` events to stream `id` (new or not) of `decider`, chained on its last event; returns their offsets. */
 async function append(client: postgres.Sql, decider: string, id: string, count = 1) {
   const offsets: number[] = [];
-  for (let i = 0; i < count; i++) {
-    const [last] = await client<{ event_id: string }[]>`
-      SELECT event_id FROM events WHERE decider_id = ${id} ORDER BY "offset" DESC LIMIT 1`;
-    const [row] = await client<{ offset: string }[]>`
-      SELECT "offset" FROM append_event('happened', ${randomUUID()}, ${decider}, ${id}, '{}', ${randomUUID()},
-                                        ${last?.event_id ?? null})`;
-    offsets.push(Number(row?.offset));
-  }
+  for (let i = 0; i < count; i++) offsets.push(await appendNext(client, decider, id));
   return offsets;
 }
 

@@ -75,15 +75,9 @@ export function logBatches(context: ProjectionContext): LogBatches | undefined {
   let size = firstBatchEvents;
   let full = false;
 
-  async function claimAndHandle(): Promise<{
-    handled: number;
-    moved: boolean;
-    held: boolean;
-    failed: boolean;
-  }> {
+  async function claimAndHandle(): Promise<{ handled: number; moved: boolean; failed: boolean }> {
     let handled = 0;
     let moved = false;
-    let held = false;
     let outlived = false;
     const abandon = new AbortController();
     const started = performance.now();
@@ -95,7 +89,7 @@ export function logBatches(context: ProjectionContext): LogBatches | undefined {
         async (tx) => {
           const { events, frontierMoved, frontierHeld } = await claimLogBatch(tx, view, size);
           moved = frontierMoved;
-          held = frontierHeld;
+          if (frontierHeld) heldUntil = Date.now() + heldPauseMs;
           handlersStarted = performance.now();
           const keys = await keysFor(tx, events);
           for (const [index, row] of events.entries()) {
@@ -135,7 +129,7 @@ export function logBatches(context: ProjectionContext): LogBatches | undefined {
           { view, pauseMs: pausedUntil - Date.now(), error: describeError(cause) },
         );
       }
-      return { handled: 0, moved: false, held: false, failed: true };
+      return { handled: 0, moved: false, failed: true };
     }
     full = handled >= size;
     if (handled > 0) {
@@ -158,7 +152,7 @@ export function logBatches(context: ProjectionContext): LogBatches | undefined {
         if (growth >= 2) size = Math.min(size * growth, maxBatchEvents);
       }
     }
-    return { handled, moved, held, failed: false };
+    return { handled, moved, failed: false };
   }
 
   return {
@@ -175,11 +169,10 @@ export function logBatches(context: ProjectionContext): LogBatches | undefined {
       pending = true;
     },
     async run() {
-      const { handled, moved, held, failed } = await claimAndHandle();
+      const { handled, moved, failed } = await claimAndHandle();
       // Nothing came: the log has more only if the frontier moved (past events for leases or for no subscribed
       // stream). Nothing new waits for the next wake-up or poll; another consumer holding the frontier, longer.
       if (!failed && handled === 0) pending = moved;
-      if (held) heldUntil = Date.now() + heldPauseMs;
       return handled;
     },
   };
