@@ -84,9 +84,9 @@ test('a decider process and two projector processes: the views are complete, eac
   const handled = await Promise.all(
     projectors.map(async (p) => Number((await p.waitFor(/stopped handled=\d+/)).split('=')[1])),
   );
-  // Both took part, and between them they handled every event once: each view subscribes to its own decider, so
-  // an event reaches only the view that projects it (and no worker is called for the other's).
-  expect(handled.every((n) => n > 0)).toBe(true);
+  // Between them they handled every event once: each view subscribes to its own decider, so an event reaches only
+  // the view that projects it (and no worker is called for the other's). Which process handles what is the
+  // frontier's holder: it may take every event while the other waits (migration 0028), so neither count is asserted.
   const result = await check(db, summary.run, summary.stats);
   expect(result.lines.filter((line) => !line.startsWith('ok '))).toEqual([]);
   expect(handled.reduce((a, b) => a + b, 0)).toBe(summary.stats.eventsAppended);
