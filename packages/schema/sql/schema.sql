@@ -3,7 +3,7 @@
 -- Generated, do not edit: `pnpm check:migrations --write-schema` regenerates it (packages/schema/src/schema-dump.test.ts),
 -- and `pnpm check:migrations` fails when it is out of step with the migrations. Not a migration: migrate() builds
 -- the schema from migrations/; this file only shows the result.
--- After the migrations 0000_tables to 0028_log_batches_say_when_the_frontier_is_held; the same text on PostgreSQL 14 to 18.
+-- After the migrations 0000_tables to 0030_claims_take_orderly_windows_whole; the same text on PostgreSQL 14 to 18.
 
 -- Tables
 
@@ -182,6 +182,7 @@ CREATE UNIQUE INDEX events_final_key ON public.events USING btree (decider_id, d
 CREATE UNIQUE INDEX events_first_event_key ON public.events USING btree (decider_id, decider) WHERE (previous_id IS NULL);
 CREATE INDEX events_transaction_id_offset_idx ON public.events USING btree (transaction_id, "offset");
 CREATE INDEX locks_pending_idx ON public.locks USING btree (view, locked_until, "offset") WHERE (last_offset < "offset");
+CREATE INDEX out_of_order_events_offset_idx ON public.out_of_order_events USING btree ("offset");
 CREATE INDEX parked_events_retry_idx ON public.parked_events USING btree (view, retry_requested_at) WHERE (retry_requested_at IS NOT NULL);
 CREATE INDEX snapshots_offset_idx ON public.snapshots USING btree ("offset");
 CREATE INDEX subject_erasures_subject_idx ON public.subject_erasures USING btree (subject);
@@ -830,6 +831,9 @@ DECLARE
     v_marked    bigint[];
     v_rows      jsonb;
     v_free      text[];
+    v_lowest    bigint;
+    v_orderly   boolean;
+    v_unordered text[];
 BEGIN
     IF v_max_events IS NULL OR v_max_events < 1 THEN
         RAISE EXCEPTION 'claim_log_batch: max events must be one or more, got %', v_max_events
@@ -872,26 +876,22 @@ BEGIN
         PERFORM set_config('fstore.log_batch_held', 'true', true);
         RETURN;
     END IF;
-    -- The window: up to v_max_events events past the frontier, of ended transactions (an index-only range).
-    SELECT w.transaction_id, w."offset"
-    INTO v_end_xid, v_end
-    FROM (SELECT e.transaction_id, e."offset"
-          FROM events e
-          WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
-            AND e.transaction_id < v_horizon
-          ORDER BY e.transaction_id, e."offset"
-          LIMIT v_max_events) w
+    -- The window: up to v_max_events events past the frontier, of ended transactions (an index-only range), and
+    -- its lowest offset.
+    SELECT w.transaction_id, w."offset", w.lowest
+    INTO v_end_xid, v_end, v_lowest
+    FROM (SELECT r.transaction_id, r."offset", min(r."offset") OVER () AS lowest
+          FROM (SELECT e.transaction_id, e."offset"
+                FROM events e
+                WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+                  AND e.transaction_id < v_horizon
+                ORDER BY e.transaction_id, e."offset"
+                LIMIT v_max_events) r) w
     ORDER BY w.transaction_id DESC, w."offset" DESC
     LIMIT 1;
     IF v_end IS NULL THEN
         RETURN;
     END IF;
-    -- The window's events that come before their previous event in the log (out_of_order_events, usually none).
-    SELECT coalesce(array_agg(o."offset"), '{}')
-    INTO v_marked
-    FROM out_of_order_events o
-    WHERE (o.transaction_id, o."offset") > (v_frontier.transaction_id, v_frontier."offset")
-      AND (o.transaction_id, o."offset") <= (v_end_xid, v_end);
     -- Which of the window's streams can be taken. Their lock row must be free: none yet, or one with nothing
     -- unhandled and no lease, which this takes (in decider_id order, as every writer of many lock rows does) and
     -- holds to the end of the transaction; rows with work pending are left to their leases, whose holders must not
@@ -927,62 +927,105 @@ BEGIN
               ORDER BY l.decider_id
               FOR NO KEY UPDATE SKIP LOCKED) h;
     END IF;
-    -- The held rows are looked up in that map, not joined: the planner takes a range inside one transaction for a
-    -- row or two, and a nested loop over a thousand held rows per event cost 100 ms a batch.
-    -- One sort of the window, by stream and offset. Each event is compared with the one before it in its stream: it
-    -- must name it as its previous, come after it in the log (a transaction id no lower: the offsets already
-    -- increase), and not be from before start_at when that one is not.
-    WITH fresh AS (SELECT e.decider_id, e.previous_id, e.transaction_id, e."offset", e.created_at,
-                          (v_held ->> e.decider_id)::bigint AS handled_to,
-                          lag(e.event_id) OVER by_offset       AS before_id,
-                          lag(e.transaction_id) OVER by_offset AS before_xid,
-                          lag(e.created_at) OVER by_offset     AS before_created
-                   FROM events e
-                   WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
-                     AND (e.transaction_id, e."offset") <= (v_end_xid, v_end)
-                     AND (v_view_row.subscribed_deciders IS NULL OR e.decider = ANY (v_view_row.subscribed_deciders))
-                     AND e."offset" > coalesce((v_held ->> e.decider_id)::bigint, 0)
-                   WINDOW by_offset AS (PARTITION BY e.decider_id ORDER BY e."offset")),
-         streams AS (SELECT f.decider_id,
-                            max(f.handled_to)                                                 AS handled_to,
-                            -- The stream's first event of the window: its one row without a before_id.
-                            (array_agg(f.previous_id) FILTER (WHERE f.before_id IS NULL))[1] AS first_previous,
-                            (array_agg(f."offset") FILTER (WHERE f.before_id IS NULL))[1]    AS first_offset,
-                            bool_and(f.before_id IS NULL
-                                OR (f.previous_id = f.before_id
-                                    AND f.before_xid <= f.transaction_id
-                                    AND NOT (f.before_created >= v_view_row.start_at
-                                        AND f.created_at < v_view_row.start_at)))             AS orderly
-                     FROM fresh f
-                     GROUP BY f.decider_id),
-         judged AS (SELECT s.decider_id,
-                           s.orderly
-                               AND (s.handled_to IS NOT NULL
-                                   OR NOT (v_rows ? s.decider_id))
-                               -- Its first event's previous one was handled: a stream's first event in the
-                               -- window that is not out of order comes after its previous one in the log, and
-                               -- that one is not in the window (the first would be) or is at or below handled_to,
-                               -- so it is handled; only the out-of-order ones need it looked up.
-                               AND (s.first_previous IS NULL
-                                   OR s.first_offset <> ALL (v_marked)
-                                   OR EXISTS (SELECT 1
-                                              FROM events p
-                                              WHERE p.event_id = s.first_previous
-                                                AND (p."offset" <= s.handled_to
-                                                  OR (p.transaction_id, p."offset")
-                                                         <= (v_frontier.transaction_id, v_frontier."offset")))) AS direct
-                    FROM streams s)
-    SELECT coalesce(array_agg(j.decider_id) FILTER (WHERE j.direct), '{}'), count(*)
-    INTO v_direct, v_streams
-    FROM judged j;
-    -- The other streams of the window go on through their leases: their events are read into their lock rows as
-    -- advance_view reads them (waiting for a row an acknowledgement holds, in the same decider_id order), so that
-    -- the batch takes the whole window instead of stopping in front of them.
-    -- It reads no stream that was judged (those are all the window's streams it could read), so when every one is
-    -- taken there is nothing for it to do: a window of free streams, as a catch-up reads, skips a pass over it.
-    IF cardinality(v_direct) < v_streams THEN
-        PERFORM read_into_lock_rows(v_view, v_frontier.transaction_id, v_frontier."offset", v_end_xid, v_end,
-                                    v_direct, v_held);
+    -- An orderly window (migration 0030): no event of a window stream at or above the window's lowest offset came
+    -- before its previous event in the log (out_of_order_events), every window stream that has a lock row is held
+    -- above, and no window event was created before start_at. Then every stream of the window passes the
+    -- per-stream checks below, which sort the window by stream (two thirds of a claim's time), so they are skipped:
+    -- - a stream's offsets increase along previous_id (the append trigger), so its window events in offset order
+    --   name one another, unless the previous event p of one of them, e, lies outside the window. If p is past the
+    --   window, e comes before p in the log and is marked; if p is at or behind the frontier, the window event
+    --   before e precedes p along previous_id but follows it in the log, so some event between them (offset above
+    --   the window's lowest) is marked. Neither is, so they name one another, each after the one before it in the
+    --   log (else it would be marked);
+    -- - a stream's first window event is not marked, so its previous event is at or behind the frontier: handled;
+    -- - with no event from before start_at, none follows one from after it.
+    -- The streams of the events at or above the window's lowest offset that are out of order: usually none.
+    WITH marks AS MATERIALIZED (SELECT o."offset" FROM out_of_order_events o WHERE o."offset" >= v_lowest)
+    SELECT coalesce(array_agg(m.decider_id), '{}')
+    INTO v_unordered
+    FROM marks
+             JOIN events m ON m."offset" = marks."offset";
+    v_orderly := (cardinality(v_unordered) = 0
+        OR NOT EXISTS (SELECT 1
+                       FROM events e
+                       WHERE e.decider_id = ANY (v_unordered)
+                         AND e."offset" >= v_lowest
+                         AND (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+                         AND (e.transaction_id, e."offset") <= (v_end_xid, v_end)
+                         AND (v_view_row.subscribed_deciders IS NULL
+                           OR e.decider = ANY (v_view_row.subscribed_deciders))))
+        AND (SELECT count(*) FROM jsonb_object_keys(v_rows)) = (SELECT count(*) FROM jsonb_object_keys(v_held))
+        AND NOT EXISTS (SELECT 1
+                        FROM events e
+                        WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+                          AND (e.transaction_id, e."offset") <= (v_end_xid, v_end)
+                          AND e.created_at < v_view_row.start_at);
+    IF NOT v_orderly THEN
+        -- The window's events that come before their previous event in the log (out_of_order_events, usually none).
+        SELECT coalesce(array_agg(o."offset"), '{}')
+        INTO v_marked
+        FROM out_of_order_events o
+        WHERE (o.transaction_id, o."offset") > (v_frontier.transaction_id, v_frontier."offset")
+          AND (o.transaction_id, o."offset") <= (v_end_xid, v_end);
+        -- The held rows are looked up in that map, not joined: the planner takes a range inside one transaction for
+        -- a row or two, and a nested loop over a thousand held rows per event cost 100 ms a batch.
+        -- One sort of the window, by stream and offset. Each event is compared with the one before it in its
+        -- stream: it must name it as its previous, come after it in the log (a transaction id no lower: the offsets
+        -- already increase), and not be from before start_at when that one is not.
+        WITH fresh AS (SELECT e.decider_id, e.previous_id, e.transaction_id, e."offset", e.created_at,
+                              (v_held ->> e.decider_id)::bigint AS handled_to,
+                              lag(e.event_id) OVER by_offset       AS before_id,
+                              lag(e.transaction_id) OVER by_offset AS before_xid,
+                              lag(e.created_at) OVER by_offset     AS before_created
+                       FROM events e
+                       WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
+                         AND (e.transaction_id, e."offset") <= (v_end_xid, v_end)
+                         AND (v_view_row.subscribed_deciders IS NULL
+                           OR e.decider = ANY (v_view_row.subscribed_deciders))
+                         AND e."offset" > coalesce((v_held ->> e.decider_id)::bigint, 0)
+                       WINDOW by_offset AS (PARTITION BY e.decider_id ORDER BY e."offset")),
+             streams AS (SELECT f.decider_id,
+                                max(f.handled_to)                                                 AS handled_to,
+                                -- The stream's first event of the window: its one row without a before_id.
+                                (array_agg(f.previous_id) FILTER (WHERE f.before_id IS NULL))[1] AS first_previous,
+                                (array_agg(f."offset") FILTER (WHERE f.before_id IS NULL))[1]    AS first_offset,
+                                bool_and(f.before_id IS NULL
+                                    OR (f.previous_id = f.before_id
+                                        AND f.before_xid <= f.transaction_id
+                                        AND NOT (f.before_created >= v_view_row.start_at
+                                            AND f.created_at < v_view_row.start_at)))             AS orderly
+                         FROM fresh f
+                         GROUP BY f.decider_id),
+             judged AS (SELECT s.decider_id,
+                               s.orderly
+                                   AND (s.handled_to IS NOT NULL
+                                       OR NOT (v_rows ? s.decider_id))
+                                   -- Its first event's previous one was handled: a stream's first event in the
+                                   -- window that is not out of order comes after its previous one in the log, and
+                                   -- that one is not in the window (the first would be) or is at or below handled_to,
+                                   -- so it is handled; only the out-of-order ones need it looked up.
+                                   AND (s.first_previous IS NULL
+                                       OR s.first_offset <> ALL (v_marked)
+                                       OR EXISTS (SELECT 1
+                                                  FROM events p
+                                                  WHERE p.event_id = s.first_previous
+                                                    AND (p."offset" <= s.handled_to
+                                                      OR (p.transaction_id, p."offset")
+                                                             <= (v_frontier.transaction_id, v_frontier."offset"))))
+                                   AS direct
+                        FROM streams s)
+        SELECT coalesce(array_agg(j.decider_id) FILTER (WHERE j.direct), '{}'), count(*)
+        INTO v_direct, v_streams
+        FROM judged j;
+        -- The other streams of the window go on through their leases: their events are read into their lock rows
+        -- as advance_view reads them (waiting for a row an acknowledgement holds, in the same decider_id order), so
+        -- that the batch takes the whole window instead of stopping in front of them.
+        -- It reads no stream that was judged (those are all the window's streams it could read), so when every one
+        -- is taken there is nothing for it to do: a window of free streams, as a catch-up reads, skips a pass over it.
+        IF cardinality(v_direct) < v_streams THEN
+            PERFORM read_into_lock_rows(v_view, v_frontier.transaction_id, v_frontier."offset", v_end_xid, v_end,
+                                        v_direct, v_held);
+        END IF;
     END IF;
     -- The events to handle (read before the lock rows move past them): those of the taken streams in the window,
     -- past what their lock rows say was handled, of the subscribed types, created from start_at on.
@@ -998,7 +1041,8 @@ BEGIN
                 AND (e.transaction_id, e."offset") <= (v_end_xid, v_end)
               ORDER BY e.transaction_id, e."offset"
               OFFSET 0) w
-        WHERE w.decider_id = ANY (v_direct)
+        -- v_direct is null for an orderly window: every stream of it is taken.
+        WHERE (v_direct IS NULL OR w.decider_id = ANY (v_direct))
           AND (v_view_row.subscribed_deciders IS NULL OR w.decider = ANY (v_view_row.subscribed_deciders))
           AND (v_view_row.subscribed_events IS NULL OR w.event = ANY (v_view_row.subscribed_events))
           AND w.created_at >= v_view_row.start_at
@@ -1019,7 +1063,7 @@ BEGIN
               FROM events e
               WHERE (e.transaction_id, e."offset") > (v_frontier.transaction_id, v_frontier."offset")
                 AND (e.transaction_id, e."offset") <= (v_end_xid, v_end)
-                AND e.decider_id = ANY (v_direct)
+                AND (v_direct IS NULL OR e.decider_id = ANY (v_direct))
                 AND v_held ? e.decider_id
                 AND (v_view_row.subscribed_deciders IS NULL OR e.decider = ANY (v_view_row.subscribed_deciders))
                 AND (v_view_row.subscribed_events IS NULL OR e.event = ANY (v_view_row.subscribed_events))

@@ -228,7 +228,11 @@ export const outOfOrderEvents = pgTable(
     transactionId: xid8('transaction_id').notNull(),
     offset: bigint('offset', { mode: 'number' }).notNull(),
   },
-  (t) => [primaryKey({ name: 'out_of_order_events_pkey', columns: [t.transactionId, t.offset] })],
+  (t) => [
+    primaryKey({ name: 'out_of_order_events_pkey', columns: [t.transactionId, t.offset] }),
+    // Claims ask whether anything at or above their window's lowest offset is out of order (migration 0030).
+    index('out_of_order_events_offset_idx').on(t.offset),
+  ],
 );
 
 /**

@@ -1,0 +1,1 @@
+CREATE INDEX "out_of_order_events_offset_idx" ON "out_of_order_events" USING btree ("offset");
