@@ -31,6 +31,7 @@ export interface ConsumerInput {
 
 export interface ConsumerOutput {
   events: number;
+  /** From the start of the work (`go`) to the last event consumed. */
   seconds: number;
   cpuMs: number;
   maxRssMb: number;
@@ -52,6 +53,9 @@ process.on('message', (message) => {
 });
 const done = () => stopRequested || Date.now() >= deadline;
 let events = 0;
+// When the last event was consumed: the figure's end. The parent learns that the work is done by polling the
+// database every 100 ms and then says 'stop'; that lag is the harness's, and the scan baseline does not pay it.
+let lastProgressAt = started;
 
 if (input.mode === 'project') {
   const bench = defineEvents('Bench', { Happened: event<{ n: number }>() });
@@ -66,9 +70,19 @@ if (input.mode === 'project') {
     handle() {},
   });
   await projection.start();
-  while (!done()) await new Promise((resolve) => setTimeout(resolve, 20));
+  // The handled count moves when a transaction commits: sampled every 5 ms, the end is known to 5 ms.
+  while (!done()) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    if (projection.stats.handled !== events) {
+      events = projection.stats.handled;
+      lastProgressAt = performance.now();
+    }
+  }
   await projection.stop();
-  events = projection.stats.handled;
+  if (projection.stats.handled !== events) {
+    events = projection.stats.handled;
+    lastProgressAt = performance.now();
+  }
 } else if (input.mode === 'one-by-one') {
   let empty = 0;
   while (!done() && empty < 3) {
@@ -82,6 +96,7 @@ if (input.mode === 'project') {
     empty = 0;
     await sql`SELECT 1 FROM ack_event(${input.view}, ${e.decider_id}, ${e.offset})`;
     events++;
+    lastProgressAt = performance.now();
   }
 } else if (input.mode === 'scan') {
   let after = 0;
@@ -91,6 +106,7 @@ if (input.mode === 'project') {
     >`SELECT * FROM events WHERE "offset" > ${after} ORDER BY "offset" LIMIT ${input.batchSize}`;
     if (rows.length === 0) break;
     events += rows.length;
+    lastProgressAt = performance.now();
     after = Number(rows.at(-1)?.offset);
   }
 } else {
@@ -101,9 +117,10 @@ if (input.mode === 'project') {
     if (events % 10_000 === 0 && done()) break;
   }
   await db.execute(q`SELECT 1`);
+  lastProgressAt = performance.now();
 }
 
-const seconds = (performance.now() - started) / 1000;
+const seconds = (lastProgressAt - started) / 1000;
 await sql.end({ timeout: 5 });
 const cpu = process.cpuUsage();
 const output: ConsumerOutput = {

@@ -143,8 +143,10 @@ export async function runConsumers(
   }
   const results = await Promise.all(outputs);
   const wall = (performance.now() - started) / 1000;
-  // Each process times itself from its first statement: its start-up (loading TypeScript) is not the system's cost.
-  const seconds = Math.max(...results.map((r) => r.seconds));
+  // Each process times itself from 'go' (its start-up, loading TypeScript, is not the system's cost) to the last
+  // event it consumed; a process that consumed nothing does not set the end.
+  const working = results.filter((r) => r.events > 0);
+  const seconds = Math.max(...(working.length > 0 ? working : results).map((r) => r.seconds));
   return {
     events: results.reduce((sum, r) => sum + r.events, 0),
     seconds,
