@@ -261,6 +261,34 @@ describe('failures', () => {
     expect(projection.stats).toMatchObject({ handled: 3, failed: 2, parked: 0 });
   });
 
+  // A failed log batch rolls back and gives its events to leases, without counting a failed delivery.
+  test.each([
+    ['leases', false, 1],
+    ['log batches', true, 0],
+  ])(
+    'a synchronous handler that throws fails its delivery like one that rejects (%s)',
+    async (_, logBatches, failed) => {
+      const view = await newView();
+      const appended = await appendStreams(1, 3);
+      const offsets = [...appended.values()][0] as number[];
+      const calls: number[] = [];
+      const projection = project(view, {
+        logBatches,
+        handle(e) {
+          calls.push(e.offset);
+          if (e.offset === offsets[1] && calls.filter((offset) => offset === e.offset).length === 1)
+            throw new Error('once, synchronously');
+        },
+      });
+      await projection.start();
+      await until(async () => projection.stats.handled === 3);
+      // Counted as the handler's failure (not the database's), and the event came again.
+      expect(projection.stats.failed).toBe(failed);
+      expect(calls.filter((offset) => offset === offsets[1])).toHaveLength(2);
+      expect(calls.at(-1)).toBe(offsets[2]);
+    },
+  );
+
   test('a batch the database rolls back (serialization failure, deadlock) runs again at once, without counting a failed delivery', async () => {
     const view = await newView();
     const appended = await appendStreams(1, 3);
