@@ -69,20 +69,19 @@ if (input.mode === 'project') {
     wakeups: input.wakeups ?? false,
     handle() {},
   });
-  await projection.start();
   // The handled count moves when a transaction commits: sampled every 5 ms, the end is known to 5 ms.
-  while (!done()) {
-    await new Promise((resolve) => setTimeout(resolve, 5));
-    if (projection.stats.handled !== events) {
-      events = projection.stats.handled;
-      lastProgressAt = performance.now();
-    }
-  }
-  await projection.stop();
-  if (projection.stats.handled !== events) {
+  const sample = () => {
+    if (projection.stats.handled === events) return;
     events = projection.stats.handled;
     lastProgressAt = performance.now();
+  };
+  await projection.start();
+  while (!done()) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    sample();
   }
+  await projection.stop();
+  sample();
 } else if (input.mode === 'one-by-one') {
   let empty = 0;
   while (!done() && empty < 3) {
