@@ -1,7 +1,8 @@
 /**
  * M1: peak resident memory of one worker process streaming a long backlog, and of a process iterating one very long
  * stream, at two sizes: flat means the larger size does not cost more. Both run as deployed: plain Node.js on the
- * built packages (deployed-worker.mjs), not under the TypeScript loader, which alone holds about 30 MB more.
+ * built packages (deployed-worker.mjs), not under the TypeScript loader, which alone holds about 30 MB more. For
+ * reference, postgres.js alone reads the same events in pages (no fstore loaded): the floor the library adds to.
  */
 import type { BenchContext, Figure } from '../context.js';
 import { drained, writeBacklog } from '../dataset.js';
@@ -11,7 +12,7 @@ export async function memoryScenarios(ctx: BenchContext): Promise<Figure[]> {
   const figures: Figure[] = [];
   const sizes = ctx.quick ? [5_000, 20_000] : [100_000, 1_000_000];
   const limitMs = ctx.quick ? 30_000 : 300_000;
-  const measured: Record<'worker' | 'iterate', number[]> = { worker: [], iterate: [] };
+  const measured: Record<'worker' | 'iterate' | 'scan', number[]> = { worker: [], iterate: [], scan: [] };
   for (const size of sizes) {
     const url = await ctx.freshDatabase(`m1-${size}`);
     ctx.log(`M1: one stream of ${size.toLocaleString('en-US')} events`);
@@ -44,10 +45,17 @@ export async function memoryScenarios(ctx: BenchContext): Promise<Figure[]> {
       () => drained(url, backlog.view, Date.now() + limitMs),
       { deployed: true },
     );
+    const scan = await runConsumers(
+      { url, mode: 'scan', view: '', durationMs: limitMs, concurrency: 1, batchSize: 1000 },
+      1,
+      undefined,
+      { deployed: true },
+    );
+    measured.scan.push(scan.maxRssMb);
     measured.iterate.push(iterate.maxRssMb);
     measured.worker.push(worker.maxRssMb);
     ctx.log(
-      `M1: ${size}: worker ${worker.events} events, ${worker.maxRssMb.toFixed(0)} MB; iterate ${iterate.events} events, ${iterate.maxRssMb.toFixed(0)} MB`,
+      `M1: ${size}: worker ${worker.events} events, ${worker.maxRssMb.toFixed(0)} MB; iterate ${iterate.events} events, ${iterate.maxRssMb.toFixed(0)} MB; postgres.js alone ${scan.events} events, ${scan.maxRssMb.toFixed(0)} MB`,
     );
   }
   const [small, large] = sizes as [number, number];
@@ -66,5 +74,15 @@ export async function memoryScenarios(ctx: BenchContext): Promise<Figure[]> {
       },
     });
   }
+  const [scanAtSmall, scanAtLarge] = measured.scan as [number, number];
+  figures.push({
+    scenario: 'M1',
+    case: `peak RSS of postgres.js alone reading the same ${large.toLocaleString('en-US')} events in pages of 1,000 (plain Node.js, no fstore loaded)`,
+    unit: 'MB',
+    value: scanAtLarge,
+    baseline: { label: `the same at ${small.toLocaleString('en-US')} events`, value: scanAtSmall },
+    ratio: scanAtLarge / scanAtSmall,
+    note: 'report only: the floor under the two figures above',
+  });
   return figures;
 }
