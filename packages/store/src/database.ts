@@ -1,5 +1,5 @@
 import { type DeciderEventType, deciders, type Event, events } from '@fstore/schema';
-import { getTableColumns, type SQL } from 'drizzle-orm';
+import { Column, getTableColumns, type SQL } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT, PgTable } from 'drizzle-orm/pg-core';
 
 /**
@@ -20,18 +20,28 @@ export async function queryRows(db: Database, query: SQL): Promise<Record<string
 
 /**
  * Decodes a raw row of a table (as the SQL functions return them) the way a Drizzle select would: column names to
- * field names, int8 to numbers, timestamps to Dates. jsonb is left as the driver parsed it.
+ * field names, int8 to numbers, timestamps to Dates. jsonb is left as the driver parsed it. Columns whose Drizzle
+ * mapping is the identity (text, uuid, boolean) are copied without a call: a worker decodes every event it handles.
  */
 export function rowDecoder<TRow>(table: PgTable) {
-  const columns = Object.entries(getTableColumns(table)).map(([field, column]) => ({ field, column }));
+  const columns = Object.entries(getTableColumns(table)).map(([field, column]) => ({
+    field,
+    name: column.name,
+    map:
+      column.dataType === 'json' || column.mapFromDriverValue === Column.prototype.mapFromDriverValue
+        ? undefined
+        : (value: unknown) => column.mapFromDriverValue(value),
+  }));
   return (raw: Record<string, unknown>): TRow => {
     const row: Record<string, unknown> = {};
-    for (const { field, column } of columns) {
-      const value = raw[column.name];
+    for (const { field, name, map } of columns) {
+      const value = raw[name];
       row[field] =
-        value === null || value === undefined || value instanceof Date || column.dataType === 'json'
-          ? (value ?? null)
-          : column.mapFromDriverValue(value);
+        value === null || value === undefined
+          ? null
+          : map === undefined || value instanceof Date
+            ? value
+            : map(value);
     }
     return row as TRow;
   };

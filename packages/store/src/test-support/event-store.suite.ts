@@ -5,7 +5,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { type } from 'arktype';
-import { sql } from 'drizzle-orm';
+import { events } from '@fstore/schema';
+import { eq, sql } from 'drizzle-orm';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { archiveStream, removeArchivedStreams } from '../archive.js';
 import type { Database } from '../database.js';
@@ -563,6 +564,23 @@ export function describeEventStore(driver: string, connect: () => Promise<Connec
           previousId: null,
         }).catch((e) => e);
         expect(conflict).toBeInstanceOf(StreamClosedError);
+      });
+
+      test('their rows decode to what a Drizzle select of the same rows gives: every column, nulls included', async () => {
+        const id = newStream();
+        await store.append(id, [created], { expectedLastEventId: null });
+        await store.append(id, [added, placed], {
+          expectedLastEventId: (await store.loadLast(id))?.eventId ?? null,
+          metadata: { correlationId: 'c-1', headers: { tenant: 't' } },
+        });
+        const selected = await db.select().from(events).where(eq(events.deciderId, id)).orderBy(events.offset);
+        expect(selected).toHaveLength(3);
+        expect(await getEvents(db, id)).toEqual(selected);
+        // Typed as Drizzle types them: a first event's null previous_id and metadata, numbers, Dates, xid8 as text.
+        expect(selected[0]).toMatchObject({ previousId: null, metadata: null, eventVersion: 1, final: false });
+        expect(typeof selected[0]?.offset).toBe('number');
+        expect(selected[0]?.createdAt).toBeInstanceOf(Date);
+        expect(typeof selected[0]?.transactionId).toBe('string');
       });
     });
 
