@@ -4,8 +4,8 @@
  * lost commit) is in concurrency.test.ts.
  */
 import { randomUUID } from 'node:crypto';
-import { type } from 'arktype';
 import { events } from '@fstore/schema';
+import { type } from 'arktype';
 import { eq, sql } from 'drizzle-orm';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { archiveStream, removeArchivedStreams } from '../archive.js';
@@ -573,11 +573,20 @@ export function describeEventStore(driver: string, connect: () => Promise<Connec
           expectedLastEventId: (await store.loadLast(id))?.eventId ?? null,
           metadata: { correlationId: 'c-1', headers: { tenant: 't' } },
         });
-        const selected = await db.select().from(events).where(eq(events.deciderId, id)).orderBy(events.offset);
+        const selected = await db
+          .select()
+          .from(events)
+          .where(eq(events.deciderId, id))
+          .orderBy(events.offset);
         expect(selected).toHaveLength(3);
         expect(await getEvents(db, id)).toEqual(selected);
         // Typed as Drizzle types them: a first event's null previous_id and metadata, numbers, Dates, xid8 as text.
-        expect(selected[0]).toMatchObject({ previousId: null, metadata: null, eventVersion: 1, final: false });
+        expect(selected[0]).toMatchObject({
+          previousId: null,
+          metadata: null,
+          eventVersion: 1,
+          final: false,
+        });
         expect(typeof selected[0]?.offset).toBe('number');
         expect(selected[0]?.createdAt).toBeInstanceOf(Date);
         expect(typeof selected[0]?.transactionId).toBe('string');
