@@ -7,6 +7,7 @@ import postgres from 'postgres';
 import type { BenchContext, Figure } from '../context.js';
 import { median } from '../context.js';
 import { runLoad } from '../load.js';
+import type { LoadWorkerInput } from '../load-worker.js';
 
 async function registerViews(url: string, count: number) {
   const sql = postgres(url, { max: 1, onnotice: () => {} });
@@ -53,33 +54,8 @@ async function setWakeups(url: string, enabled: boolean) {
   }
 }
 
-/** Median events/s of `kind` over the context's rounds. */
-async function measure(
-  ctx: BenchContext,
-  url: string,
-  kind: 'insert' | 'append' | 'batch' | 'batch-once' | 'batch-metadata',
-  clients: number,
-  batchSize = 1,
-) {
-  const rates: number[] = [];
-  for (let round = 0; round < ctx.rounds; round++) {
-    const result = await runLoad({
-      url,
-      clients,
-      durationMs: ctx.durationMs,
-      kind,
-      batchSize,
-      ratePerClient: 0,
-      label: `${kind}${clients}`,
-    });
-    if (result.errors > 0) ctx.log(`  ${kind} at ${clients} clients: ${result.errors} errors`);
-    rates.push(result.eventsPerSecond);
-  }
-  return median(rates);
-}
-
 interface Side {
-  kind: 'insert' | 'append' | 'batch';
+  kind: LoadWorkerInput['kind'];
   batchSize?: number;
   /** Before each of its rounds (the views it needs). */
   setUp?: () => Promise<void>;
@@ -277,39 +253,35 @@ export async function appendScenarios(ctx: BenchContext, selected: Set<string>):
     // Alternating rounds, same conditions: one event per command, each client on a stream of its own that grows as
     // it goes (the once check reads the stream, as the load before deciding does).
     ctx.log('A5: append_events once per command against plain append_events, 8 clients');
-    const plain: number[] = [];
-    const once: number[] = [];
-    for (let round = 0; round < ctx.rounds; round++) {
-      plain.push(await measure({ ...ctx, rounds: 1 }, url, 'batch', 8, 1));
-      once.push(await measure({ ...ctx, rounds: 1 }, url, 'batch-once', 8, 1));
-    }
-    const streamLength = Math.round((median(once) * ctx.durationMs) / 1000 / 8);
+    const [plain, once] = await measureAlternating(ctx, url, 8, { kind: 'batch' }, { kind: 'batch-once' });
+    const streamLength = Math.round((once * ctx.durationMs) / 1000 / 8);
     figures.push({
       scenario: 'A5',
       case: 'append_events once per command, 1 event per command, 8 clients',
       unit: 'events/s',
-      value: median(once),
-      baseline: { label: 'append_events, the same without the check', value: median(plain) },
-      ratio: median(once) / median(plain),
+      value: once,
+      baseline: { label: 'append_events, the same without the check', value: plain },
+      ratio: once / plain,
       note: `report only: streams of up to ~${streamLength} events by the end of a round`,
     });
   }
   if (selected.has('A6')) {
     // Alternating rounds, same conditions: the metadata the command handler writes, against none.
     ctx.log('A6: append_events with metadata against append_events without, 8 clients');
-    const without: number[] = [];
-    const withMetadata: number[] = [];
-    for (let round = 0; round < ctx.rounds; round++) {
-      without.push(await measure({ ...ctx, rounds: 1 }, url, 'batch', 8, 1));
-      withMetadata.push(await measure({ ...ctx, rounds: 1 }, url, 'batch-metadata', 8, 1));
-    }
+    const [without, withMetadata] = await measureAlternating(
+      ctx,
+      url,
+      8,
+      { kind: 'batch' },
+      { kind: 'batch-metadata' },
+    );
     figures.push({
       scenario: 'A6',
       case: 'append_events with metadata (correlation, causation, traceparent), 1 event per command, 8 clients',
       unit: 'events/s',
-      value: median(withMetadata),
-      baseline: { label: 'append_events, the same without metadata', value: median(without) },
-      ratio: median(withMetadata) / median(without),
+      value: withMetadata,
+      baseline: { label: 'append_events, the same without metadata', value: without },
+      ratio: withMetadata / without,
       note: 'report only: each event gets an entry in the index of correlation ids',
     });
   }
