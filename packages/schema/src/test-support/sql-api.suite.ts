@@ -949,8 +949,13 @@ export function describeSqlApi(driver: string, connect: () => Promise<SqlClient>
         const head = events[2]?.offset;
         const byView = await locksOfStream();
         expect(byView[fromStart]).toMatchObject({ offset: head, last_offset: 0 });
-        // A view that starts later never reads the history before its registration.
-        expect(byView[fromNow]).toBeUndefined();
+        // A view that starts later never delivers the history before its registration. Its frontier starts at the
+        // oldest transaction running on the server, so one open elsewhere (another test's database) can make it read
+        // the stream anyway: then into a lock row with nothing to deliver, the whole stream passed over.
+        const early = byView[fromNow];
+        expect(early && { offset: early.offset, last_offset: early.last_offset }).toEqual(
+          early && { offset: head, last_offset: head },
+        );
         const next = await append({ decider, deciderId, previousId: events[2]?.event_id ?? null });
         await db.query(`SELECT advance_view($1)`, [fromNow]);
         expect((await locksOfStream())[fromNow]).toMatchObject({
