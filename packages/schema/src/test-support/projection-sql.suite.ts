@@ -966,10 +966,15 @@ export function describeProjectionSql(
           view,
         ]);
         expect(row?.start_at.getFullYear()).toBe(2999);
-        // No event of the stream is that recent: nothing to read, and the view does not even read the history
-        // from before it was reset.
+        // No event of the stream is that recent: nothing to read. The view's frontier starts at the oldest
+        // transaction running on the server, so a transaction open elsewhere (another test's database) can make it
+        // read the stream anyway: then only into a lock row with nothing to deliver, the stream passed over.
         await db.query(`SELECT advance_view($1)`, [view]);
-        expect(await db.query(`SELECT * FROM locks WHERE view = $1`, [view])).toEqual([]);
+        const rows = await db.query<{ offset: number; last_offset: number }>(
+          `SELECT * FROM locks WHERE view = $1`,
+          [view],
+        );
+        expect(rows.filter((l) => l.last_offset !== l.offset)).toEqual([]);
         expect(await lease(view)).toEqual([]);
         await db.query(`SELECT * FROM reset_view($1, '2000-01-01')`, [view]);
         expect(await lockOf(view, stream.deciderId)).toMatchObject({
